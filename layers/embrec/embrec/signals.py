@@ -1,0 +1,447 @@
+"""Signals computed at rebuild time: item-item collaborative neighbours and trending scores.
+
+Two collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_model``):
+
+- ``"cooccurrence"`` (default, scales to large catalogs): ``sim(i, j) = S_ij / sqrt(S_ii S_jj) x
+  c_ij / (c_ij + shrinkage)`` where ``S = X^T X`` over users' (weighted, positive) item rows and ``c_ij``
+  the number of users who have both. The cosine keeps popular items from dominating, the shrinkage damps
+  pairs seen by very few users. Computed blockwise over source items with sort-and-reduce in numpy (no
+  n x n matrix, no scipy), memory bounded by ``pair_budget``.
+- ``"ease"`` (Steck 2019, closed form): ``P = (X^T X + lambda I)^-1``, ``B = I - P / diag(P)`` (diag 0).
+  Dense, so only when the number of items with interactions is <= ``ease_max_items``; above that cap
+  the co-occurrence model is used and ``params["cf_model_used"]`` says so.
+
+Trending: per item, the sum over users of the (positive) type weight x ``0.5 ** (age / half_life)`` of
+their most recent qualifying event inside the window before ``now`` (one user counts once per item, so a
+single user replaying events cannot make an item trend).
+
+:class:`Signals` is compact (int32 / float32 arrays keyed by its own ``item_ids``) and saved as one
+``signals.npz`` without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embrec.errors import IntegrityError, InvalidInputError
+from embrec.manifest import describe_files, verify_files
+from embrec.profiles import DEFAULT_TYPE_WEIGHTS, SECONDS_PER_DAY, Interaction
+
+__all__ = [
+    "CF_MODELS",
+    "SIGNALS_FILE",
+    "SignalParams",
+    "Signals",
+    "compute_signals",
+    "cooccurrence_neighbours",
+    "ease_neighbours",
+    "trending_scores",
+]
+
+CF_MODELS = ("cooccurrence", "ease")
+SIGNALS_FILE = "signals.npz"
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SignalParams:
+    """Rebuild-time parameters (recorded in the saved artifact).
+
+    ``neighbours``: top-N CF neighbours kept per item. ``max_items_per_user``: only a user's most recent
+    items feed CF (bounds the O(L^2) pairs of heavy users). ``trending_half_life_days`` /
+    ``trending_window_days``: decay and horizon of trending, relative to ``now``.
+    """
+
+    cf_model: str = "cooccurrence"
+    neighbours: int = 50
+    shrinkage: float = 10.0
+    ease_lambda: float = 200.0
+    ease_max_items: int = 20_000
+    max_items_per_user: int = 500
+    min_support: int = 1
+    pair_budget: int = 4_000_000
+    trending_half_life_days: float = 3.0
+    trending_window_days: float = 14.0
+    type_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_TYPE_WEIGHTS)
+
+    def __post_init__(self) -> None:
+        if self.cf_model not in CF_MODELS:
+            allowed = ", ".join(CF_MODELS)
+            raise InvalidInputError("cf_model", f"must be one of {allowed}, got {self.cf_model!r}")
+        if self.neighbours < 1:
+            raise InvalidInputError("neighbours", f"must be >= 1, got {self.neighbours}")
+        for name in ("shrinkage", "ease_lambda"):
+            if not getattr(self, name) >= 0:
+                raise InvalidInputError(name, "must be >= 0")
+        if not (self.trending_half_life_days > 0 and self.trending_window_days > 0):
+            raise InvalidInputError("trending_half_life_days", "half-life and window must be > 0")
+        if self.max_items_per_user < 2 or self.pair_budget < 1 or self.ease_max_items < 1:
+            raise InvalidInputError("max_items_per_user", "must be >= 2 (and budgets >= 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        document = {f.name: getattr(self, f.name) for f in fields(self)}
+        return document | {"type_weights": dict(self.type_weights)}
+
+
+def _encode_ids(item_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 blob + int64 offsets (n + 1): compact for millions of ids, loadable without pickle."""
+    encoded = [item_id.encode("utf-8") for item_id in item_ids]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in encoded], dtype=np.int64)
+    blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    return blob, offsets
+
+
+def _decode_ids(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
+    raw = blob.tobytes()
+    return [raw[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(offsets.shape[0] - 1)]
+
+
+@dataclass(frozen=True, eq=False)
+class Signals:
+    """CF neighbours and trending scores keyed by ``item_ids`` (positions, not index ids).
+
+    ``cf_neighbours``: int32 (n, N), positions into ``item_ids``, padded with -1, best first.
+    ``cf_scores``: float32 (n, N), descending per row, 0 where padded. ``trending``: float32 (n,) >= 0.
+    """
+
+    item_ids: tuple[str, ...]
+    cf_neighbours: np.ndarray
+    cf_scores: np.ndarray
+    trending: np.ndarray
+    params: Mapping[str, Any] = field(default_factory=dict)
+    _positions: dict[str, int] = field(init=False, repr=False, compare=False)
+    _trending_order: list[np.ndarray] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        if self.cf_neighbours.shape[0] != n or self.cf_scores.shape != self.cf_neighbours.shape:
+            raise InvalidInputError("cf_neighbours", "shapes do not match item_ids")
+        if self.trending.shape != (n,):
+            raise InvalidInputError("trending", "shape does not match item_ids")
+        object.__setattr__(self, "_positions", {item_id: i for i, item_id in enumerate(self.item_ids)})
+        object.__setattr__(self, "_trending_order", [])
+
+    @classmethod
+    def empty(cls, item_ids: Sequence[str] = (), neighbours: int = 1) -> Signals:
+        n = len(item_ids)
+        return cls(
+            item_ids=tuple(item_ids),
+            cf_neighbours=np.full((n, neighbours), -1, dtype=np.int32),
+            cf_scores=np.zeros((n, neighbours), dtype=np.float32),
+            trending=np.zeros(n, dtype=np.float32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def position(self, item_id: str) -> int | None:
+        return self._positions.get(item_id)
+
+    def neighbours(self, item_id: str) -> list[tuple[str, float]]:
+        """CF neighbours of ``item_id`` as ``(item_id, score)``, best first; [] for an unknown item."""
+        pos = self._positions.get(item_id)
+        if pos is None:
+            return []
+        row, scores = self.cf_neighbours[pos], self.cf_scores[pos]
+        return [(self.item_ids[j], float(s)) for j, s in zip(row, scores, strict=True) if j >= 0]
+
+    def trending_score(self, item_id: str) -> float:
+        pos = self._positions.get(item_id)
+        return 0.0 if pos is None else float(self.trending[pos])
+
+    def trending_order(self) -> np.ndarray:
+        """Positions of items with trending > 0, by score descending then item id (cached)."""
+        if not self._trending_order:
+            positive = np.flatnonzero(self.trending > 0)
+            ids = np.asarray([self.item_ids[i] for i in positive], dtype=object)
+            order = np.lexsort((ids, -self.trending[positive])) if positive.size else positive
+            self._trending_order.append(positive[order].astype(np.int64))
+        return self._trending_order[0]
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write ``signals.npz`` under ``directory``; returns ``{"files", "params", "count", ...}``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        blob, offsets = _encode_ids(self.item_ids)
+        np.savez(
+            directory / SIGNALS_FILE,
+            format_version=np.asarray(_FORMAT_VERSION, dtype=np.int64),
+            item_id_blob=blob,
+            item_id_offsets=offsets,
+            cf_neighbours=self.cf_neighbours.astype(np.int32, copy=False),
+            cf_scores=self.cf_scores.astype(np.float32, copy=False),
+            trending=self.trending.astype(np.float32, copy=False),
+            params_json=np.frombuffer(json.dumps(dict(self.params), sort_keys=True).encode(), dtype=np.uint8),
+        )
+        return {
+            "files": describe_files(directory, [SIGNALS_FILE]),
+            "params": dict(self.params),
+            "count": len(self),
+            "neighbours": int(self.cf_neighbours.shape[1]),
+            "format_version": _FORMAT_VERSION,
+        }
+
+    @classmethod
+    def load(cls, directory: Path, files: Mapping[str, Mapping[str, Any]] | None = None) -> Signals:
+        """Load ``signals.npz`` (no pickle); verify sha256/size first when the manifest ``files`` is given."""
+        directory = Path(directory)
+        if files is not None:
+            verify_files(directory, {name: entry for name, entry in files.items() if name == SIGNALS_FILE})
+        try:
+            with np.load(directory / SIGNALS_FILE, allow_pickle=False) as data:
+                version = int(data["format_version"])
+                if version != _FORMAT_VERSION:
+                    raise IntegrityError(f"{SIGNALS_FILE}: format version {version} is not {_FORMAT_VERSION}")
+                item_ids = _decode_ids(data["item_id_blob"], data["item_id_offsets"])
+                params = json.loads(data["params_json"].tobytes().decode("utf-8"))
+                return cls(
+                    item_ids=tuple(item_ids),
+                    cf_neighbours=data["cf_neighbours"].astype(np.int32, copy=False),
+                    cf_scores=data["cf_scores"].astype(np.float32, copy=False),
+                    trending=data["trending"].astype(np.float32, copy=False),
+                    params=params,
+                )
+        except (OSError, KeyError, ValueError, InvalidInputError) as error:
+            raise IntegrityError(f"{SIGNALS_FILE}: unreadable ({error})") from None
+
+
+# --------------------------------------------------------------------------- user-item matrix
+
+
+@dataclass(frozen=True)
+class _UserRows:
+    """CSR user x item matrix: ``indptr`` (u + 1), ``indices`` item positions, ``data`` weights > 0."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    n_items: int
+
+
+def _user_rows(
+    user_idx: np.ndarray, item_idx: np.ndarray, weight: np.ndarray, ts: np.ndarray, n_items: int,
+    max_items_per_user: int,
+) -> _UserRows:
+    """One entry per (user, item) with weight = max positive event weight; each user keeps the
+    ``max_items_per_user`` items with the most recent events."""
+    keep = weight > 0
+    user_idx, item_idx, weight, ts = user_idx[keep], item_idx[keep], weight[keep], ts[keep]
+    if user_idx.size == 0:
+        return _UserRows(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0), n_items)
+    # Collapse (user, item) pairs: max weight, latest timestamp.
+    order = np.lexsort((item_idx, user_idx))
+    user_idx, item_idx, weight, ts = user_idx[order], item_idx[order], weight[order], ts[order]
+    starts = np.flatnonzero(np.r_[True, (np.diff(user_idx) != 0) | (np.diff(item_idx) != 0)])
+    users = user_idx[starts]
+    items = item_idx[starts]
+    weights = np.maximum.reduceat(weight, starts)
+    latest = np.maximum.reduceat(ts, starts)
+    # Most recent first inside each user, then cut at max_items_per_user.
+    order = np.lexsort((items, -latest, users))
+    users, items, weights = users[order], items[order], weights[order]
+    user_starts = np.flatnonzero(np.r_[True, np.diff(users) != 0])
+    rank = np.arange(users.size) - np.repeat(user_starts, np.diff(np.r_[user_starts, users.size]))
+    keep = rank < max_items_per_user
+    users, items, weights = users[keep], items[keep], weights[keep]
+    # Users with a single item carry no co-occurrence (but still count in S_ii).
+    counts = np.bincount(np.unique(users, return_inverse=True)[1])
+    indptr = np.zeros(counts.size + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum(counts)
+    return _UserRows(indptr, items.astype(np.int64), weights.astype(np.float64), n_items)
+
+
+def _top_n_per_row(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, top_n: int,
+                   out_idx: np.ndarray, out_score: np.ndarray, row_offset: int) -> None:
+    """Write the top ``top_n`` (score desc, col asc) of each row into ``out_*[row_offset + row]``."""
+    if rows.size == 0:
+        return
+    order = np.lexsort((cols, -scores, rows))
+    rows, cols, scores = rows[order], cols[order], scores[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(rows) != 0])
+    rank = np.arange(rows.size) - np.repeat(starts, np.diff(np.r_[starts, rows.size]))
+    keep = rank < top_n
+    out_idx[row_offset + rows[keep], rank[keep]] = cols[keep]
+    out_score[row_offset + rows[keep], rank[keep]] = scores[keep]
+
+
+def cooccurrence_neighbours(
+    rows: _UserRows, top_n: int, shrinkage: float = 10.0, min_support: int = 1, pair_budget: int = 4_000_000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-N neighbours per item by shrunk cosine of co-occurrence. Returns (int32 (n, N), float32 (n, N))."""
+    n_items = rows.n_items
+    out_idx = np.full((n_items, top_n), -1, dtype=np.int32)
+    out_score = np.zeros((n_items, top_n), dtype=np.float32)
+    if rows.indices.size == 0:
+        return out_idx, out_score
+    user_of_entry = np.repeat(np.arange(rows.indptr.size - 1), np.diff(rows.indptr))
+    row_len = np.diff(rows.indptr)
+    self_sq = np.bincount(rows.indices, weights=rows.data**2, minlength=n_items)  # S_ii
+    # Item -> (user, weight) CSR.
+    by_item = np.lexsort((user_of_entry, rows.indices))
+    item_users = user_of_entry[by_item]
+    item_weights = rows.data[by_item]
+    item_indptr = np.zeros(n_items + 1, dtype=np.int64)
+    item_indptr[1:] = np.cumsum(np.bincount(rows.indices, minlength=n_items))
+    cost = np.bincount(rows.indices, weights=row_len[user_of_entry], minlength=n_items)  # pairs per item
+    cum_cost = np.cumsum(cost)
+    start = 0
+    while start < n_items:
+        # Block of source items whose expansion stays within the budget (at least one item).
+        done = cum_cost[start - 1] if start else 0.0
+        stop = max(start + 1, int(np.searchsorted(cum_cost, done + pair_budget, side="right")))
+        entry_lo, entry_hi = item_indptr[start], item_indptr[stop]
+        if entry_hi > entry_lo:
+            src_items = np.repeat(np.arange(start, stop), np.diff(item_indptr[start : stop + 1]))
+            users = item_users[entry_lo:entry_hi]
+            w_src = item_weights[entry_lo:entry_hi]
+            lengths = row_len[users]
+            total = int(lengths.sum())
+            rep = np.repeat(np.arange(users.size), lengths)
+            offset = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            pos = rows.indptr[users][rep] + offset
+            dst = rows.indices[pos]
+            src = src_items[rep]
+            value = w_src[rep] * rows.data[pos]
+            not_self = dst != src
+            src, dst, value = src[not_self], dst[not_self], value[not_self]
+            if src.size:
+                key = (src - start) * n_items + dst
+                order = np.argsort(key, kind="stable")
+                key, value = key[order], value[order]
+                starts = np.flatnonzero(np.r_[True, np.diff(key) != 0])
+                s_ij = np.add.reduceat(value, starts)
+                c_ij = np.diff(np.r_[starts, key.size]).astype(np.float64)
+                uniq = key[starts]
+                src_local, dst_u = uniq // n_items, uniq % n_items
+                src_u = src_local + start
+                sim = s_ij / np.sqrt(self_sq[src_u] * self_sq[dst_u]) * (c_ij / (c_ij + shrinkage))
+                ok = c_ij >= min_support
+                _top_n_per_row(src_local[ok], dst_u[ok], sim[ok], top_n, out_idx, out_score, start)
+        start = stop
+    return out_idx, out_score
+
+
+def ease_neighbours(rows: _UserRows, top_n: int, lam: float = 200.0) -> tuple[np.ndarray, np.ndarray]:
+    """EASE item-item weights restricted to items with interactions; top-N positive ``B[i, :]`` per item.
+
+    ``B[i, j]`` is how much having ``i`` adds to ``j``'s score, so row ``i`` is "people who liked i".
+    Memory: two dense float64 (m, m) matrices, m = items with interactions.
+    """
+    n_items = rows.n_items
+    out_idx = np.full((n_items, top_n), -1, dtype=np.int32)
+    out_score = np.zeros((n_items, top_n), dtype=np.float32)
+    active = np.unique(rows.indices)
+    if active.size < 2:
+        return out_idx, out_score
+    local = np.searchsorted(active, rows.indices)
+    n_users = rows.indptr.size - 1
+    x = np.zeros((n_users, active.size), dtype=np.float64)
+    user_of_entry = np.repeat(np.arange(n_users), np.diff(rows.indptr))
+    x[user_of_entry, local] = rows.data
+    gram = x.T @ x
+    del x
+    gram[np.diag_indices_from(gram)] += lam
+    p = np.linalg.inv(gram)
+    del gram
+    b = p / (-np.diag(p))[None, :]
+    np.fill_diagonal(b, 0.0)
+    del p
+    m = active.size
+    k = min(top_n, m - 1)
+    part = np.argpartition(-b, k - 1, axis=1)[:, :k] if k < m else np.argsort(-b, axis=1)[:, :k]
+    vals = np.take_along_axis(b, part, axis=1)
+    src = np.repeat(np.arange(m), k)
+    cols, vals = part.reshape(-1), vals.reshape(-1)
+    pos = vals > 0
+    block_idx = np.full((m, top_n), -1, dtype=np.int32)
+    block_score = np.zeros((m, top_n), dtype=np.float32)
+    _top_n_per_row(src[pos], active[cols[pos]], vals[pos], top_n, block_idx, block_score, 0)
+    out_idx[active] = block_idx
+    out_score[active] = block_score
+    return out_idx, out_score
+
+
+def trending_scores(
+    user_idx: np.ndarray, item_idx: np.ndarray, weight: np.ndarray, ts: np.ndarray, n_items: int, now: float,
+    half_life_days: float, window_days: float,
+) -> np.ndarray:
+    """float32 (n_items,): sum over users of weight x 0.5^(age/half_life) of their latest event per item
+    with age in [0, window]. Events after ``now`` count as age 0 (clock skew), older than the window not."""
+    age_days = np.maximum(now - ts, 0.0) / SECONDS_PER_DAY
+    keep = (weight > 0) & (age_days <= window_days)
+    if not keep.any():
+        return np.zeros(n_items, dtype=np.float32)
+    decayed = weight[keep] * np.exp2(-age_days[keep] / half_life_days)
+    u, i = user_idx[keep], item_idx[keep]
+    order = np.lexsort((-decayed, i, u))
+    u, i, decayed = u[order], i[order], decayed[order]
+    first = np.r_[True, (np.diff(u) != 0) | (np.diff(i) != 0)]
+    return np.bincount(i[first], weights=decayed[first], minlength=n_items).astype(np.float32)
+
+
+def compute_signals(
+    interactions: Iterable[tuple[str, Interaction]],
+    item_ids: Sequence[str],
+    params: SignalParams | None = None,
+    *,
+    now: float | None = None,
+) -> Signals:
+    """CF neighbours and trending for ``item_ids`` from ``(user_id, Interaction)`` pairs.
+
+    Events on items not in ``item_ids`` and events with non-positive type weight (dislikes, unknown types)
+    are ignored. ``now`` (epoch s) anchors trending; default: the newest event.
+    """
+    params = params or SignalParams()
+    ids = list(dict.fromkeys(item_ids))
+    positions = {item_id: i for i, item_id in enumerate(ids)}
+    users: dict[str, int] = {}
+    u_list: list[int] = []
+    i_list: list[int] = []
+    w_list: list[float] = []
+    t_list: list[float] = []
+    type_weights = params.type_weights
+    for user_id, event in interactions:
+        pos = positions.get(event.item_id)
+        weight = float(type_weights.get(event.type, 0.0))
+        if pos is None or not weight > 0 or not math.isfinite(event.timestamp):
+            continue
+        u_list.append(users.setdefault(user_id, len(users)))
+        i_list.append(pos)
+        w_list.append(weight)
+        t_list.append(float(event.timestamp))
+    user_idx = np.asarray(u_list, dtype=np.int64)
+    item_idx = np.asarray(i_list, dtype=np.int64)
+    weight_arr = np.asarray(w_list, dtype=np.float64)
+    ts = np.asarray(t_list, dtype=np.float64)
+    anchor = float(now) if now is not None else (float(ts.max()) if ts.size else 0.0)
+    rows = _user_rows(user_idx, item_idx, weight_arr, ts, len(ids), params.max_items_per_user)
+    model = params.cf_model
+    n_active = int(np.unique(rows.indices).size)
+    if model == "ease" and n_active > params.ease_max_items:
+        model = "cooccurrence"
+    if model == "ease":
+        cf_idx, cf_score = ease_neighbours(rows, params.neighbours, params.ease_lambda)
+    else:
+        cf_idx, cf_score = cooccurrence_neighbours(
+            rows, params.neighbours, params.shrinkage, params.min_support, params.pair_budget
+        )
+    trend = trending_scores(
+        user_idx, item_idx, weight_arr, ts, len(ids), anchor,
+        params.trending_half_life_days, params.trending_window_days,
+    )
+    recorded = params.to_dict() | {
+        "cf_model_used": model,
+        "now": anchor,
+        "n_events": int(ts.size),
+        "n_users": len(users),
+        "n_items_with_events": n_active,
+    }
+    return Signals(tuple(ids), cf_idx, cf_score, trend, recorded)
