@@ -1,0 +1,625 @@
+"""The item index: hnswlib (chroma-hnswlib 0.7.6) for approximate search, plus what hnswlib does not keep.
+
+A :class:`VectorIndex` holds, per *position* (hnswlib label == position, never reused):
+
+- the L2-normalised float32 vector, in the HNSW graph **and** in a float32 matrix beside it (exact search over
+  a filtered subset, MMR, user vectors and score re-computation all need fast row access; hnswlib's
+  ``get_items`` returns Python lists);
+- the item id (utf-8 blob + offsets) and a tombstone flag;
+- metadata for filters and responses as numpy columns (:mod:`embrec._index_meta`).
+
+Space is inner product on unit vectors, so scores are cosine similarities in [-1, 1].
+
+Filtered search keeps recall when a filter is selective: the allowed set is computed as a vectorised mask
+first; when it is small (<= ``exact_max_items`` or <= ``exact_max_fraction`` of the positions) the search is
+exact over the subset (``vectors[allowed] @ q``); otherwise hnswlib searches with the mask as its filter, and
+falls back to exact search if it returns fewer than ``k``. Tombstones and excluded (seen) items are part of
+the same mask. Final scores are recomputed from the stored vectors in float64 and sorted by (-score,
+item_id), so results are deterministic and identical between the exact and the graph path.
+
+On disk (``save``): ``graph.hnsw`` (hnswlib's own file), ``metadata.npz`` (ids, tombstones and metadata
+columns; plain arrays), ``manifest.json``. The vectors are stored **once**, inside the graph file: the loader
+reads them back out of hnswlib's level-0 block (a fixed, header-described layout, checked against the manifest
+and pinned by library name and version) instead of shipping a second float32 copy. That keeps the artifact at
+about 1.1x the raw vector bytes instead of 2.1x.
+
+Not thread-safe: one index per Lambda container, used by one request at a time.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from embrec._index_meta import Filters, MetadataColumns, StringColumn, parse_metadata
+from embrec.errors import CompatibilityError, IntegrityError, InvalidInputError, NotFoundError
+from embrec.manifest import describe_files, read_json, verify_files, write_json
+
+__all__ = [
+    "DEFAULT_EF_CONSTRUCTION",
+    "DEFAULT_EF_SEARCH",
+    "DEFAULT_M",
+    "LIBRARY",
+    "SPACE",
+    "Filters",
+    "IndexDelta",
+    "VectorIndex",
+    "library_version",
+]
+
+# Measured on real MiniLM embeddings (PyPI summaries), see the report in tests/unit/test_index.py's docstring:
+# M=16 keeps the graph at ~130 bytes/item of links; ef_search=128 gives recall@10 ~0.98 at 100k items.
+DEFAULT_M = 16
+DEFAULT_EF_CONSTRUCTION = 200
+DEFAULT_EF_SEARCH = 128
+SPACE = "ip"
+LIBRARY = "chroma-hnswlib"
+FORMAT = "embrec-index/1"
+DELTA_FORMAT = "embrec-index-delta/1"
+GRAPH_FILE = "graph.hnsw"
+METADATA_FILE = "metadata.npz"
+MANIFEST_FILE = "manifest.json"
+DELTA_FILE = "delta.npz"
+_RANDOM_SEED = 100
+_HNSW_HEADER_BYTES = 96  # hnswalg.h saveIndex: 6 size_t, int, uint32, 3 size_t, double, size_t
+
+
+def library_version() -> str:
+    """Installed chroma-hnswlib version (index files do not cross-load between hnswlib builds)."""
+    return importlib.metadata.version(LIBRARY)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_ids(item_ids: Sequence[str], field_name: str = "item_ids") -> list[str]:
+    ids = list(item_ids)
+    for item_id in ids:
+        if not isinstance(item_id, str) or not item_id:
+            raise InvalidInputError(field_name, "every id must be a non-empty string")
+    if len(set(ids)) != len(ids):
+        raise InvalidInputError(field_name, "duplicate ids in one batch")
+    return ids
+
+
+def _unit_rows(vectors: Any, dim: int | None, field_name: str = "vectors") -> np.ndarray:
+    """(n, dim) float32, each row L2-normalised. Rejects wrong shape, NaN/inf and zero rows."""
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim != 2 or (dim is not None and array.shape[1] != dim) or array.shape[1] == 0:
+        raise InvalidInputError(field_name, f"expected shape (n, {dim or 'dim'}), got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise InvalidInputError(field_name, "contains NaN or infinity")
+    norms = np.linalg.norm(array.astype(np.float64), axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise InvalidInputError(field_name, "contains a zero vector")
+    return np.ascontiguousarray(array / norms, dtype=np.float32)
+
+
+def _parse_rows(metadata: Sequence[Mapping[str, Any]] | None, n: int) -> list[dict[str, Any]]:
+    if metadata is None:
+        return [parse_metadata(None) for _ in range(n)]
+    rows = list(metadata)
+    if len(rows) != n:
+        raise InvalidInputError("metadata", f"expected {n} rows, got {len(rows)}")
+    return [parse_metadata(row, f"metadata[{i}]") for i, row in enumerate(rows)]
+
+
+class VectorIndex:
+    """Approximate nearest-neighbour index over item vectors with metadata filters and tombstones.
+
+    Build with :meth:`build` or :meth:`load`; never call the constructor directly.
+    """
+
+    #: Exact search when the allowed set has at most this many items ...
+    exact_max_items: int = 4096
+    #: ... or at most this fraction of all positions (hnswlib's filtered search degrades when very selective).
+    exact_max_fraction: float = 0.02
+
+    def __init__(
+        self,
+        *,
+        graph: hnswlib.Index,
+        vectors: np.ndarray,
+        ids: StringColumn,
+        deleted: np.ndarray,
+        meta: MetadataColumns,
+        encoder_id: str,
+        M: int,
+        ef_construction: int,
+        ef_search: int,
+    ) -> None:
+        self._graph = graph
+        self._vectors = vectors  # (capacity, dim) float32; rows [0, n) are positions
+        self._ids = ids
+        self._n = len(ids)
+        self._deleted = deleted  # (capacity,) bool
+        self._meta = meta
+        self._position: dict[str, int] = {}
+        for position, item_id in enumerate(ids.tolist()):
+            if not deleted[position]:
+                self._position[item_id] = position
+        self.encoder_id = encoder_id
+        self.M = M
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+
+    # -- construction ---------------------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        item_ids: Sequence[str],
+        vectors: np.ndarray,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        encoder_id: str = "",
+        M: int = DEFAULT_M,
+        ef_construction: int = DEFAULT_EF_CONSTRUCTION,
+        ef_search: int = DEFAULT_EF_SEARCH,
+        num_threads: int = -1,
+    ) -> VectorIndex:
+        """Index ``vectors`` (n, dim) float-like (normalised here) under ``item_ids`` (unique, non-empty).
+
+        ``metadata`` rows are dicts as ``Item.to_dict`` gives them (title, category, tags, price, available,
+        created_at; other keys ignored). ``num_threads`` -1 = all cores (graph construction only).
+        """
+        ids = _check_ids(item_ids)
+        unit = _unit_rows(vectors, None)
+        if unit.shape[0] != len(ids):
+            raise InvalidInputError("vectors", f"{unit.shape[0]} rows for {len(ids)} ids")
+        for name, value in (("M", M), ("ef_construction", ef_construction), ("ef_search", ef_search)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise InvalidInputError(name, "must be an integer >= 2")
+        rows = _parse_rows(metadata, len(ids))
+        n, dim = unit.shape
+        graph = hnswlib.Index(space=SPACE, dim=dim)
+        graph.init_index(
+            max_elements=max(n, 16), M=M, ef_construction=ef_construction, random_seed=_RANDOM_SEED
+        )
+        if n:
+            graph.add_items(unit, np.arange(n, dtype=np.int64), num_threads=num_threads)
+        meta = MetadataColumns()
+        meta.append(rows)
+        return cls(
+            graph=graph,
+            vectors=unit,
+            ids=StringColumn.from_strings(ids),
+            deleted=np.zeros(n, dtype=bool),
+            meta=meta,
+            encoder_id=encoder_id,
+            M=M,
+            ef_construction=ef_construction,
+            ef_search=ef_search,
+        )
+
+    # -- introspection --------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self._vectors.shape[1])
+
+    def __len__(self) -> int:
+        """Live (not tombstoned) items."""
+        return len(self._position)
+
+    @property
+    def positions(self) -> int:
+        """Positions used, tombstones included (what the graph and the arrays hold)."""
+        return self._n
+
+    def contains(self, item_id: str) -> bool:
+        return item_id in self._position
+
+    def live_ids(self) -> list[str]:
+        """Live item ids in position (insertion) order."""
+        return list(self._position)
+
+    def _require(self, item_id: str) -> int:
+        position = self._position.get(item_id)
+        if position is None:
+            raise NotFoundError(f"item {item_id!r} is not in the index")
+        return position
+
+    def metadata(self, item_id: str) -> dict[str, Any]:
+        """``{title, category, tags (list), price, available, created_at}``; NotFoundError if unknown."""
+        return self._meta.row(self._require(item_id))
+
+    def vectors_for(self, item_ids: Sequence[str]) -> np.ndarray:
+        """(len(item_ids), dim) float32 unit vectors (a copy). NotFoundError for unknown or deleted ids."""
+        positions = np.array([self._require(item_id) for item_id in item_ids], dtype=np.int64)
+        return self._vectors[positions].reshape(len(positions), self.dim)
+
+    def matches(self, item_ids: Sequence[str], filters: Filters | None) -> np.ndarray:
+        """bool (len(item_ids),): live and passing ``filters``. Unknown or deleted ids are False."""
+        positions = np.array([self._position.get(item_id, -1) for item_id in item_ids], dtype=np.int64)
+        known = positions >= 0
+        result = known.copy()
+        if filters is not None and not filters.is_empty() and known.any():
+            result[known] = self._meta.mask(filters)[positions[known]]
+        return result
+
+    # -- search ---------------------------------------------------------------------------------------------
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        filters: Filters | None = None,
+        exclude: Collection[str] = (),
+    ) -> list[tuple[str, float]]:
+        """Top ``k`` live items by cosine similarity to ``vector`` (dim,), passing ``filters``, not excluded.
+
+        Returns ``[(item_id, score)]``, score descending, ties by item_id; fewer than ``k`` when fewer items
+        qualify. ``vector`` need not be normalised (it is here). Unknown ids in ``exclude`` are ignored.
+        """
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise InvalidInputError("k", "must be a positive integer")
+        query = _unit_rows(np.asarray(vector, dtype=np.float32).reshape(1, -1), self.dim, "vector")[0]
+        mask = self._allowed(filters, exclude)
+        allowed = len(self) if mask is None else int(np.count_nonzero(mask))
+        if allowed == 0:
+            return []
+        k = min(int(k), allowed)
+        if mask is not None and (
+            allowed <= self.exact_max_items or allowed <= self.exact_max_fraction * self._n
+        ):
+            return self._exact(query, k, mask)
+        positions = self._graph_search(query, k, mask)
+        if positions is None:
+            return self._exact(query, k, mask)
+        return self._ranked(query, positions, k)
+
+    def _allowed(self, filters: Filters | None, exclude: Collection[str]) -> np.ndarray | None:
+        """bool (n,): positions that may be returned; None when only tombstones restrict (graph has those)."""
+        has_filter = filters is not None and not filters.is_empty()
+        excluded = [p for p in (self._position.get(item_id) for item_id in exclude) if p is not None]
+        if not has_filter and not excluded:
+            return None
+        mask = ~self._deleted[: self._n]
+        if filters is not None and has_filter:
+            mask &= self._meta.mask(filters)
+        if excluded:
+            mask[np.array(excluded, dtype=np.int64)] = False
+        return mask
+
+    def _graph_search(self, query: np.ndarray, k: int, mask: np.ndarray | None) -> np.ndarray | None:
+        """Positions of hnswlib's top ``k`` (int64); None when it cannot return ``k`` (caller goes exact)."""
+        self._graph.set_ef(max(self.ef_search, k))
+        # bytes.__getitem__ is a C-level callable returning 0/1: the cheapest filter hnswlib can call back.
+        allowed = None if mask is None else mask.tobytes().__getitem__
+        try:
+            labels, _ = self._graph.knn_query(query.reshape(1, -1), k=k, num_threads=1, filter=allowed)
+        except RuntimeError:  # hnswlib found fewer than k allowed items
+            return None
+        return np.asarray(labels[0], dtype=np.int64)
+
+    def _exact(self, query: np.ndarray, k: int, mask: np.ndarray | None) -> list[tuple[str, float]]:
+        if mask is None:
+            mask = ~self._deleted[: self._n]
+        candidates = np.flatnonzero(mask)
+        if candidates.shape[0] * 4 > self._n:
+            scores = (self._vectors[: self._n] @ query)[candidates]
+        else:
+            scores = self._vectors[candidates] @ query
+        if candidates.shape[0] > k:
+            kth = np.partition(scores, candidates.shape[0] - k)[candidates.shape[0] - k]
+            # Small slack so float32/float64 rounding at the boundary cannot drop a tie before re-ranking.
+            keep = scores >= kth - 1e-6
+            candidates = candidates[keep]
+        return self._ranked(query, candidates, k)
+
+    def _ranked(self, query: np.ndarray, positions: np.ndarray, k: int) -> list[tuple[str, float]]:
+        scores = self._vectors[positions].astype(np.float64) @ query.astype(np.float64)
+        pairs = sorted(
+            ((self._ids[int(p)], float(s)) for p, s in zip(positions.tolist(), scores.tolist(), strict=True)),
+            key=lambda pair: (-pair[1], pair[0]),
+        )
+        return pairs[:k]
+
+    # -- incremental updates --------------------------------------------------------------------------------
+    def upsert(
+        self,
+        item_ids: Sequence[str],
+        vectors: np.ndarray,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Add or replace items. A replaced item gets a new position; its old one becomes a tombstone."""
+        ids = _check_ids(item_ids)
+        unit = _unit_rows(vectors, self.dim)
+        if unit.shape[0] != len(ids):
+            raise InvalidInputError("vectors", f"{unit.shape[0]} rows for {len(ids)} ids")
+        rows = _parse_rows(metadata, len(ids))
+        if not ids:
+            return
+        start, end = self._n, self._n + len(ids)
+        if end > self._graph.get_max_elements():
+            self._graph.resize_index(max(end, 2 * self._graph.get_max_elements()))
+        self._graph.add_items(unit, np.arange(start, end, dtype=np.int64), num_threads=1)
+        self._tombstone([self._position[item_id] for item_id in ids if item_id in self._position])
+        self._vectors = _grow_rows(self._vectors, end)
+        self._vectors[start:end] = unit
+        self._deleted = _grow_rows(self._deleted, end)
+        self._deleted[start:end] = False
+        self._ids.extend(ids)
+        self._meta.append(rows)
+        self._n = end
+        for offset, item_id in enumerate(ids):
+            self._position[item_id] = start + offset
+
+    def delete(self, item_ids: Sequence[str]) -> int:
+        """Tombstone items (idempotent; unknown ids ignored). Returns how many were live."""
+        positions = [self._position.pop(item_id) for item_id in set(item_ids) if item_id in self._position]
+        self._tombstone(positions)
+        return len(positions)
+
+    def _tombstone(self, positions: Sequence[int]) -> None:
+        for position in positions:
+            self._graph.mark_deleted(int(position))
+            self._deleted[position] = True
+
+    def apply(self, delta: IndexDelta) -> None:
+        """Apply a published :class:`IndexDelta` (upserts, then deletes); refuses another encoder's delta."""
+        if delta.dim != self.dim:
+            raise CompatibilityError(f"delta dim {delta.dim} does not match the index dim {self.dim}")
+        if delta.encoder_id and self.encoder_id and delta.encoder_id != self.encoder_id:
+            raise CompatibilityError(
+                f"delta encoder {delta.encoder_id!r} does not match the index encoder {self.encoder_id!r}"
+            )
+        self.upsert(list(delta.item_ids), delta.vectors, list(delta.metadata))
+        self.delete(list(delta.deletes))
+
+    # -- persistence ----------------------------------------------------------------------------------------
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write graph, metadata and manifest (last) into ``directory``; returns the manifest document."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._graph.save_index(str(directory / GRAPH_FILE))
+        ids_blob, ids_offsets = self._ids.arrays()
+        arrays = dict(self._meta.arrays())
+        arrays.update(ids_blob=ids_blob, ids_offsets=ids_offsets, deleted=self._deleted[: self._n])
+        with open(directory / METADATA_FILE, "wb") as stream:
+            np.savez(stream, allow_pickle=False, **arrays)
+        manifest = {
+            "format": FORMAT,
+            "dim": self.dim,
+            "space": SPACE,
+            "M": self.M,
+            "ef_construction": self.ef_construction,
+            "ef_search": self.ef_search,
+            "count": len(self),
+            "positions": self._n,
+            "encoder_id": self.encoder_id,
+            "library": LIBRARY,
+            "library_version": library_version(),
+            "created_at": _now_iso(),
+            "files": describe_files(directory, [GRAPH_FILE, METADATA_FILE]),
+        }
+        write_json(directory / MANIFEST_FILE, manifest)
+        return manifest
+
+    @classmethod
+    def load(
+        cls,
+        directory: Path,
+        expected_encoder_id: str | None = None,
+        expected_dim: int | None = None,
+    ) -> VectorIndex:
+        """Load a saved index after verifying every file's sha256 and size, then its compatibility.
+
+        Raises :class:`IntegrityError` (hash/size/layout) or :class:`CompatibilityError` (dim, encoder id,
+        space, format, library or library version differ).
+        """
+        directory = Path(directory)
+        manifest = read_json(directory / MANIFEST_FILE)
+        files = manifest.get("files")
+        if not isinstance(files, dict) or {GRAPH_FILE, METADATA_FILE} - set(files):
+            raise IntegrityError("manifest does not list the graph and metadata files")
+        verify_files(directory, files)
+        _check_compatible(manifest, expected_encoder_id, expected_dim)
+        dim, positions = int(manifest["dim"]), int(manifest["positions"])
+        with np.load(directory / METADATA_FILE, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        for name in ("ids_blob", "ids_offsets", "deleted"):
+            if name not in arrays:
+                raise IntegrityError(f"metadata arrays missing: {name}")
+        ids = StringColumn.from_arrays(arrays["ids_blob"], arrays["ids_offsets"], "ids")
+        deleted = np.array(arrays["deleted"], dtype=bool)
+        if len(ids) != positions or deleted.shape != (positions,):
+            raise IntegrityError("ids or tombstones do not match the manifest's position count")
+        meta = MetadataColumns.from_arrays(arrays, positions)
+        vectors = read_graph_vectors(directory / GRAPH_FILE, dim, positions)
+        graph = hnswlib.Index(space=SPACE, dim=dim)
+        graph.load_index(str(directory / GRAPH_FILE), max_elements=max(positions, 16))
+        index = cls(
+            graph=graph,
+            vectors=vectors,
+            ids=ids,
+            deleted=deleted,
+            meta=meta,
+            encoder_id=str(manifest.get("encoder_id", "")),
+            M=int(manifest["M"]),
+            ef_construction=int(manifest["ef_construction"]),
+            ef_search=int(manifest["ef_search"]),
+        )
+        if len(index) != int(manifest["count"]):
+            raise IntegrityError("live count does not match the manifest")
+        return index
+
+    def nbytes(self) -> dict[str, int]:
+        """In-memory bytes by part (vectors matrix, metadata, ids), for capacity planning."""
+        return {
+            "vectors": self._n * self.dim * 4,
+            "metadata": self._meta.nbytes(),
+            "ids": self._ids.nbytes() + self._n,
+        }
+
+
+def _grow_rows(array: np.ndarray, needed: int) -> np.ndarray:
+    if needed <= array.shape[0]:
+        return array
+    grown = np.empty((max(needed, 2 * array.shape[0], 16), *array.shape[1:]), dtype=array.dtype)
+    grown[: array.shape[0]] = array
+    return grown
+
+
+def _check_compatible(
+    manifest: Mapping[str, Any], expected_encoder_id: str | None, expected_dim: int | None
+) -> None:
+    if manifest.get("format") != FORMAT:
+        raise CompatibilityError(f"index format {manifest.get('format')!r} is not {FORMAT!r}")
+    if manifest.get("space") != SPACE:
+        raise CompatibilityError(f"index space {manifest.get('space')!r} is not {SPACE!r}")
+    if manifest.get("library") != LIBRARY or manifest.get("library_version") != library_version():
+        raise CompatibilityError(
+            f"index written by {manifest.get('library')} {manifest.get('library_version')}, "
+            f"this runtime has {LIBRARY} {library_version()}"
+        )
+    if expected_dim is not None and int(manifest.get("dim", -1)) != expected_dim:
+        raise CompatibilityError(f"index dim {manifest.get('dim')} is not the expected {expected_dim}")
+    if expected_encoder_id is not None and manifest.get("encoder_id") != expected_encoder_id:
+        raise CompatibilityError(
+            f"index encoder {manifest.get('encoder_id')!r} is not the expected {expected_encoder_id!r}"
+        )
+
+
+def read_graph_vectors(path: Path, dim: int, positions: int) -> np.ndarray:
+    """(positions, dim) float32: the vectors stored in an hnswlib index file, ordered by label.
+
+    hnswlib's file is a 96-byte header (offsetLevel0, max_elements, cur_element_count, size_data_per_element,
+    label_offset, offsetData, ...) followed by ``cur_element_count`` fixed-size level-0 records
+    ``[links][vector dim*4][label u64]``. Every header field we rely on is checked; a layout we do not
+    understand is an :class:`IntegrityError`, never a silent misread.
+    """
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    if raw.shape[0] < _HNSW_HEADER_BYTES:
+        raise IntegrityError(f"{path.name}: too short for an hnswlib header")
+    offset_level0, _, count, record, label_offset, data_offset = (
+        int(x) for x in np.frombuffer(raw[:48].tobytes(), dtype="<u8")
+    )
+    if (
+        offset_level0 != 0
+        or count != positions
+        or label_offset != data_offset + 4 * dim
+        or record != label_offset + 8
+        or raw.shape[0] < _HNSW_HEADER_BYTES + count * record
+    ):
+        raise IntegrityError(f"{path.name}: hnswlib layout does not match the manifest ({dim}, {positions})")
+    records = raw[_HNSW_HEADER_BYTES : _HNSW_HEADER_BYTES + count * record].reshape(count, record)
+    labels = np.ascontiguousarray(records[:, label_offset : label_offset + 8]).view("<u8").ravel()
+    if count and (labels.max() >= count or np.unique(labels).shape[0] != count):
+        raise IntegrityError(f"{path.name}: labels are not the positions 0..{count - 1}")
+    vectors = np.empty((count, dim), dtype=np.float32)
+    vectors[labels.astype(np.int64)] = np.ascontiguousarray(records[:, data_offset:label_offset]).view("<f4")
+    del raw, records
+    return vectors
+
+
+@dataclass(frozen=True)
+class IndexDelta:
+    """A batch of index changes published by ingestion and applied by warm containers.
+
+    ``item_ids`` (n,) with ``vectors`` (n, dim) float32 and ``metadata`` (n dicts) are upserts; ``deletes``
+    are tombstones. An id may not be both upserted and deleted in one delta.
+    """
+
+    item_ids: tuple[str, ...]
+    vectors: np.ndarray
+    metadata: tuple[Mapping[str, Any], ...] = ()
+    deletes: tuple[str, ...] = ()
+    encoder_id: str = ""
+
+    def __post_init__(self) -> None:
+        ids = tuple(_check_ids(self.item_ids))
+        deletes = tuple(dict.fromkeys(self.deletes))
+        vectors = np.asarray(self.vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+            raise InvalidInputError("vectors", f"expected ({len(ids)}, dim), got {vectors.shape}")
+        if len(ids) and not np.all(np.isfinite(vectors)):
+            raise InvalidInputError("vectors", "contains NaN or infinity")
+        metadata = tuple(self.metadata) if self.metadata else tuple({} for _ in ids)
+        if len(metadata) != len(ids):
+            raise InvalidInputError("metadata", f"expected {len(ids)} rows, got {len(metadata)}")
+        overlap = set(ids) & set(deletes)
+        if overlap:
+            raise InvalidInputError("deletes", f"ids both upserted and deleted: {sorted(overlap)[:3]}")
+        object.__setattr__(self, "item_ids", ids)
+        object.__setattr__(self, "deletes", deletes)
+        object.__setattr__(self, "vectors", vectors)
+        object.__setattr__(self, "metadata", tuple(parse_metadata(row) for row in metadata))
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write ``delta.npz`` and ``manifest.json`` (last); returns the manifest."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = MetadataColumns()
+        meta.append(list(self.metadata))
+        ids_blob, ids_offsets = StringColumn.from_strings(self.item_ids).arrays()
+        deletes_blob, deletes_offsets = StringColumn.from_strings(self.deletes).arrays()
+        arrays = dict(meta.arrays())
+        arrays.update(
+            ids_blob=ids_blob,
+            ids_offsets=ids_offsets,
+            deletes_blob=deletes_blob,
+            deletes_offsets=deletes_offsets,
+            vectors=self.vectors,
+        )
+        with open(directory / DELTA_FILE, "wb") as stream:
+            np.savez(stream, allow_pickle=False, **arrays)
+        manifest = {
+            "format": DELTA_FORMAT,
+            "dim": self.dim,
+            "encoder_id": self.encoder_id,
+            "upserts": len(self.item_ids),
+            "deletes": len(self.deletes),
+            "created_at": _now_iso(),
+            "files": describe_files(directory, [DELTA_FILE]),
+        }
+        write_json(directory / MANIFEST_FILE, manifest)
+        return manifest
+
+    @classmethod
+    def load(
+        cls, directory: Path, expected_encoder_id: str | None = None, expected_dim: int | None = None
+    ) -> IndexDelta:
+        """Verify hashes (IntegrityError) and compatibility (CompatibilityError), then load."""
+        directory = Path(directory)
+        manifest = read_json(directory / MANIFEST_FILE)
+        files = manifest.get("files")
+        if not isinstance(files, dict) or DELTA_FILE not in files:
+            raise IntegrityError("delta manifest does not list delta.npz")
+        verify_files(directory, files)
+        if manifest.get("format") != DELTA_FORMAT:
+            raise CompatibilityError(f"delta format {manifest.get('format')!r} is not {DELTA_FORMAT!r}")
+        if expected_dim is not None and manifest.get("dim") != expected_dim:
+            raise CompatibilityError(f"delta dim {manifest.get('dim')} is not the expected {expected_dim}")
+        if expected_encoder_id is not None and manifest.get("encoder_id") != expected_encoder_id:
+            raise CompatibilityError(f"delta encoder {manifest.get('encoder_id')!r} is not the expected one")
+        with np.load(directory / DELTA_FILE, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        try:
+            ids = StringColumn.from_arrays(arrays["ids_blob"], arrays["ids_offsets"], "ids").tolist()
+            deletes_column = StringColumn.from_arrays(
+                arrays["deletes_blob"], arrays["deletes_offsets"], "deletes"
+            )
+            deletes = deletes_column.tolist()
+            vectors = arrays["vectors"]
+        except KeyError as missing:
+            raise IntegrityError(f"delta arrays missing: {missing}") from None
+        meta = MetadataColumns.from_arrays(arrays, len(ids))
+        rows = tuple(meta.row(i) for i in range(len(ids)))
+        return cls(
+            item_ids=tuple(ids),
+            vectors=vectors.reshape(len(ids), int(manifest["dim"])),
+            metadata=rows,
+            deletes=tuple(deletes),
+            encoder_id=str(manifest.get("encoder_id", "")),
+        )
