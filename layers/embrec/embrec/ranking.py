@@ -1,0 +1,591 @@
+"""Ranking: candidates from the index, CF neighbours and trending, blended, filtered, diversified, explained.
+
+The request path (no encoder): :func:`recommend` picks a strategy —
+
+- ``personalized``: the history holds an item the index knows. User vector(s) from the newest
+  ``ProfileParams.max_history`` events (several interest vectors for a diverse history, each retrieving
+  its share of the pool), blended with the onboarding profile while the history is short;
+- ``onboarding``: no usable history, but a stored profile vector;
+- ``trending``: neither.
+
+Candidates are the union of ANN neighbours (filters and seen items pushed into ``index.search`` so a
+selective filter does not lose recall), CF neighbours of recent history items (weighted by interaction
+weights) and trending items. Each signal is min-max normalised over the pool (missing = 0), blended with
+:class:`BlendWeights`, then MMR re-ranks with ``lambda = 1 - diversity``. Every fetched history item is
+excluded, not only the recent ones. Ties break by item id, so equal input gives equal output.
+
+Scores: with ``diversity == 0`` an item's score is its blended relevance; with ``diversity > 0`` it is the
+MMR marginal score at selection, which is non-increasing along the list by construction.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from embrec.errors import InvalidInputError, NotFoundError
+from embrec.profiles import (
+    INTERACTION_VERBS,
+    Interaction,
+    ProfileParams,
+    blend_with_profile,
+    interaction_weights,
+    interest_vectors,
+    recent_history,
+)
+from embrec.signals import Signals
+
+if TYPE_CHECKING:
+    from embrec.index import Filters, VectorIndex
+
+__all__ = [
+    "STRATEGIES",
+    "BlendWeights",
+    "RankParams",
+    "RankedList",
+    "Recommendation",
+    "mmr",
+    "recommend",
+    "search",
+    "similar_items",
+    "trending",
+]
+
+STRATEGIES = ("personalized", "onboarding", "trending")
+MAX_K = 500
+REASON_TRENDING = "Popular this week"
+REASON_NEW = "New in the catalog"
+_NEWEST_SCAN_LIMIT = 50_000
+
+
+@dataclass(frozen=True)
+class BlendWeights:
+    """Weights of the normalised signals in the blend (any non-negative numbers; not required to sum to 1)."""
+
+    embedding: float = 0.5
+    cf: float = 0.3
+    trending: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("embedding", "cf", "trending"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidInputError(f"weights.{name}", f"must be a finite number >= 0, got {value}")
+        if self.embedding + self.cf + self.trending <= 0:
+            raise InvalidInputError("weights", "at least one weight must be > 0")
+
+
+@dataclass(frozen=True)
+class RankParams:
+    """One request's ranking knobs.
+
+    ``k``: 1..500 items. ``filters``: request filters (``embrec.index.Filters``); unavailable items are
+    excluded unless ``include_unavailable`` or the filter sets ``available`` itself. ``diversity``: 0 =
+    pure relevance order, 1 = maximal MMR diversity. ``strategy``: force a strategy (it still falls
+    back down personalized → onboarding → trending when its input is missing). ``candidate_pool``: how
+    many candidates each signal contributes before blending.
+    """
+
+    k: int = 10
+    filters: Filters | None = None
+    diversity: float = 0.0
+    explain: bool = False
+    weights: BlendWeights = field(default_factory=BlendWeights)
+    strategy: str | None = None
+    candidate_pool: int = 200
+    include_unavailable: bool = False
+    profile: ProfileParams = field(default_factory=ProfileParams)
+    max_cf_sources: int = 50
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
+            raise InvalidInputError("k", f"must be an integer in 1..{MAX_K}, got {self.k!r}")
+        if not (isinstance(self.diversity, int | float) and 0.0 <= self.diversity <= 1.0):
+            raise InvalidInputError("diversity", f"must be a number in [0, 1], got {self.diversity!r}")
+        if self.strategy is not None and self.strategy not in STRATEGIES:
+            allowed = ", ".join(STRATEGIES)
+            raise InvalidInputError("strategy", f"must be one of {allowed}, got {self.strategy!r}")
+        if self.candidate_pool < 1 or self.max_cf_sources < 0:
+            raise InvalidInputError("candidate_pool", "must be >= 1")
+
+    def effective_filters(self) -> Filters | None:
+        if self.include_unavailable or (self.filters is not None and self.filters.available is not None):
+            return self.filters
+        from embrec.index import Filters  # local: ranking must import without the index backend loaded
+
+        return replace(self.filters, available=True) if self.filters is not None else Filters(available=True)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    score: float
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RankedList:
+    strategy: str
+    items: list[Recommendation]
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def _minmax(values: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1] over the pool; a constant signal carries no information and becomes 0."""
+    if values.size == 0:
+        return values.astype(np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    if not hi > lo:
+        return np.zeros(values.shape, dtype=np.float64)
+    return (values - lo) / (hi - lo)
+
+
+def _relevance_order(relevance: np.ndarray) -> np.ndarray:
+    """Indices by relevance descending, ties by position (callers pre-sort candidates by item id)."""
+    return np.lexsort((np.arange(relevance.size), -relevance))
+
+
+def _mmr_scores(
+    vectors: np.ndarray, relevance: np.ndarray, k: int, lam: float
+) -> tuple[list[int], list[float]]:
+    n = int(relevance.shape[0])
+    k = max(0, min(k, n))
+    if lam >= 1.0 or k == 0:
+        order = _relevance_order(relevance)[:k]
+        return [int(i) for i in order], [float(relevance[i]) for i in order]
+    x = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    rel = np.asarray(relevance, dtype=np.float64)
+    max_sim = np.zeros(n, dtype=np.float64)
+    chosen = np.zeros(n, dtype=bool)
+    selected: list[int] = []
+    scores: list[float] = []
+    for step in range(k):
+        marginal = lam * rel - (1.0 - lam) * max_sim
+        marginal[chosen] = -np.inf
+        best = int(np.argmax(marginal))  # first maximum: lowest position on ties
+        selected.append(best)
+        scores.append(float(marginal[best]))
+        chosen[best] = True
+        if step + 1 < k:
+            sims = x @ x[best]
+            max_sim = sims if step == 0 else np.maximum(max_sim, sims)
+    return selected, scores
+
+
+def mmr(vectors: np.ndarray, relevance: np.ndarray, k: int, lam: float) -> list[int]:
+    """Maximal marginal relevance: ``k`` indices maximising ``lam x rel - (1 - lam) x max cos to picked``.
+
+    ``vectors``: (n, d); ``relevance``: (n,). ``lam = 1`` returns exactly the relevance order (ties by
+    index); ``lam = 0`` only avoids redundancy after the first (most relevant) pick. Deterministic.
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise InvalidInputError("lam", f"must be in [0, 1], got {lam}")
+    relevance = np.asarray(relevance, dtype=np.float64).reshape(-1)
+    if np.asarray(vectors).shape[0] != relevance.shape[0]:
+        raise InvalidInputError("vectors", "row count does not match relevance")
+    return _mmr_scores(np.asarray(vectors), relevance, k, lam)[0]
+
+
+def _title(index: VectorIndex, item_id: str) -> str:
+    try:
+        title = index.metadata(item_id).get("title")
+    except (KeyError, NotFoundError):
+        title = None
+    return str(title) if title else item_id
+
+
+_WORDS = re.compile(r"[\w']+")
+
+
+def _matching_interest(interests: Sequence[str], metadata: Mapping[str, object]) -> str:
+    """The onboarding interest sharing the most words with the item's title, category and tags."""
+    tags = metadata.get("tags") or ()
+    text = " ".join([str(metadata.get("title") or ""), str(metadata.get("category") or "")])
+    text += " " + " ".join(str(t) for t in tags) if isinstance(tags, list | tuple) else ""
+    item_words = {w.lower() for w in _WORDS.findall(text)}
+    best, best_overlap = interests[0], 0
+    for interest in interests:
+        overlap = len({w.lower() for w in _WORDS.findall(interest)} & item_words)
+        if overlap > best_overlap:
+            best, best_overlap = interest, overlap
+    return best
+
+
+# --------------------------------------------------------------------------- candidate sources
+
+
+def _matching(index: VectorIndex, item_ids: Sequence[str], filters: Filters | None) -> list[str]:
+    ids = [item_id for item_id in item_ids if index.contains(item_id)]
+    if filters is None or not ids:
+        return ids
+    mask = index.matches(ids, filters)
+    return [item_id for item_id, ok in zip(ids, mask, strict=True) if ok]
+
+
+def _top_trending(
+    index: VectorIndex, signals: Signals | None, n: int, filters: Filters | None, exclude: Collection[str]
+) -> list[str]:
+    """Up to ``n`` trending item ids (best first) that the index holds, match ``filters``, not excluded."""
+    if signals is None or n <= 0:
+        return []
+    order = signals.trending_order()
+    out: list[str] = []
+    chunk = max(4 * n, 256)
+    for start in range(0, order.size, chunk):
+        ids = [signals.item_ids[p] for p in order[start : start + chunk]]
+        ids = [item_id for item_id in ids if item_id not in exclude]
+        out.extend(_matching(index, ids, filters))
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def _newest(index: VectorIndex, n: int, filters: Filters | None, exclude: Collection[str]) -> list[str]:
+    """Fill for a catalog without interactions: newest matching items (created_at desc, then id)."""
+    live = [item_id for item_id in index.live_ids() if item_id not in exclude]
+    live = _matching(index, live, filters)
+    if len(live) > _NEWEST_SCAN_LIMIT:  # too many to read metadata per request: plain id order
+        return sorted(live)[:n]
+
+    def created(item_id: str) -> float:
+        value = index.metadata(item_id).get("created_at")
+        return float(value) if isinstance(value, int | float) and math.isfinite(value) else -math.inf
+
+    return sorted(live, key=lambda item_id: (-created(item_id), item_id))[:n]
+
+
+@dataclass
+class _Pool:
+    """Candidate scores gathered from every source (raw, before normalisation)."""
+
+    ids: list[str]
+    embedding: np.ndarray
+    cf: np.ndarray
+    trending: np.ndarray
+    cf_source: dict[str, str]
+
+
+def _gather(
+    index: VectorIndex,
+    signals: Signals | None,
+    queries: np.ndarray,
+    shares: np.ndarray,
+    cf_sources: Sequence[tuple[str, float]],
+    pool: int,
+    filters: Filters | None,
+    exclude: Collection[str],
+    use_trending: bool,
+) -> _Pool:
+    candidates: set[str] = set()
+    for q, share in zip(queries, shares, strict=True):
+        quota = max(1, math.ceil(pool * float(share)))
+        candidates.update(item_id for item_id, _ in index.search(q, quota, filters=filters, exclude=exclude))
+    cf: dict[str, float] = {}
+    cf_best: dict[str, tuple[float, str]] = {}
+    if signals is not None:
+        for source, weight in cf_sources:
+            if weight <= 0:
+                continue
+            for neighbour, score in signals.neighbours(source):
+                if neighbour in exclude:
+                    continue
+                contribution = weight * score
+                cf[neighbour] = cf.get(neighbour, 0.0) + contribution
+                if contribution > cf_best.get(neighbour, (0.0, ""))[0]:
+                    cf_best[neighbour] = (contribution, source)
+    if cf:
+        top_cf = sorted(cf, key=lambda item_id: (-cf[item_id], item_id))[: 2 * pool]
+        candidates.update(_matching(index, top_cf, filters))
+    if use_trending:
+        candidates.update(_top_trending(index, signals, pool, filters, exclude))
+    ids = sorted(item_id for item_id in candidates if item_id not in exclude and index.contains(item_id))
+    if queries.shape[0] and ids:
+        embedding = np.max(index.vectors_for(ids).astype(np.float64) @ queries.T.astype(np.float64), axis=1)
+    else:
+        embedding = np.zeros(len(ids))
+    cf_raw = np.asarray([cf.get(item_id, 0.0) for item_id in ids], dtype=np.float64)
+    trend = np.asarray(
+        [signals.trending_score(item_id) if signals is not None else 0.0 for item_id in ids], dtype=np.float64
+    )
+    return _Pool(ids, embedding, cf_raw, trend, {item_id: src for item_id, (_, src) in cf_best.items()})
+
+
+def _blend(pool: _Pool, weights: BlendWeights) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    e = weights.embedding * _minmax(pool.embedding)
+    c = weights.cf * _minmax(pool.cf)
+    t = weights.trending * _minmax(pool.trending)
+    return e + c + t, e, c, t
+
+
+def _select(
+    index: VectorIndex, ids: list[str], relevance: np.ndarray, k: int, diversity: float
+) -> tuple[list[int], list[float]]:
+    """Top-``k`` positions into ``ids`` (sorted by id) by relevance, or by MMR when ``diversity > 0``."""
+    if diversity <= 0 or len(ids) <= 1:
+        return _mmr_scores(np.zeros((len(ids), 1)), relevance, k, 1.0)
+    order = _relevance_order(relevance)[: max(4 * k, 50)]  # MMR over the best part of the pool only
+    vectors = index.vectors_for([ids[i] for i in order])
+    picked, scores = _mmr_scores(vectors, relevance[order], k, 1.0 - diversity)
+    return [int(order[i]) for i in picked], scores
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def recommend(
+    index: VectorIndex,
+    signals: Signals | None,
+    history: Sequence[Interaction],
+    profile_vector: np.ndarray | None,
+    params: RankParams,
+    now: float,
+    *,
+    profile_interests: Sequence[str] = (),
+) -> RankedList:
+    """Recommendations for one user. ``history``: every fetched event (all are excluded from the result);
+    ``profile_vector``: (d,) onboarding vector or ``None``; ``profile_interests``: the onboarding interests
+    (for reasons only); ``now``: epoch seconds (events stamped in the future are treated as now)."""
+    filters = params.effective_filters()
+    seen = frozenset(event.item_id for event in history)
+    profile = params.profile
+    recent = [
+        replace(event, timestamp=min(float(event.timestamp), now)) if event.timestamp > now else event
+        for event in recent_history(history, profile.max_history)
+    ]
+    known = [event for event in recent if index.contains(event.item_id)]
+    if profile_vector is not None:
+        profile_vector = np.asarray(profile_vector, dtype=np.float32).reshape(-1)
+        if profile_vector.shape[0] != index.dim or not np.all(np.isfinite(profile_vector)):
+            profile_vector = None  # a stale profile from another encoder must not break the request
+    start = STRATEGIES.index(params.strategy) if params.strategy else 0
+    for strategy in STRATEGIES[start:]:
+        if strategy == "personalized" and known:
+            result = _personalized(index, signals, recent, known, profile_vector, params, filters, seen)
+            if result is not None:
+                return result
+        elif strategy == "onboarding" and profile_vector is not None:
+            return _onboarding(index, signals, profile_vector, profile_interests, params, filters, seen)
+    items = trending(index, signals, params.k, filters, exclude=seen, explain=params.explain)
+    return RankedList("trending", items)
+
+
+def _personalized(
+    index: VectorIndex,
+    signals: Signals | None,
+    recent: Sequence[Interaction],
+    known: Sequence[Interaction],
+    profile_vector: np.ndarray | None,
+    params: RankParams,
+    filters: Filters | None,
+    seen: frozenset[str],
+) -> RankedList | None:
+    profile = params.profile
+    weights = interaction_weights([e.type for e in known], [e.timestamp for e in known], profile)
+    history_vectors = index.vectors_for([e.item_id for e in known]).astype(np.float64)
+    queries, shares = interest_vectors(
+        history_vectors, weights, profile.max_interests, diversity_threshold=profile.diversity_threshold
+    )
+    if profile_vector is not None:
+        strength = profile.profile_strength
+        blended = [blend_with_profile(q, profile_vector, len(known), strength) for q in queries]
+        queries = np.asarray([q for q in blended if q is not None], dtype=np.float32).reshape(-1, index.dim)
+    # CF sources: recent positive events (the item may be gone from the index and still be a good signal).
+    recent_weights = interaction_weights([e.type for e in recent], [e.timestamp for e in recent], profile)
+    sources: dict[str, float] = {}
+    for event, weight in zip(recent, recent_weights, strict=True):
+        if len(sources) >= params.max_cf_sources and event.item_id not in sources:
+            continue
+        sources[event.item_id] = sources.get(event.item_id, 0.0) + float(weight)
+    cf_sources = sorted(sources.items(), key=lambda kv: (-kv[1], kv[0]))
+    if queries.shape[0] == 0 and not any(w > 0 for _, w in cf_sources):
+        return None
+    if queries.shape[0] != shares.shape[0]:
+        shares = np.ones(queries.shape[0]) / max(queries.shape[0], 1)
+    pool_size = max(params.candidate_pool, 3 * params.k)
+    use_trending = params.weights.trending > 0
+    pool = _gather(index, signals, queries, shares, cf_sources, pool_size, filters, seen, use_trending)
+    if not pool.ids:
+        return RankedList("personalized", [])
+    relevance, e, c, t = _blend(pool, params.weights)
+    picked, scores = _select(index, pool.ids, relevance, params.k, params.diversity)
+    items = []
+    positive = weights > 0
+    for pos, score in zip(picked, scores, strict=True):
+        item_id = pool.ids[pos]
+        reasons: tuple[str, ...] = ()
+        if params.explain:
+            reasons = _personal_reasons(
+                index, item_id, known, weights, history_vectors, positive, pool, pos, e[pos], c[pos], t[pos]
+            )
+        items.append(Recommendation(item_id, float(score), reasons))
+    return RankedList("personalized", items)
+
+
+def _personal_reasons(
+    index: VectorIndex,
+    item_id: str,
+    known: Sequence[Interaction],
+    weights: np.ndarray,
+    history_vectors: np.ndarray,
+    positive: np.ndarray,
+    pool: _Pool,
+    pos: int,
+    e: float,
+    c: float,
+    t: float,
+) -> tuple[str, ...]:
+    candidates: list[tuple[float, str]] = []
+    if positive.any() and (e > 0 or (c <= 0 and t <= 0)):
+        vector = index.vectors_for([item_id])[0].astype(np.float64)
+        contribution = np.where(positive, (history_vectors @ vector) * weights, -np.inf)
+        best = int(np.argmax(contribution))
+        event = known[best]
+        verb = INTERACTION_VERBS.get(event.type, "viewed")
+        candidates.append((e, f"Because you {verb} {_title(index, event.item_id)}"))
+    source = pool.cf_source.get(item_id)
+    if c > 0 and source is not None:
+        candidates.append((c, f"People who liked {_title(index, source)} also liked this"))
+    if t > 0 and pool.trending[pos] > 0:
+        candidates.append((t, REASON_TRENDING))
+    candidates.sort(key=lambda pair: -pair[0])
+    return tuple(dict.fromkeys(text for _, text in candidates))
+
+
+def _onboarding(
+    index: VectorIndex,
+    signals: Signals | None,
+    profile_vector: np.ndarray,
+    profile_interests: Sequence[str],
+    params: RankParams,
+    filters: Filters | None,
+    seen: frozenset[str],
+) -> RankedList:
+    norm = float(np.linalg.norm(profile_vector))
+    query = (profile_vector / norm).reshape(1, -1) if norm > 0 else np.zeros((0, index.dim), np.float32)
+    pool = _gather(
+        index, signals, query, np.ones(query.shape[0]), (), max(params.candidate_pool, 3 * params.k),
+        filters, seen, use_trending=params.weights.trending > 0,
+    )
+    if not pool.ids:
+        return RankedList("onboarding", [])
+    relevance, e, _, t = _blend(pool, params.weights)
+    picked, scores = _select(index, pool.ids, relevance, params.k, params.diversity)
+    interests = [text for text in profile_interests if text.strip()]
+    items = []
+    for pos, score in zip(picked, scores, strict=True):
+        item_id = pool.ids[pos]
+        reasons: list[tuple[float, str]] = []
+        if params.explain:
+            if interests:
+                interest = _matching_interest(interests, index.metadata(item_id))
+                reasons.append((e[pos], f"Matches your interest in {interest}"))
+            else:
+                reasons.append((e[pos], "Matches your profile"))
+            if t[pos] > 0:
+                reasons.append((t[pos], REASON_TRENDING))
+            reasons.sort(key=lambda pair: -pair[0])
+        items.append(Recommendation(item_id, float(score), tuple(text for _, text in reasons)))
+    return RankedList("onboarding", items)
+
+
+def trending(
+    index: VectorIndex,
+    signals: Signals | None,
+    k: int,
+    filters: Filters | None = None,
+    exclude: Collection[str] = (),
+    *,
+    explain: bool = False,
+) -> list[Recommendation]:
+    """Top-``k`` trending items that match ``filters`` and are not excluded; score = trending score.
+
+    When fewer than ``k`` items have trending activity (a new deployment) the list is filled with the
+    newest matching items (score 0).
+    """
+    exclude = exclude if isinstance(exclude, set | frozenset) else frozenset(exclude)
+    top = _top_trending(index, signals, k, filters, exclude)
+    items = [
+        Recommendation(
+            item_id,
+            signals.trending_score(item_id) if signals is not None else 0.0,
+            (REASON_TRENDING,) if explain else (),
+        )
+        for item_id in top
+    ]
+    if len(items) < k:
+        fill = _newest(index, k, filters, exclude | set(top))[: k - len(items)]
+        items.extend(Recommendation(item_id, 0.0, (REASON_NEW,) if explain else ()) for item_id in fill)
+    return items
+
+
+def search(
+    index: VectorIndex,
+    query_vector: np.ndarray,
+    k: int,
+    filters: Filters | None = None,
+    exclude: Collection[str] = (),
+) -> list[Recommendation]:
+    """Semantic search: the ``k`` items nearest to ``query_vector`` (d,), score = cosine."""
+    if not 1 <= k <= MAX_K:
+        raise InvalidInputError("k", f"must be in 1..{MAX_K}, got {k}")
+    query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+    if query.shape[0] != index.dim:
+        raise InvalidInputError("query_vector", f"dim {query.shape[0]} is not the index dim {index.dim}")
+    hits = index.search(query, k, filters, exclude)
+    return [Recommendation(item_id, float(score)) for item_id, score in hits]
+
+
+def similar_items(
+    index: VectorIndex,
+    signals: Signals | None,
+    item_id: str,
+    k: int,
+    filters: Filters | None = None,
+    *,
+    weights: BlendWeights | None = None,
+    explain: bool = False,
+    candidate_pool: int = 100,
+) -> list[Recommendation]:
+    """Items like ``item_id``: embedding neighbours blended with CF neighbours (trending not used).
+
+    Unknown ``item_id`` raises :class:`NotFoundError`. Blend weights default to ``BlendWeights()``'s
+    embedding and cf weights.
+    """
+    if not 1 <= k <= MAX_K:
+        raise InvalidInputError("k", f"must be in 1..{MAX_K}, got {k}")
+    if not index.contains(item_id):
+        raise NotFoundError(f"item {item_id!r} is not in the index")
+    weights = weights or BlendWeights()
+    query = index.vectors_for([item_id]).astype(np.float32)
+    pool = _gather(
+        index, signals, query, np.ones(1), ((item_id, 1.0),), max(candidate_pool, 3 * k), filters,
+        frozenset({item_id}), use_trending=False,
+    )
+    if not pool.ids:
+        return []
+    blend = BlendWeights(embedding=weights.embedding, cf=weights.cf, trending=0.0) if (
+        weights.embedding + weights.cf > 0
+    ) else BlendWeights(trending=0.0)
+    relevance, e, c, _ = _blend(pool, blend)
+    picked, scores = _select(index, pool.ids, relevance, k, 0.0)
+    title = _title(index, item_id)
+    items = []
+    for pos, score in zip(picked, scores, strict=True):
+        reasons: tuple[str, ...] = ()
+        if explain:
+            ranked = sorted(
+                [(e[pos], f"Similar to {title}"), (c[pos], f"People who liked {title} also liked this")],
+                key=lambda pair: -pair[0],
+            )
+            reasons = tuple(text for value, text in ranked if value > 0) or (f"Similar to {title}",)
+        items.append(Recommendation(pool.ids[pos], float(score), reasons))
+    return items
