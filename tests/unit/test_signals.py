@@ -1,0 +1,189 @@
+"""Rebuild signals: CF neighbours on synthetic matrices whose right answer is known, trending, save/load."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embrec.errors import IntegrityError, InvalidInputError
+from embrec.profiles import Interaction
+from embrec.signals import CF_MODELS, SignalParams, Signals, compute_signals
+
+DAY = 86_400.0
+T0 = 1_700_000_000.0
+
+
+def _events(histories: dict[str, list[str]], kind: str = "like") -> list[tuple[str, Interaction]]:
+    return [
+        (user, Interaction(item, kind, T0 + n))
+        for user, items in histories.items()
+        for n, item in enumerate(items)
+    ]
+
+
+def _block_histories(seed: int = 0) -> tuple[dict[str, list[str]], list[str]]:
+    """Two communities: users 0..29 use only a0..a7, users 30..59 only b0..b7 (random subsets)."""
+    rng = np.random.default_rng(seed)
+    histories: dict[str, list[str]] = {}
+    for u in range(60):
+        group = "a" if u < 30 else "b"
+        chosen = rng.choice(8, size=int(rng.integers(3, 7)), replace=False)
+        histories[f"u{u}"] = [f"{group}{j}" for j in sorted(chosen)]
+    return histories, [f"a{j}" for j in range(8)] + [f"b{j}" for j in range(8)] + ["lonely"]
+
+
+@pytest.mark.parametrize("model", CF_MODELS)
+def test_neighbours_stay_inside_the_community(model: str) -> None:
+    histories, ids = _block_histories()
+    params = SignalParams(cf_model=model, neighbours=5, ease_lambda=5.0)
+    signals = compute_signals(_events(histories), ids, params)
+    assert signals.params["cf_model_used"] == model
+    for item_id in ids[:-1]:
+        neighbours = signals.neighbours(item_id)
+        assert neighbours, item_id
+        assert all(other[0] == item_id[0] for other, _ in neighbours), (item_id, neighbours)
+        assert item_id not in [other for other, _ in neighbours]
+        scores = [score for _, score in neighbours]
+        assert scores == sorted(scores, reverse=True) and all(s > 0 for s in scores)
+    assert signals.neighbours("lonely") == []
+    assert signals.cf_neighbours.dtype == np.int32 and signals.cf_scores.dtype == np.float32
+    assert np.all(signals.cf_neighbours[ids.index("lonely")] == -1)
+
+
+def test_cooccurrence_is_the_shrunk_cosine() -> None:
+    # u1 {a, b}, u2 {a, b}, u3 {a, c}: S_ab = 2, S_aa = 3, S_bb = 2, c_ab = 2
+    histories = {"u1": ["a", "b"], "u2": ["a", "b"], "u3": ["a", "c"]}
+    for shrinkage in (0.0, 10.0):
+        signals = compute_signals(
+            _events(histories, "view"), ["a", "b", "c"], SignalParams(neighbours=2, shrinkage=shrinkage)
+        )
+        neighbours = dict(signals.neighbours("a"))
+        assert neighbours["b"] == pytest.approx(2 / math.sqrt(6) * 2 / (2 + shrinkage), rel=1e-6)
+        assert neighbours["c"] == pytest.approx(1 / math.sqrt(3) * 1 / (1 + shrinkage), rel=1e-6)
+
+
+def test_popular_items_do_not_dominate_cooccurrence() -> None:
+    # Everyone watched the blockbuster; x and y always go together.
+    histories = {f"u{u}": ["blockbuster"] for u in range(50)}
+    for u in range(5):
+        histories[f"u{u}"] += ["x", "y"]
+    params = SignalParams(neighbours=2, shrinkage=1)
+    signals = compute_signals(_events(histories), ["blockbuster", "x", "y"], params)
+    assert [item for item, _ in signals.neighbours("x")] == ["y", "blockbuster"]
+
+
+def test_ease_matches_the_closed_form() -> None:
+    histories = {"u1": ["a", "b"], "u2": ["a", "b", "c"], "u3": ["b", "c"], "u4": ["a", "c"]}
+    lam = 0.5
+    x = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1], [1, 0, 1]], dtype=np.float64)
+    p = np.linalg.inv(x.T @ x + lam * np.eye(3))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0)
+    # "view" weighs 1, so the user-item matrix is exactly x
+    params = SignalParams(cf_model="ease", ease_lambda=lam)
+    signals = compute_signals(_events(histories, "view"), ["a", "b", "c"], params)
+    for i, item in enumerate("abc"):
+        expected = {other: b[i, j] for j, other in enumerate("abc") if j != i and b[i, j] > 0}
+        assert dict(signals.neighbours(item)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_ease_above_the_cap_falls_back_to_cooccurrence() -> None:
+    histories, ids = _block_histories()
+    signals = compute_signals(_events(histories), ids, SignalParams(cf_model="ease", ease_max_items=4))
+    assert signals.params["cf_model_used"] == "cooccurrence"
+    assert signals.params["cf_model"] == "ease"
+
+
+def test_blocking_does_not_change_the_result() -> None:
+    histories, ids = _block_histories(seed=5)
+    events = _events(histories)
+    whole = compute_signals(events, ids, SignalParams(neighbours=6))
+    blocked = compute_signals(events, ids, SignalParams(neighbours=6, pair_budget=1))
+    np.testing.assert_array_equal(whole.cf_neighbours, blocked.cf_neighbours)
+    np.testing.assert_allclose(whole.cf_scores, blocked.cf_scores)
+
+
+def test_only_the_most_recent_items_per_user_feed_cf_and_negatives_are_ignored() -> None:
+    events = [
+        ("u", Interaction("old", "like", T0)),
+        ("u", Interaction("a", "like", T0 + 10)),
+        ("u", Interaction("b", "like", T0 + 20)),
+        ("u", Interaction("c", "dislike", T0 + 30)),
+        ("u", Interaction("ghost", "like", T0 + 40)),  # not in the catalog
+    ]
+    signals = compute_signals(events, ["old", "a", "b", "c"], SignalParams(max_items_per_user=2))
+    assert [item for item, _ in signals.neighbours("a")] == ["b"]
+    assert signals.neighbours("old") == [] and signals.neighbours("c") == []
+    assert signals.params["n_events"] == 3
+
+
+def test_trending_decays_from_now_within_the_window() -> None:
+    now = T0 + 100 * DAY
+    params = SignalParams(trending_half_life_days=2.0, trending_window_days=7.0)
+    events = [
+        ("u1", Interaction("fresh", "view", now)),
+        ("u2", Interaction("fresh", "view", now - 1)),
+        ("u1", Interaction("older", "view", now - 2 * DAY)),
+        ("u1", Interaction("bought", "purchase", now - 4 * DAY)),
+        ("u1", Interaction("stale", "purchase", now - 8 * DAY)),
+        ("u1", Interaction("hated", "dislike", now)),
+        ("u1", Interaction("future", "view", now + 3600)),
+    ]
+    ids = ["fresh", "older", "bought", "stale", "hated", "future"]
+    signals = compute_signals(events, ids, params, now=now)
+    trend = dict(zip(ids, signals.trending.tolist(), strict=True))
+    assert trend["fresh"] == pytest.approx(2.0, rel=1e-4)
+    assert trend["older"] == pytest.approx(0.5)
+    assert trend["bought"] == pytest.approx(5 * 0.25)
+    assert trend["stale"] == 0.0 and trend["hated"] == 0.0
+    assert trend["future"] == pytest.approx(1.0)
+    assert [signals.item_ids[p] for p in signals.trending_order()] == ["fresh", "bought", "future", "older"]
+
+
+def test_one_user_replaying_events_counts_once() -> None:
+    events = [("bot", Interaction("spam", "view", T0 - n)) for n in range(100)]
+    events += [("u1", Interaction("real", "view", T0)), ("u2", Interaction("real", "view", T0))]
+    signals = compute_signals(events, ["spam", "real"], now=T0)
+    assert signals.trending_score("real") > signals.trending_score("spam") == pytest.approx(1.0)
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    histories, ids = _block_histories()
+    ids = [*ids, "ünïcode/ä"]
+    signals = compute_signals(_events(histories), ids, SignalParams(neighbours=3))
+    manifest = signals.save(tmp_path)
+    assert set(manifest["files"]) == {"signals.npz"} and manifest["count"] == len(ids)
+    json.dumps(manifest)  # goes into the index manifest as is
+    loaded = Signals.load(tmp_path, manifest["files"])
+    assert loaded.item_ids == signals.item_ids
+    np.testing.assert_array_equal(loaded.cf_neighbours, signals.cf_neighbours)
+    np.testing.assert_array_equal(loaded.cf_scores, signals.cf_scores)
+    np.testing.assert_array_equal(loaded.trending, signals.trending)
+    assert loaded.params == manifest["params"]
+    assert loaded.neighbours("a0") == signals.neighbours("a0")
+
+
+def test_load_refuses_a_tampered_or_missing_file(tmp_path: Path) -> None:
+    signals = compute_signals(_events({"u": ["a", "b"]}), ["a", "b"])
+    manifest = signals.save(tmp_path)
+    (tmp_path / "signals.npz").write_bytes(b"not an npz")
+    with pytest.raises(IntegrityError):
+        Signals.load(tmp_path, manifest["files"])
+    with pytest.raises(IntegrityError):
+        Signals.load(tmp_path)
+    with pytest.raises(IntegrityError):
+        Signals.load(tmp_path / "missing")
+
+
+def test_params_validation_and_duplicate_ids() -> None:
+    with pytest.raises(InvalidInputError):
+        SignalParams(cf_model="magic")
+    with pytest.raises(InvalidInputError):
+        SignalParams(neighbours=0)
+    signals = compute_signals([], ["a", "a", "b"])
+    assert signals.item_ids == ("a", "b") and len(Signals.empty(["x"])) == 1
+    assert np.all(signals.trending == 0)
