@@ -176,8 +176,9 @@ def _mmr_scores(
         scores.append(float(marginal[best]))
         chosen[best] = True
         if step + 1 < k:
-            sims = x @ x[best]
-            max_sim = sims if step == 0 else np.maximum(max_sim, sims)
+            # Starting from 0 (not -inf) and only ever growing keeps the marginal scores non-increasing:
+            # an item opposite to the picks is not rewarded beyond its own relevance.
+            max_sim = np.maximum(max_sim, x @ x[best])
     return selected, scores
 
 
@@ -416,6 +417,7 @@ def _personalized(
     if not pool.ids:
         return RankedList("personalized", [])
     relevance, e, c, t = _blend(pool, params.weights)
+    trend_rank = _minmax(pool.trending)  # "popular" only for the upper half of the pool's trending range
     picked, scores = _select(index, pool.ids, relevance, params.k, params.diversity)
     items = []
     positive = weights > 0
@@ -423,8 +425,10 @@ def _personalized(
         item_id = pool.ids[pos]
         reasons: tuple[str, ...] = ()
         if params.explain:
+            notable = bool(trend_rank[pos] >= 0.5)
             reasons = _personal_reasons(
-                index, item_id, known, weights, history_vectors, positive, pool, pos, e[pos], c[pos], t[pos]
+                index, item_id, known, weights, history_vectors, positive, pool,
+                e[pos], c[pos], t[pos], notable,
             )
         items.append(Recommendation(item_id, float(score), reasons))
     return RankedList("personalized", items)
@@ -438,10 +442,10 @@ def _personal_reasons(
     history_vectors: np.ndarray,
     positive: np.ndarray,
     pool: _Pool,
-    pos: int,
     e: float,
     c: float,
     t: float,
+    trending_is_notable: bool,
 ) -> tuple[str, ...]:
     candidates: list[tuple[float, str]] = []
     if positive.any() and (e > 0 or (c <= 0 and t <= 0)):
@@ -454,7 +458,7 @@ def _personal_reasons(
     source = pool.cf_source.get(item_id)
     if c > 0 and source is not None:
         candidates.append((c, f"People who liked {_title(index, source)} also liked this"))
-    if t > 0 and pool.trending[pos] > 0:
+    if trending_is_notable:
         candidates.append((t, REASON_TRENDING))
     candidates.sort(key=lambda pair: -pair[0])
     return tuple(dict.fromkeys(text for _, text in candidates))
@@ -490,7 +494,7 @@ def _onboarding(
                 reasons.append((e[pos], f"Matches your interest in {interest}"))
             else:
                 reasons.append((e[pos], "Matches your profile"))
-            if t[pos] > 0:
+            if t[pos] >= 0.5 * params.weights.trending > 0:
                 reasons.append((t[pos], REASON_TRENDING))
             reasons.sort(key=lambda pair: -pair[0])
         items.append(Recommendation(item_id, float(score), tuple(text for _, text in reasons)))
