@@ -399,11 +399,23 @@ def optimize_graph(model: Any, config: BertConfig) -> Any:
     Uses the Python fusions only (``opt_level=0``) so the saved graph is portable across CPUs; ONNX Runtime
     applies its own hardware-specific graph rewrites when it opens a session.
     """
+    from onnx import helper
     from onnxruntime.transformers.optimizer import optimize_model
 
     optimized = optimize_model(
         model, model_type="bert", num_heads=config.num_heads, hidden_size=config.hidden_size, opt_level=0
     )
+    # Name fused nodes after their layer, so int8 exclusions can say "encoder.layer.5/attention".
+    counters: dict[str, int] = {}
+    for node in optimized.model.graph.node:
+        if node.op_type in ("Attention", "BiasGelu"):
+            index = counters.get(node.op_type, 0)
+            counters[node.op_type] = index + 1
+            part = "attention" if node.op_type == "Attention" else "intermediate"
+            node.name = f"encoder.layer.{index}/{part}/{node.op_type}"
+    # The fused kernels live in ONNX Runtime's contrib domain; declare it so onnx tooling can read the graph.
+    if not any(opset.domain == "com.microsoft" for opset in optimized.model.opset_import):
+        optimized.model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return optimized.model
 
 
@@ -433,6 +445,9 @@ def quantize_int8(
         reduce_range=reduce_range,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=excluded,
+        # onnx shape inference cannot see through contrib ops (Attention, SkipLayerNormalization); every
+        # activation in this graph is float32.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     return excluded
 
