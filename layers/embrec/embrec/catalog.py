@@ -692,7 +692,7 @@ def _read_json_array(stream: IO[bytes], limit: int) -> Iterator[RowResult]:
             buf += utf8.decode(b"", final=True)
             return False
         text = utf8.decode(data)
-        if first:
+        if first and text:  # the BOM may arrive over several tiny reads: strip it from the first character
             first = False
             text = text.removeprefix("\ufeff")
         buf += text
