@@ -153,15 +153,15 @@ def user_vector(item_vectors: np.ndarray, weights: np.ndarray, *, eps: float = 1
     """The L2-normalised weighted sum of item vectors, or ``None`` if it (nearly) vanishes.
 
     ``item_vectors``: (n, d) float; ``weights``: (n,) (negative weights subtract). Returns (d,) float32.
-    ``None`` for an empty history, all-zero weights, or when the sum's norm is below ``eps`` x sum |w|
-    (e.g. a like and a dislike of the same item).
+    ``None`` for an empty history, no positive weight (only dislikes say what to avoid, not what to
+    show), or when the sum's norm is below ``eps`` x sum |w| (e.g. a like and a dislike of the same item).
     """
     vectors = np.asarray(item_vectors, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
     if vectors.ndim != 2 or vectors.shape[0] != w.shape[0]:
         raise InvalidInputError("item_vectors", f"shape {vectors.shape} does not match {w.shape[0]} weights")
     scale = float(np.abs(w).sum())
-    if vectors.shape[0] == 0 or not scale > 0:
+    if vectors.shape[0] == 0 or not scale > 0 or not np.any(w > 0):
         return None
     total = (w / scale) @ vectors  # scaled first so huge weights cannot overflow
     norm = float(np.linalg.norm(total))
@@ -176,15 +176,27 @@ def _normalise_rows(x: np.ndarray) -> np.ndarray:
 
 
 def _spherical_kmeans(
-    x: np.ndarray, w: np.ndarray, k: int, iterations: int = 25
+    x: np.ndarray, w: np.ndarray, k: int, iterations: int = 25, restarts: int = 5
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted spherical k-means with deterministic farthest-first seeding.
+    """Weighted spherical k-means, deterministic: farthest-first seeding from each of the ``restarts``
+    heaviest items, keeping the run with the highest weighted cosine to the centroids.
 
     ``x``: (n, d) unit rows; ``w``: (n,) > 0. Returns (labels (n,) int, centroids (k, d) unit rows).
-    The first seed is the heaviest item (lowest index on ties), each next seed the item least similar to
-    the seeds so far, so the result is a pure function of the input.
     """
-    seeds = [int(np.argmax(w))]
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for first in np.argsort(-w, kind="stable")[:restarts]:
+        labels, centroids = _kmeans_from(x, w, k, int(first), iterations)
+        cohesion = float(w @ np.einsum("ij,ij->i", x, centroids[labels]))
+        if best is None or cohesion > best[0] + 1e-12:
+            best = (cohesion, labels, centroids)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _kmeans_from(
+    x: np.ndarray, w: np.ndarray, k: int, first: int, iterations: int
+) -> tuple[np.ndarray, np.ndarray]:
+    seeds = [first]
     closest = x @ x[seeds[0]]
     for _ in range(1, k):
         seeds.append(int(np.argmin(closest)))
@@ -219,7 +231,8 @@ def interest_vectors(
     *,
     diversity_threshold: float = 0.35,
     min_gain: float = 0.05,
-    min_share: float = 0.1,
+    min_share: float = 0.15,
+    min_items: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split a history into up to ``max_interests`` interest vectors.
 
@@ -228,7 +241,8 @@ def interest_vectors(
     exists. A coherent history (weighted mean pairwise cosine of the positively weighted items >=
     ``diversity_threshold``) gives m = 1, the :func:`user_vector`. Otherwise k = 2..max_interests is
     tried with weighted spherical k-means; k is kept while it raises the weighted mean cosine to the
-    centroid by at least ``min_gain`` and every cluster holds >= ``min_share`` of the weight. Negative
+    centroid by at least ``min_gain`` and every cluster holds >= ``min_share`` of the weight and >=
+    ``min_items`` items (one stray item is not an interest). Negative
     weights (dislikes) are subtracted from every interest in proportion to its share.
     """
     vectors = np.asarray(item_vectors, dtype=np.float64)
@@ -244,10 +258,10 @@ def interest_vectors(
         return one
     cohesion = float(wp @ (x @ _normalise_rows((wp @ x)[None, :])[0]))
     best: tuple[np.ndarray, np.ndarray] | None = None
-    for k in range(2, min(max_interests, x.shape[0] // 2) + 1):
+    for k in range(2, min(max_interests, x.shape[0] // max(min_items, 1)) + 1):
         labels, centroids = _spherical_kmeans(x, wp, k)
         shares = np.bincount(labels, weights=wp, minlength=k)
-        if shares.min() < min_share:
+        if shares.min() < min_share or np.bincount(labels, minlength=k).min() < min_items:
             break
         new_cohesion = float(wp @ np.einsum("ij,ij->i", x, centroids[labels]))
         if new_cohesion - cohesion < min_gain:

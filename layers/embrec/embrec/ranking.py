@@ -171,7 +171,8 @@ def _mmr_scores(
     for step in range(k):
         marginal = lam * rel - (1.0 - lam) * max_sim
         marginal[chosen] = -np.inf
-        best = int(np.argmax(marginal))  # first maximum: lowest position on ties
+        tied = np.flatnonzero(marginal == marginal.max())
+        best = int(tied[np.lexsort((tied, -rel[tied]))[0]])  # ties: more relevant, then lower position
         selected.append(best)
         scores.append(float(marginal[best]))
         chosen[best] = True
@@ -310,7 +311,18 @@ def _gather(
         candidates.update(_top_trending(index, signals, pool, filters, exclude))
     ids = sorted(item_id for item_id in candidates if item_id not in exclude and index.contains(item_id))
     if queries.shape[0] and ids:
-        embedding = np.max(index.vectors_for(ids).astype(np.float64) @ queries.T.astype(np.float64), axis=1)
+        cosines = index.vectors_for(ids).astype(np.float64) @ queries.T.astype(np.float64)  # (pool, m)
+        if queries.shape[0] > 1:
+            # Rank-based per interest: interest m owns the top share_m of the pool, so the list interleaves
+            # interests in proportion to their weight instead of letting the tightest cluster crowd out the
+            # others (its centroid sits closer to its items, so raw cosines favour it).
+            ranks = np.empty_like(cosines)
+            for m in range(queries.shape[0]):
+                order = np.argsort(-cosines[:, m], kind="stable")  # ids are sorted: ties by item id
+                ranks[order, m] = np.arange(len(ids))
+            shares_arr = np.maximum(np.asarray(shares, dtype=np.float64), 1e-9)
+            cosines = 1.0 - ranks / (shares_arr[None, :] * len(ids))
+        embedding = cosines.max(axis=1)
     else:
         embedding = np.zeros(len(ids))
     cf_raw = np.asarray([cf.get(item_id, 0.0) for item_id in ids], dtype=np.float64)

@@ -1,0 +1,292 @@
+"""Ranking against the real VectorIndex on a seeded synthetic catalog (four topics), plus MMR."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from embrec.errors import InvalidInputError, NotFoundError
+from embrec.index import Filters, VectorIndex
+from embrec.profiles import Interaction
+from embrec.ranking import (
+    BlendWeights,
+    RankParams,
+    mmr,
+    recommend,
+    search,
+    similar_items,
+    trending,
+)
+from embrec.signals import SignalParams, Signals, compute_signals
+
+DAY = 86_400.0
+NOW = 1_764_000_000.0
+N_ITEMS = 240
+DIM = 16
+TOPIC_NAMES = ("jazz", "rock", "opera", "techno")
+
+
+def _topic(n: int) -> int:
+    return n % 4
+
+
+def _item_id(n: int) -> str:
+    return f"i{n:03d}"
+
+
+@pytest.fixture(scope="module")
+def catalog() -> VectorIndex:
+    rng = np.random.default_rng(7)
+    centres = np.eye(DIM)[:4]
+    vectors = centres[[_topic(n) for n in range(N_ITEMS)]] + 0.35 * rng.normal(size=(N_ITEMS, DIM))
+    metadata = [
+        {
+            "title": f"{TOPIC_NAMES[_topic(n)].title()} record {n}",
+            "category": TOPIC_NAMES[_topic(n)],
+            "tags": [f"decade-{n % 3}"],
+            "price": float(n % 50),
+            "available": n % 17 != 0,
+            "created_at": NOW - n * DAY,
+        }
+        for n in range(N_ITEMS)
+    ]
+    return VectorIndex.build([_item_id(n) for n in range(N_ITEMS)], vectors, metadata)
+
+
+@pytest.fixture(scope="module")
+def signals() -> Signals:
+    """Users stay inside one topic; topic 3 (techno) is hot this week, the rest is a month old."""
+    rng = np.random.default_rng(11)
+    events = []
+    for u in range(80):
+        topic = u % 4
+        when = NOW - (DAY if topic == 3 else 30 * DAY)
+        for j in range(10):
+            n = int(rng.integers(0, N_ITEMS // 4)) * 4 + topic
+            events.append((f"u{u}", Interaction(_item_id(n), "like", when + j * 60)))
+    ids = [_item_id(n) for n in range(N_ITEMS)]
+    return compute_signals(events, ids, SignalParams(neighbours=20), now=NOW)
+
+
+def _history(items: Sequence[int], kind: str = "like", start: float = NOW - 3600) -> list[Interaction]:
+    return [Interaction(_item_id(n), kind, start + i) for i, n in enumerate(items)]
+
+
+def _topics_of(ids: Sequence[str]) -> list[int]:
+    return [_topic(int(item_id[1:])) for item_id in ids]
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+def test_personalized_follows_the_history_and_explains(catalog: VectorIndex, signals: Signals) -> None:
+    history = _history([0, 4, 8, 12])  # jazz
+    result = recommend(catalog, signals, history, None, RankParams(k=10, explain=True), NOW)
+    assert result.strategy == "personalized"
+    ids = [item.item_id for item in result.items]
+    assert len(ids) == 10 and not set(ids) & {e.item_id for e in history}
+    assert _topics_of(ids).count(0) >= 8
+    titles = {catalog.metadata(e.item_id)["title"] for e in history}
+    for item in result.items:
+        assert item.reasons, item
+        assert item.reasons[0].startswith(("Because you liked ", "People who liked "))
+        assert any(title in reason for reason in item.reasons for title in titles)
+
+
+def test_verbs_follow_the_interaction_type(catalog: VectorIndex, signals: Signals) -> None:
+    history = [Interaction(_item_id(1), "purchase", NOW - 10)]
+    result = recommend(catalog, signals, history, None, RankParams(k=3, explain=True), NOW)
+    assert any(r == "Because you bought Rock record 1" for item in result.items for r in item.reasons)
+
+
+def test_onboarding_when_only_a_profile(catalog: VectorIndex, signals: Signals) -> None:
+    profile = catalog.vectors_for([_item_id(2)])[0]  # opera-like
+    params = RankParams(k=8, explain=True)
+    result = recommend(catalog, signals, [], profile, params, NOW, profile_interests=["jazz", "opera arias"])
+    assert result.strategy == "onboarding"
+    assert _topics_of([item.item_id for item in result.items]).count(2) >= 6
+    assert all(item.reasons[0] == "Matches your interest in opera arias" for item in result.items
+               if _topic(int(item.item_id[1:])) == 2)
+
+
+def test_unknown_history_falls_back_and_is_still_excluded(catalog: VectorIndex, signals: Signals) -> None:
+    history = [Interaction("gone-from-catalog", "like", NOW)]
+    result = recommend(catalog, signals, history, None, RankParams(k=5, explain=True), NOW)
+    assert result.strategy == "trending"
+    assert _topics_of([item.item_id for item in result.items]) == [3] * 5  # techno is hot
+    assert all(item.reasons == ("Popular this week",) for item in result.items)
+    seen = _history(range(3, 200, 4))  # all but a few techno items seen
+    result = recommend(catalog, signals, [*history, *seen], None, RankParams(k=5, strategy="trending"), NOW)
+    assert not {item.item_id for item in result.items} & {e.item_id for e in seen}
+
+
+def test_only_dislikes_fall_back_to_trending(catalog: VectorIndex, signals: Signals) -> None:
+    history = _history([5], kind="dislike")
+    result = recommend(catalog, signals, history, None, RankParams(k=4), NOW)
+    assert result.strategy == "trending" and _item_id(5) not in [i.item_id for i in result.items]
+
+
+def test_short_history_blends_with_the_profile(catalog: VectorIndex, signals: Signals) -> None:
+    profile = catalog.vectors_for([_item_id(2)])[0]  # opera
+    one_jazz = _history([0])
+    params = RankParams(k=20, weights=BlendWeights(embedding=1.0, cf=0.0, trending=0.0))
+    blended = recommend(catalog, signals, one_jazz, profile, params, NOW)
+    plain = recommend(catalog, signals, one_jazz, None, params, NOW)
+    assert blended.strategy == plain.strategy == "personalized"
+    opera_blended = _topics_of([i.item_id for i in blended.items]).count(2)
+    assert opera_blended > _topics_of([i.item_id for i in plain.items]).count(2)
+
+
+def test_multi_interest_history_retrieves_each_interest(catalog: VectorIndex, signals: Signals) -> None:
+    history = _history([0, 4, 8, 12, 16, 20, 1, 5, 9, 13])  # 6 jazz, 4 rock
+    params = RankParams(k=20, weights=BlendWeights(embedding=1.0, cf=0.0, trending=0.0))
+    topics = _topics_of([i.item_id for i in recommend(catalog, signals, history, None, params, NOW).items])
+    assert topics.count(0) >= 6 and topics.count(1) >= 4
+
+
+def test_ten_year_old_history_ranks_like_the_same_history_today(catalog: VectorIndex) -> None:
+    offsets = [0.0, 2 * DAY, 9 * DAY, 40 * DAY]
+    items = [0, 1, 4, 8]
+    old = [
+        Interaction(_item_id(n), "like", NOW - 3650 * DAY - o) for n, o in zip(items, offsets, strict=True)
+    ]
+    new = [Interaction(_item_id(n), "like", NOW - o) for n, o in zip(items, offsets, strict=True)]
+    empty = Signals.empty()
+    params = RankParams(k=10)
+    a = recommend(catalog, empty, old, None, params, NOW)
+    b = recommend(catalog, empty, new, None, params, NOW)
+    assert [i.item_id for i in a.items] == [i.item_id for i in b.items]
+    assert all(np.isfinite(i.score) for i in a.items)
+
+
+def test_unavailable_items_excluded_unless_asked(catalog: VectorIndex, signals: Signals) -> None:
+    history = _history([0, 4, 8])
+    params = RankParams(k=100, weights=BlendWeights(embedding=1.0, cf=0.0, trending=0.0), candidate_pool=300)
+    ids = [i.item_id for i in recommend(catalog, signals, history, None, params, NOW).items]
+    assert all(catalog.metadata(item_id)["available"] for item_id in ids)
+    with_unavailable = RankParams(k=100, candidate_pool=300, include_unavailable=True)
+    ids = [i.item_id for i in recommend(catalog, signals, history, None, with_unavailable, NOW).items]
+    assert not all(catalog.metadata(item_id)["available"] for item_id in ids)
+
+
+def test_selective_filter_does_not_lose_recall(catalog: VectorIndex, signals: Signals) -> None:
+    # Jazz lover, but asking for cheap opera from decade-1: a handful of items, far from the user vector.
+    filters = Filters(categories=frozenset({"opera"}), tags_any=frozenset({"decade-1"}), max_price=20.0)
+    expected = [
+        _item_id(n) for n in range(N_ITEMS)
+        if _topic(n) == 2 and n % 3 == 1 and n % 50 <= 20 and n % 17 != 0
+    ]
+    result = recommend(catalog, signals, _history([0, 4, 8]), None, RankParams(k=50, filters=filters), NOW)
+    assert sorted(i.item_id for i in result.items) == sorted(expected)
+
+
+def test_similar_search_trending(catalog: VectorIndex, signals: Signals) -> None:
+    similar = similar_items(catalog, signals, _item_id(3), 5, explain=True)
+    assert len(similar) == 5 and _item_id(3) not in [i.item_id for i in similar]
+    assert _topics_of([i.item_id for i in similar]).count(3) >= 4
+    assert all("Techno record 3" in item.reasons[0] for item in similar)
+    with pytest.raises(NotFoundError):
+        similar_items(catalog, signals, "nope", 5)
+    query = catalog.vectors_for([_item_id(6)])[0]
+    hits = search(catalog, query, 3, Filters(categories=frozenset({"opera"})))
+    assert hits[0].item_id == _item_id(6) and _topics_of([h.item_id for h in hits]) == [2, 2, 2]
+    with pytest.raises(InvalidInputError):
+        search(catalog, np.ones(3, np.float32), 3)
+    top = trending(catalog, signals, 4, exclude={_item_id(3)})
+    assert [s.score for s in top] == sorted((s.score for s in top), reverse=True)
+    assert _item_id(3) not in [t.item_id for t in top]
+
+
+def test_trending_without_activity_fills_with_the_newest(catalog: VectorIndex) -> None:
+    items = trending(catalog, Signals.empty(), 3, Filters(categories=frozenset({"rock"})), explain=True)
+    assert [i.item_id for i in items] == [_item_id(1), _item_id(5), _item_id(9)]
+    assert items[0].reasons == ("New in the catalog",)
+
+
+def test_params_validation() -> None:
+    for bad in ({"k": 0}, {"k": 10_000}, {"diversity": 1.5}, {"strategy": "random"}):
+        with pytest.raises(InvalidInputError):
+            RankParams(**bad)
+    with pytest.raises(InvalidInputError):
+        BlendWeights(embedding=-1.0)
+
+
+# --------------------------------------------------------------------------- properties
+
+KINDS = ["view", "click", "like", "purchase", "dislike", "add_to_cart"]
+FILTER_CHOICES = [
+    None,
+    Filters(categories=frozenset({"jazz", "rock"})),
+    Filters(exclude_categories=frozenset({"techno"}), min_price=10.0),
+    Filters(tags_any=frozenset({"decade-2"}), max_price=5.0),
+    Filters(available=False),
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    items=st.lists(st.integers(0, N_ITEMS - 1), max_size=25),
+    kinds=st.lists(st.sampled_from(KINDS), min_size=25, max_size=25),
+    ages=st.lists(st.floats(0, 4000 * DAY), min_size=25, max_size=25),
+    k=st.integers(1, 30),
+    diversity=st.sampled_from([0.0, 0.3, 1.0]),
+    filter_choice=st.integers(0, len(FILTER_CHOICES) - 1),
+    with_profile=st.booleans(),
+)
+def test_recommend_properties(
+    catalog: VectorIndex, signals: Signals, items: list[int], kinds: list[str], ages: list[float], k: int,
+    diversity: float, filter_choice: int, with_profile: bool,
+) -> None:
+    history = [Interaction(_item_id(n), kinds[i], NOW - ages[i]) for i, n in enumerate(items)]
+    filters = FILTER_CHOICES[filter_choice]
+    profile = catalog.vectors_for([_item_id(7)])[0] if with_profile else None
+    params = RankParams(k=k, filters=filters, diversity=diversity, explain=True)
+    result = recommend(catalog, signals, history, profile, params, NOW)
+    ids = [item.item_id for item in result.items]
+    scores = [item.score for item in result.items]
+    assert len(ids) <= k and len(set(ids)) == len(ids)
+    assert not set(ids) & {e.item_id for e in history}
+    assert all(catalog.matches(ids, params.effective_filters()))
+    assert all(s1 >= s2 for s1, s2 in pairwise(scores))
+    assert all(np.isfinite(scores))
+    assert recommend(catalog, signals, list(reversed(history)), profile, params, NOW) == result
+    if diversity == 0.0 and result.items:
+        # ties broken by item id
+        assert all((-a.score, a.item_id) < (-b.score, b.item_id) for a, b in pairwise(result.items))
+
+
+# --------------------------------------------------------------------------- MMR
+
+
+def test_mmr_lambda_one_is_the_relevance_order() -> None:
+    rng = np.random.default_rng(3)
+    relevance = np.array([0.2, 0.9, 0.5, 0.9, 0.1])
+    assert mmr(rng.normal(size=(5, 4)), relevance, 5, 1.0) == [1, 3, 2, 0, 4]
+    assert mmr(rng.normal(size=(5, 4)), relevance, 2, 1.0) == [1, 3]
+
+
+def test_mmr_diversifies_away_from_duplicates() -> None:
+    vectors = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0]])
+    relevance = np.array([1.0, 0.95, 0.6])
+    assert mmr(vectors, relevance, 2, 1.0) == [0, 1]
+    assert mmr(vectors, relevance, 2, 0.5) == [0, 2]
+    with pytest.raises(InvalidInputError):
+        mmr(vectors, relevance, 2, 1.5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 40), st.integers(0, 45), st.floats(0.0, 1.0))
+def test_mmr_properties(seed: int, n: int, k: int, lam: float) -> None:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, 6))
+    relevance = rng.uniform(size=n).round(2)  # ties on purpose
+    picked = mmr(vectors, relevance, k, lam)
+    assert len(picked) == min(k, n) and len(set(picked)) == len(picked)
+    assert picked == mmr(vectors, relevance, k, lam)
+    if picked:
+        assert picked[0] == int(np.lexsort((np.arange(n), -relevance))[0])
