@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +268,7 @@ def _spec(tmp_path: Path, name: str, source: str, routes: tuple[HttpRoute, ...])
 
 
 @pytest.fixture()
-def gateway(tmp_path: Path) -> ApiGatewayServer:
+def gateway(tmp_path: Path) -> Iterator[ApiGatewayServer]:
     spec = _spec(
         tmp_path,
         "EchoFunction",

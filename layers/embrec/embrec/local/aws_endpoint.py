@@ -110,6 +110,9 @@ class AwsEndpoint:
             )
         from moto.server import ThreadedMotoServer
 
+        # werkzeug logs every request moto serves at INFO: keep the console for our own logs
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
         server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         server.start()
         self._server = server

@@ -175,6 +175,7 @@ class QueuePoller:
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
                 WaitTimeSeconds=wait,
+                AttributeNames=["All"],  # older endpoints (LocalStack) know only this spelling
                 MessageSystemAttributeNames=["All"],
                 MessageAttributeNames=["All"],
             )

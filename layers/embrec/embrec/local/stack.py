@@ -8,7 +8,7 @@ environment; it is idempotent and runs on Ctrl-C (``serve_forever``) and at the 
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -17,29 +17,31 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from embrec.config import (
     ENV_AWS_DEFAULT_REGION,
     ENV_AWS_ENDPOINT,
     ENV_AWS_REGION,
-    ENV_INGEST_QUEUE_URL,
     Settings,
     get_settings,
 )
-from embrec.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
+from embrec.errors import NotFoundError, ServiceUnavailableError
 from embrec.local.api_gateway import ApiGatewayServer, RouteTable
 from embrec.local.aws_endpoint import LOCAL_CREDENTIALS, AwsEndpoint, patched_environ
 from embrec.local.dispatch import QueuePoller, Scheduler
 from embrec.local.runtime import FunctionSpec, LambdaFunction, function_specs
 
+if TYPE_CHECKING:
+    from embrec.template import LocalResources
+
 __all__ = ["LocalEnvironment", "Provisioner", "default_project_root"]
 
 logger = logging.getLogger(__name__)
 
-#: ``(template_path, endpoint_url, region) -> settings env`` (EMBREC_BUCKET, EMBREC_*_TABLE,
-#: EMBREC_INGEST_QUEUE_URL ...): creates the template's resources on the endpoint.
-Provisioner = Callable[[Path, str, str], Mapping[str, str]]
+#: ``(template, clients, region) -> LocalResources``: creates the template's resources on the endpoint
+#: of ``clients`` (``s3``, ``sqs``, ``dynamodb``); default :func:`embrec.template.create_local_resources`.
+Provisioner = Callable[[Mapping[str, Any], Any, str], "LocalResources"]
 
 
 def default_project_root() -> Path:
@@ -50,36 +52,10 @@ def default_project_root() -> Path:
     return Path(__file__).resolve().parents[4]
 
 
-def _load_template(path: Path) -> dict[str, Any]:
-    try:
-        from embrec.template import load_template
-    except ImportError:  # TEMPORARY until embrec.template lands
-        import yaml
-
-        class _Loader(yaml.SafeLoader):
-            pass
-
-        def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-            name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-            if isinstance(node, yaml.ScalarNode):
-                value: Any = loader.construct_scalar(node)
-                if suffix == "GetAtt":
-                    value = str(value).split(".", 1)
-            elif isinstance(node, yaml.SequenceNode):
-                value = loader.construct_sequence(node, deep=True)
-            else:
-                value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-            return {name: value}
-
-        _Loader.add_multi_constructor("!", _tag)
-        return dict(yaml.load(path.read_text(), Loader=_Loader))
-    return dict(load_template(path))
-
-
-def _default_provisioner(template: Path, endpoint: str, region: str) -> Mapping[str, str]:
+def _default_provisioner(template: Mapping[str, Any], clients: Any, region: str) -> LocalResources:
     from embrec.template import create_local_resources
 
-    return create_local_resources(template, endpoint, region)
+    return create_local_resources(template, clients, region=region)
 
 
 @dataclass(frozen=True)
@@ -138,6 +114,7 @@ class LocalEnvironment:
         self.pollers: list[QueuePoller] = []
         self.schedulers: list[Scheduler] = []
         self.resource_env: dict[str, str] = {}
+        self.resources: LocalResources | None = None
 
     # ---- state
     @property
@@ -200,17 +177,17 @@ class LocalEnvironment:
         return self
 
     def _start(self) -> None:
+        from embrec.aws import clients
+        from embrec.template import load_template, resolve_conditions, settings_env
+
         if not self.template_path.is_file():
             raise NotFoundError(f"template {self.template_path} does not exist")
-        template = _load_template(self.template_path)
+        template = resolve_conditions(load_template(self.template_path))
         specs = function_specs(template, self.template_path.parent)
 
         # Credentials and region first: moto and every client read them.
-        self._exit.enter_context(
-            patched_environ(
-                {**LOCAL_CREDENTIALS, ENV_AWS_REGION: self.region, ENV_AWS_DEFAULT_REGION: self.region}
-            )
-        )
+        region_env = {ENV_AWS_REGION: self.region, ENV_AWS_DEFAULT_REGION: self.region}
+        self._exit.enter_context(patched_environ({**LOCAL_CREDENTIALS, **region_env}))
         endpoint = AwsEndpoint(external=self._external, host=self.host, port=self._ports.aws)
         endpoint.start()
         self.endpoint = endpoint
@@ -218,18 +195,19 @@ class LocalEnvironment:
         if endpoint.is_embedded:
             _reset_moto(endpoint.url)  # moto's state is process-wide: a new stack starts empty
 
-        env = dict(self._provision(self.template_path, endpoint.url, self.region))
-        env[ENV_AWS_ENDPOINT] = endpoint.url
+        local = dataclasses.replace(Settings(), aws_endpoint=endpoint.url, region=self.region)
+        self.resources = self._provision(template, clients(local), self.region)
+        env = {**settings_env(template, self.resources), ENV_AWS_ENDPOINT: endpoint.url, **region_env}
         self.resource_env = env
+        # The handlers' settings: set before any handler module is imported, cleared caches on both sides.
+        self._exit.callback(_clear_caches)
         self._exit.enter_context(patched_environ(env))
-        get_settings.cache_clear()
-        self._exit.callback(get_settings.cache_clear)
-        self._exit.callback(_clear_aws_clients)
+        _clear_caches()
         settings = Settings.from_env()
 
         self.functions = {name: LambdaFunction(spec, self.region) for name, spec in specs.items()}
         if self._dispatch:
-            self._start_pollers(template, specs, settings)
+            self._start_pollers(specs, settings)
         if self._serve_api:
             routes = RouteTable.from_functions(self.functions.values())
             api = ApiGatewayServer(routes, self.function, host=self.host, port=self._ports.api)
@@ -244,15 +222,16 @@ class LocalEnvironment:
                     self._exit.callback(scheduler.stop)
                     scheduler.start()
 
-    def _start_pollers(
-        self, template: Mapping[str, Any], specs: Mapping[str, FunctionSpec], settings: Settings
-    ) -> None:
+    def _start_pollers(self, specs: Mapping[str, FunctionSpec], settings: Settings) -> None:
         from embrec.aws import clients
 
+        assert self.resources is not None
         sqs = clients(settings).sqs
         for spec in specs.values():
             for trigger in spec.queues:
-                url = _queue_url(template, trigger.queue, self.resource_env, sqs)
+                url = self.resources.queue_urls.get(trigger.queue)
+                if url is None:
+                    raise NotFoundError(f"{spec.logical_id}: queue {trigger.queue} was not created locally")
                 poller = QueuePoller(
                     sqs,
                     url,
@@ -282,6 +261,7 @@ class LocalEnvironment:
         self._exit = ExitStack()
         self.endpoint, self.api = None, None
         self.pollers, self.schedulers = [], []
+        self.resources = None
         self._state = "stopped"
 
     def serve_forever(self) -> None:
@@ -357,9 +337,10 @@ def _drained(poller: QueuePoller) -> bool:
     )
 
 
-def _clear_aws_clients() -> None:
+def _clear_caches() -> None:
     from embrec.aws import clients
 
+    get_settings.cache_clear()
     clients.cache_clear()
 
 
@@ -369,35 +350,3 @@ def _reset_moto(url: str) -> None:
     request = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
     with urllib.request.urlopen(request, timeout=10):
         pass
-
-
-def _refers_to(value: Any, logical_id: str) -> bool:
-    if isinstance(value, Mapping):
-        if value.get("Ref") == logical_id:
-            return True
-        att = value.get("Fn::GetAtt")
-        return isinstance(att, list | tuple) and list(att) == [logical_id, "QueueUrl"]
-    return False
-
-
-def _queue_url(template: Mapping[str, Any], logical_id: str, env: Mapping[str, str], sqs: Any) -> str:
-    """The URL of queue ``logical_id``: through the env var the template binds to it, else by its name."""
-    resources = template.get("Resources") or {}
-    resource = resources.get(logical_id)
-    if not isinstance(resource, Mapping) or resource.get("Type") != "AWS::SQS::Queue":
-        raise InvalidInputError("Queue", f"{logical_id} is not an AWS::SQS::Queue of the template")
-    # A function env var set to !Ref <queue> (the queue URL) names its value in the settings env.
-    blocks = [(template.get("Globals") or {}).get("Function") or {}]
-    blocks += [(r.get("Properties") or {}) for r in resources.values() if isinstance(r, Mapping)]
-    for block in blocks:
-        variables = ((block.get("Environment") or {}).get("Variables")) or {}
-        for name, value in variables.items():
-            if _refers_to(value, logical_id) and env.get(name):
-                return env[name]
-    name = (resource.get("Properties") or {}).get("QueueName")
-    if isinstance(name, str):
-        with contextlib.suppress(Exception):
-            return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
-    if env.get(ENV_INGEST_QUEUE_URL):
-        return env[ENV_INGEST_QUEUE_URL]
-    raise NotFoundError(f"cannot find the URL of queue {logical_id}")
