@@ -8,7 +8,8 @@ Two collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_m
   pairs seen by very few users. Computed blockwise over source items with sort-and-reduce in numpy (no
   n x n matrix, no scipy), memory bounded by ``pair_budget``.
 - ``"ease"`` (Steck 2019, closed form): ``P = (X^T X + lambda I)^-1``, ``B = I - P / diag(P)`` (diag 0).
-  Dense, so only when the number of items with interactions is <= ``ease_max_items``; above that cap
+  Dense (two float64 m x m matrices, O(m^3) time: ~2.5 min single-threaded for m = 9.7k), so only
+  when the number of items with interactions is <= ``ease_max_items`` (10k); above that cap
   the co-occurrence model is used and ``params["cf_model_used"]`` says so.
 
 Trending: per item, the sum over users of the (positive) type weight x ``0.5 ** (age / half_life)`` of
@@ -63,7 +64,7 @@ class SignalParams:
     neighbours: int = 50
     shrinkage: float = 10.0
     ease_lambda: float = 200.0
-    ease_max_items: int = 20_000
+    ease_max_items: int = 10_000
     max_items_per_user: int = 500
     min_support: int = 1
     pair_budget: int = 4_000_000
@@ -333,39 +334,45 @@ def ease_neighbours(rows: _UserRows, top_n: int, lam: float = 200.0) -> tuple[np
     """EASE item-item weights restricted to items with interactions; top-N positive ``B[i, :]`` per item.
 
     ``B[i, j]`` is how much having ``i`` adds to ``j``'s score, so row ``i`` is "people who liked i".
-    Memory: two dense float64 (m, m) matrices, m = items with interactions.
+    Memory: two dense float64 (m, m) matrices at peak, m = items with interactions (users are streamed
+    in blocks, so the user count does not matter); time O(m^3).
     """
     n_items = rows.n_items
     out_idx = np.full((n_items, top_n), -1, dtype=np.int32)
     out_score = np.zeros((n_items, top_n), dtype=np.float32)
     active = np.unique(rows.indices)
-    if active.size < 2:
+    m = int(active.size)
+    if m < 2:
         return out_idx, out_score
     local = np.searchsorted(active, rows.indices)
     n_users = rows.indptr.size - 1
-    x = np.zeros((n_users, active.size), dtype=np.float64)
-    user_of_entry = np.repeat(np.arange(n_users), np.diff(rows.indptr))
-    x[user_of_entry, local] = rows.data
-    gram = x.T @ x
-    del x
+    gram = np.zeros((m, m), dtype=np.float64)
+    block = max(1, min(n_users, 2_000_000 // m + 1))  # dense user blocks of ~16 MB
+    for lo in range(0, n_users, block):
+        hi = min(n_users, lo + block)
+        a, b = rows.indptr[lo], rows.indptr[hi]
+        x = np.zeros((hi - lo, m), dtype=np.float64)
+        x[np.repeat(np.arange(hi - lo), np.diff(rows.indptr[lo : hi + 1])), local[a:b]] = rows.data[a:b]
+        gram += x.T @ x
     gram[np.diag_indices_from(gram)] += lam
     p = np.linalg.inv(gram)
     del gram
-    b = p / (-np.diag(p))[None, :]
-    np.fill_diagonal(b, 0.0)
-    del p
-    m = active.size
+    p /= -np.diag(p)[None, :]  # B = -P / diag(P) column-wise, in place
+    np.fill_diagonal(p, 0.0)
     k = min(top_n, m - 1)
-    part = np.argpartition(-b, k - 1, axis=1)[:, :k] if k < m else np.argsort(-b, axis=1)[:, :k]
-    vals = np.take_along_axis(b, part, axis=1)
-    src = np.repeat(np.arange(m), k)
-    cols, vals = part.reshape(-1), vals.reshape(-1)
-    pos = vals > 0
-    block_idx = np.full((m, top_n), -1, dtype=np.int32)
-    block_score = np.zeros((m, top_n), dtype=np.float32)
-    _top_n_per_row(src[pos], active[cols[pos]], vals[pos], top_n, block_idx, block_score, 0)
-    out_idx[active] = block_idx
-    out_score[active] = block_score
+    rows_per_chunk = max(1, 4_000_000 // m)
+    for lo in range(0, m, rows_per_chunk):
+        chunk = p[lo : lo + rows_per_chunk]
+        part = np.argpartition(chunk, m - k, axis=1)[:, m - k :]
+        vals = np.take_along_axis(chunk, part, axis=1)
+        src = np.repeat(np.arange(chunk.shape[0]), k)
+        cols, flat = part.reshape(-1), vals.reshape(-1)
+        pos = flat > 0
+        _top_n_per_row(src[pos] + lo, active[cols[pos]], flat[pos], top_n, out_idx, out_score, 0)
+    # _top_n_per_row wrote rows by *local* position; move them to catalog positions.
+    local_idx, local_score = out_idx[:m].copy(), out_score[:m].copy()
+    out_idx[:m], out_score[:m] = -1, 0.0
+    out_idx[active], out_score[active] = local_idx, local_score
     return out_idx, out_score
 
 
