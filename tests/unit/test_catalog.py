@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -99,6 +100,12 @@ def test_description_kept_whole_up_to_cap() -> None:
 def test_huge_description_is_a_row_error_not_a_crash() -> None:
     errors = errors_of(row(description="x" * 10_000_000))
     assert "longer than" in errors["description"]
+
+
+def test_description_byte_cap_for_wide_characters() -> None:
+    # 60,000 four-byte characters are under the character cap but over the 200 KB byte cap
+    assert "bytes" in errors_of(row(description="\U0001f600" * 60_000))["description"]
+    assert validate_row(row(description="\U0001f600" * 50_000)).description
 
 
 @pytest.mark.parametrize("value", [["a", "b"], 3, "bad\x00byte"])
@@ -373,3 +380,42 @@ def test_to_dict_from_dict_round_trip(data: dict[str, Any]) -> None:
     assert again.extra == item.extra
     assert content_hash(again) == content_hash(item)
     assert again.to_dict() == item.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad_field"),
+    [
+        ({"title": "bad \ud800 surrogate"}, "title"),
+        ({"item_id": "x\udcff"}, "item_id"),
+        ({"tags": ["ok", "\udc80"]}, "tags"),
+        ({"notes": ["nested \udfff"]}, "notes"),
+    ],
+)
+def test_lone_surrogates_rejected(fields: dict[str, Any], bad_field: str) -> None:
+    # json.loads('"\\ud800"') yields a lone surrogate, which cannot be encoded to UTF-8 (hash, DynamoDB)
+    assert "UTF-8" in errors_of(row(**fields))[bad_field]
+
+
+_anything = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(
+    st.sampled_from(["item_id", "title", "description", "category", "tags", "price", "available",
+                     "created_at", "image_embedding", "deleted", "extra", "other"]),
+    _anything,
+))
+def test_validate_row_only_ever_raises_row_error(data: dict[str, Any]) -> None:
+    try:
+        item = validate_row(data)
+    except RowError as err:
+        assert err.errors
+        return
+    # whatever is accepted can be hashed and serialised as UTF-8 JSON
+    assert len(content_hash(item)) == 64
+    json.dumps(item.to_dict(), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    item_text(item).encode("utf-8")

@@ -240,3 +240,12 @@ def test_gzipped_catalog_by_name() -> None:
     data = gzip.compress(b'{"item_id": "a", "title": "A"}\n{"item_id": "b", "title": "B"}\n')
     results = list(read_catalog_named(io.BytesIO(data), "catalog/incoming/items.jsonl.gz"))
     assert summary(results) == [(1, "a", []), (2, "b", [])]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv"])
+def test_reader_leaves_the_callers_stream_open(fmt: str) -> None:
+    data = {"jsonl": b'{"item_id": "a", "title": "A"}\n', "json": b'[{"item_id": "a", "title": "A"}]',
+            "csv": b"item_id,title\na,A\n"}[fmt]
+    stream = io.BytesIO(data)
+    assert [r.ok for r in read_catalog(stream, fmt)] == [True]
+    assert not stream.closed

@@ -8,8 +8,8 @@ Row rules (what ``validate_row`` accepts; a row breaking several rules gets one 
   ``bool``) is accepted and converted with ``str()``, because CSV exports and JSON dumps of integer keys are
   common; floats are rejected (``1.0`` vs ``"1"`` would silently make two items).
 - ``title`` (required unless ``deleted``): a string, whitespace runs collapsed, 1..500 characters.
-- ``description``: a string, stripped, at most ``MAX_DESCRIPTION_CHARS`` (100,000) characters; stored whole,
-  and only truncated for encoding inside :func:`item_text`.
+- ``description``: a string, stripped, at most ``MAX_DESCRIPTION_CHARS`` (100,000) characters and 200,000
+  bytes of UTF-8; stored whole, and only truncated for encoding inside :func:`item_text`.
 - ``category``: a string, whitespace collapsed, at most 200 characters.
 - ``tags``: a list of strings, or one comma-separated string. Each tag is trimmed, empty tags dropped,
   duplicates dropped case-insensitively (first spelling kept); at most 50 tags of at most 100 characters.
@@ -43,7 +43,6 @@ import io
 import json
 import math
 import re
-import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +71,7 @@ __all__ = [
 MAX_ITEM_ID_CHARS = 256
 MAX_TITLE_CHARS = 500
 MAX_DESCRIPTION_CHARS = 100_000
+MAX_DESCRIPTION_BYTES = 200_000
 MAX_CATEGORY_CHARS = 200
 MAX_TAGS = 50
 MAX_TAG_CHARS = 100
@@ -101,7 +101,11 @@ KNOWN_FIELDS = frozenset(
 _TRUE = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "f"})
 _WS = re.compile(r"\s+")
-_SURROGATE = re.compile("[\udc80-\udcff]")
+# Lone surrogates: undecodable bytes (surrogateescape) or "\\udXXX" escapes in JSON; neither encodes to UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_UTF8 = "contains invalid UTF-8 (undecodable bytes or a lone surrogate escape)"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
+_CONTROL_NOT_WS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # Cc except \t \n \r
 
 
 @dataclass(frozen=True)
@@ -210,7 +214,7 @@ def _absent(value: Any) -> bool:
 
 
 def _has_control(text: str) -> bool:
-    return any(unicodedata.category(ch) == "Cc" for ch in text)
+    return _CONTROL.search(text) is not None
 
 
 def _type_name(value: Any) -> str:
@@ -226,7 +230,7 @@ def _text(value: Any, limit: int, *, collapse: bool) -> str:
     if len(text) > limit:
         raise _Bad(f"longer than {limit} characters ({len(text)})")
     if _SURROGATE.search(text):
-        raise _Bad("contains bytes that are not valid UTF-8")
+        raise _Bad(_NOT_UTF8)
     if collapse and _has_control(text):
         raise _Bad("contains control characters")
     return text
@@ -247,15 +251,19 @@ def _item_id(value: Any) -> str:
     if _has_control(text):
         raise _Bad("contains control characters")
     if _SURROGATE.search(text):
-        raise _Bad("contains bytes that are not valid UTF-8")
+        raise _Bad(_NOT_UTF8)
     return text
 
 
 def _description(value: Any) -> str:
     text = _text(value, MAX_DESCRIPTION_CHARS, collapse=False)
     # Keep newlines and tabs (paragraphs), refuse other control characters (NUL, escape codes).
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\r\t" for ch in text):
+    if _CONTROL_NOT_WS.search(text):
         raise _Bad("contains control characters")
+    # A byte cap too, so one stored item (description + vector + extra) stays under DynamoDB's 400 KB.
+    size = len(text.encode("utf-8"))
+    if size > MAX_DESCRIPTION_BYTES:
+        raise _Bad(f"larger than {MAX_DESCRIPTION_BYTES} bytes of UTF-8 ({size})")
     return text
 
 
@@ -276,8 +284,10 @@ def _tags(value: Any) -> tuple[str, ...]:
             continue
         if len(tag) > MAX_TAG_CHARS:
             raise _Bad(f"tag longer than {MAX_TAG_CHARS} characters ({len(tag)})")
-        if _has_control(tag) or _SURROGATE.search(tag):
-            raise _Bad("tag contains control characters or invalid bytes")
+        if _has_control(tag):
+            raise _Bad("tag contains control characters")
+        if _SURROGATE.search(tag):
+            raise _Bad("tag " + _NOT_UTF8)
         key = tag.casefold()
         if key in seen:
             continue
@@ -385,6 +395,25 @@ def _extra(row: Mapping[str, Any], errors: list[FieldError]) -> dict[str, Any]:
     for key, value in row.items():
         if key not in KNOWN_FIELDS:
             extra[key] = value
+    if not extra:
+        return {}
+    try:  # the common case: everything serialises; check key by key only to name the culprit
+        blob = json.dumps(extra, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError):
+        blob = None
+    if blob is not None and all(isinstance(k, str) for k in extra) and not _SURROGATE.search(blob):
+        good: dict[str, Any] = extra
+    else:
+        good = _extra_by_key(extra, errors)
+        blob = json.dumps(good, ensure_ascii=False)
+    if len(good) > MAX_EXTRA_KEYS:
+        errors.append(FieldError("extra", f"more than {MAX_EXTRA_KEYS} unknown fields ({len(good)})"))
+    elif len(blob.encode()) > MAX_EXTRA_BYTES:
+        errors.append(FieldError("extra", f"unknown fields exceed {MAX_EXTRA_BYTES} bytes of JSON"))
+    return good
+
+
+def _extra_by_key(extra: dict[Any, Any], errors: list[FieldError]) -> dict[str, Any]:
     good: dict[str, Any] = {}
     for key, value in extra.items():
         if not isinstance(key, str):
@@ -395,14 +424,10 @@ def _extra(row: Mapping[str, Any], errors: list[FieldError]) -> dict[str, Any]:
         except (TypeError, ValueError):
             errors.append(FieldError(key, "is not JSON-safe (NaN, infinity or a non-JSON type)"))
             continue
-        if isinstance(value, str) and _SURROGATE.search(value):
-            errors.append(FieldError(key, "contains bytes that are not valid UTF-8"))
+        if _SURROGATE.search(json.dumps(value, ensure_ascii=False)):
+            errors.append(FieldError(key, _NOT_UTF8))
             continue
         good[key] = value
-    if len(good) > MAX_EXTRA_KEYS:
-        errors.append(FieldError("extra", f"more than {MAX_EXTRA_KEYS} unknown fields ({len(good)})"))
-    elif len(json.dumps(good, ensure_ascii=False).encode()) > MAX_EXTRA_BYTES:
-        errors.append(FieldError("extra", f"unknown fields exceed {MAX_EXTRA_BYTES} bytes of JSON"))
     return good
 
 
@@ -784,7 +809,13 @@ def _read_csv(stream: IO[bytes], limit: int) -> Iterator[RowResult]:
     if csv.field_size_limit() < limit:
         csv.field_size_limit(limit)  # process-wide, raised only: rows are bounded by `limit` anyway
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.reader(text)
+    try:
+        yield from _csv_rows(csv.reader(text))
+    finally:
+        text.detach()  # leave the caller's stream open (a collected wrapper would close it)
+
+
+def _csv_rows(reader: Any) -> Iterator[RowResult]:
     header: list[str] | None = None
     last_line = 0
     while True:
