@@ -21,8 +21,8 @@ import boto3
 import pytest
 import requests
 
-from embrec.errors import NotFoundError
-from embrec.local import LocalEnvironment
+from embrec.errors import NotFoundError, ServiceUnavailableError
+from embrec.local import ApiGatewayServer, AwsEndpoint, LocalEnvironment, RouteTable
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,6 +85,8 @@ def test_json_post_body_reaches_the_handler_as_text(
     assert event["isBase64Encoded"] is False
     assert json.loads(event["body"]) == {"events": [1, 2]}
     assert event["headers"]["content-type"] == "application/json"
+    assert event["headers"]["content-length"] == str(len(response.request.body or b""))
+    assert event["headers"]["x-forwarded-for"] == "127.0.0.1"
 
 
 def test_binary_body_round_trips_through_base64(local_env: LocalEnvironment, http: requests.Session) -> None:
@@ -227,3 +229,14 @@ def test_failure_after_the_endpoint_started_tears_everything_down(
     assert not env.ready
     assert os.environ.get("AWS_ACCESS_KEY_ID") == key_before
     assert _eventually(lambda: set(threading.enumerate()) <= threads_before, timeout=5)
+
+
+def test_busy_ports_fail_with_a_clear_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ServiceUnavailableError, match="EMBREC_PORT"):
+            ApiGatewayServer(RouteTable([]), lambda name: None, port=port)  # type: ignore[arg-type,return-value]
+        with pytest.raises(ServiceUnavailableError, match="EMBREC_AWS_PORT"):
+            AwsEndpoint(port=port).start()

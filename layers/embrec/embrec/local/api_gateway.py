@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from embrec.errors import ServiceUnavailableError
 from embrec.local.runtime import DEFAULT_ACCOUNT_ID, HttpRoute, LambdaFunction
 
 __all__ = [
@@ -277,6 +278,7 @@ def translate_response(result: Any) -> HttpResponse:
 
 
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
+_REQUEST_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding"})
 
 
 class ApiGatewayServer:
@@ -300,7 +302,12 @@ class ApiGatewayServer:
         self._resolve = resolve
         self._api_id = api_id
         self._max_body = max_body_bytes
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        try:
+            self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        except OSError as exc:
+            raise ServiceUnavailableError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); set EMBREC_PORT to a free port"
+            ) from exc
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -408,7 +415,13 @@ class ApiGatewayServer:
                     )
                     return
                 body = self.rfile.read(length) if length else b""
-                headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP]
+                headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _REQUEST_HOP_BY_HOP]
+                # what API Gateway adds in front of every integration
+                headers += [
+                    ("x-forwarded-for", self.client_address[0]),
+                    ("x-forwarded-port", str(gateway.port)),
+                    ("x-forwarded-proto", "http"),
+                ]
                 response = gateway.handle(
                     self.command, self.path, headers, body, self.client_address[0], self.request_version
                 )
