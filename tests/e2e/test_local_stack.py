@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -240,3 +243,37 @@ def test_busy_ports_fail_with_a_clear_error() -> None:
             ApiGatewayServer(RouteTable([]), lambda name: None, port=port)  # type: ignore[arg-type,return-value]
         with pytest.raises(ServiceUnavailableError, match="EMBREC_AWS_PORT"):
             AwsEndpoint(port=port).start()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_forever_stops_cleanly_on_ctrl_c_and_sigterm(
+    tmp_path: Path, make_project: Callable[[Path], Path], signum: int
+) -> None:
+    make_project(tmp_path)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from embrec.local import LocalEnvironment\n"
+        "env = LocalEnvironment(Path(sys.argv[1]), api_port=0, aws_port=0, aws_endpoint=None).start()\n"
+        "print(env.api_url, flush=True)\n"
+        "env.serve_forever()\n"
+        "print('stopped', env.ready, flush=True)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        api_url = child.stdout.readline().strip()
+        assert api_url.startswith("http://127.0.0.1:")
+        child.send_signal(signum)
+        out, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    assert out.strip() == "stopped False"
