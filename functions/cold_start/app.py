@@ -1,0 +1,32 @@
+"""cold_start λ: onboarding profiles and free-text search — the only API function that loads the encoder."""
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from embrec import service
+from embrec.http import SHARED, api_resolver, json_response
+from embrec.observability import logger, metrics, tracer
+from embrec.runtime import get_runtime
+
+app = api_resolver(logger)
+
+
+@app.post("/users/<user_id>/onboarding")
+def onboarding(user_id: str) -> Response[str]:
+    return json_response(service.onboard(get_runtime(), user_id, app.current_event.decoded_body))
+
+
+@app.get("/search")
+def search() -> Response[str]:
+    body = service.search(get_runtime(), app.current_event.query_string_parameters)
+    return json_response(body, cache_control=SHARED)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

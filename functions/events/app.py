@@ -1,0 +1,31 @@
+"""events λ: interaction batches and user erasure. DynamoDB only: no index, no encoder."""
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from embrec import service
+from embrec.http import api_resolver, json_response
+from embrec.observability import logger, metrics, tracer
+from embrec.runtime import get_runtime
+
+app = api_resolver(logger)
+
+
+@app.post("/events")
+def events() -> Response[str]:
+    return json_response(service.record_events(get_runtime(), app.current_event.decoded_body), 202)
+
+
+@app.delete("/users/<user_id>")
+def delete_user(user_id: str) -> Response[str]:
+    return json_response(service.delete_user(get_runtime(), user_id))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,24 @@
+"""ingest λ: S3 catalog uploads arrive through SQS; each record is one object (or one chunk of one)."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from embrec import service
+from embrec.observability import logger, metrics, tracer
+from embrec.runtime import get_runtime
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def ingest_record(record: SQSRecord) -> None:
+    service.ingest_message(get_runtime(), record.body)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event, ingest_record, processor, context)  # type: ignore[return-value]

@@ -1,0 +1,16 @@
+"""rebuild λ: on the EventBridge schedule, rebuild the index and signals and publish them atomically."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from embrec import service
+from embrec.observability import logger, metrics, tracer
+from embrec.runtime import get_runtime
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return service.rebuild(get_runtime())

@@ -1,0 +1,92 @@
+"""The rebuild: scan items and recent interactions, build the index and signals, lay out one version.
+
+:func:`build_version` is the use case with its inputs injected (iterables of stored items and interactions);
+:mod:`embrec.service` wires it to DynamoDB and publishes the directory with :mod:`embrec.artifacts`. A version
+directory holds ``index/`` (the :class:`~embrec.index.VectorIndex`, with its own manifest) and ``signals/``
+(CF neighbours and trending); the publisher adds the version manifest that names every file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embrec.errors import CompatibilityError
+from embrec.index import VectorIndex
+from embrec.profiles import Interaction
+from embrec.signals import SignalParams, Signals, compute_signals
+from embrec.store import StoredItem
+
+__all__ = ["INDEX_DIR", "SIGNALS_DIR", "BuiltVersion", "build_version", "load_version"]
+
+INDEX_DIR = "index"
+SIGNALS_DIR = "signals"
+
+
+@dataclass(frozen=True)
+class BuiltVersion:
+    directory: Path
+    items: int
+    interactions: int
+    skipped_items: int
+    encoder_id: str
+    dim: int
+    details: dict[str, Any]
+
+
+def build_version(
+    items: Iterable[StoredItem],
+    interactions: Iterable[tuple[str, Interaction]],
+    directory: Path,
+    *,
+    encoder_id: str,
+    now: float,
+    signal_params: SignalParams | None = None,
+) -> BuiltVersion:
+    """Build index + signals into ``directory`` from every live item and the given interactions.
+
+    Items without a vector, deleted items, and items whose vector dimension differs from the majority are
+    left out (counted in ``skipped_items``). Raises :class:`CompatibilityError` when no item matches
+    ``encoder_id``'s dimension, so a mismatched build is never published.
+    """
+    ids: list[str] = []
+    vectors: list[np.ndarray] = []
+    metadata: list[dict[str, Any]] = []
+    skipped = 0
+    for item in items:
+        if item.deleted or item.vector is None:
+            skipped += 1
+            continue
+        ids.append(item.item_id)
+        vectors.append(item.vector)
+        metadata.append(dict(item.fields))
+    dims = {vector.shape[0] for vector in vectors}
+    if len(dims) > 1:
+        raise CompatibilityError(f"items carry vectors of several dimensions {sorted(dims)}: re-ingest them")
+    dim = dims.pop() if dims else 0
+    matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, max(dim, 1)), np.float32)
+    index = VectorIndex.build(ids, matrix, metadata, encoder_id=encoder_id)
+    events = list(interactions)
+    signals = compute_signals(events, ids, signal_params, now=now)
+    index_manifest = index.save(Path(directory) / INDEX_DIR)
+    signals_manifest = signals.save(Path(directory) / SIGNALS_DIR)
+    return BuiltVersion(
+        directory=Path(directory),
+        items=len(ids),
+        interactions=len(events),
+        skipped_items=skipped,
+        encoder_id=encoder_id,
+        dim=dim,
+        details={"index": index_manifest, "signals": signals_manifest},
+    )
+
+
+def load_version(directory: Path, expected_encoder_id: str | None = None) -> tuple[VectorIndex, Signals]:
+    """Load a verified version directory (hashes are checked again by each loader)."""
+    index = VectorIndex.load(Path(directory) / INDEX_DIR, expected_encoder_id=expected_encoder_id)
+    signals = Signals.load(Path(directory) / SIGNALS_DIR)
+    return index, signals
