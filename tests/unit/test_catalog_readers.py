@@ -249,3 +249,16 @@ def test_reader_leaves_the_callers_stream_open(fmt: str) -> None:
     stream = io.BytesIO(data)
     assert [r.ok for r in read_catalog(stream, fmt)] == [True]
     assert not stream.closed
+
+
+def test_csv_broken_quoting_is_reported_not_merged() -> None:
+    results = read(b'item_id,title\na,"x"y\nb,B\nc,"unterminated\nd,D\n', "csv")
+    assert summary(results) == [(2, None, ["row"]), (3, "b", []), (4, None, ["row"])]
+    assert all("invalid CSV" in r.errors[0].reason for r in (results[0], results[2]))
+
+
+def test_csv_row_over_limit_rejected() -> None:
+    data = b"item_id,title,description\na,A," + b"x" * 3000 + b"\nb,B,\n"
+    results = read(data, "csv", max_row_bytes=1000)
+    assert summary(results) == [(2, None, ["row"]), (3, "b", [])]
+    assert "larger than 1000 bytes" in results[0].errors[0].reason

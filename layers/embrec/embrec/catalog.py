@@ -810,12 +810,13 @@ def _read_csv(stream: IO[bytes], limit: int) -> Iterator[RowResult]:
         csv.field_size_limit(limit)  # process-wide, raised only: rows are bounded by `limit` anyway
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     try:
-        yield from _csv_rows(csv.reader(text))
+        # strict: an unterminated quote is reported, not silently merged with the rows after it
+        yield from _csv_rows(csv.reader(text, strict=True), limit)
     finally:
         text.detach()  # leave the caller's stream open (a collected wrapper would close it)
 
 
-def _csv_rows(reader: Any) -> Iterator[RowResult]:
+def _csv_rows(reader: Any, limit: int) -> Iterator[RowResult]:
     header: list[str] | None = None
     last_line = 0
     while True:
@@ -835,6 +836,9 @@ def _csv_rows(reader: Any) -> Iterator[RowResult]:
         if not record or all(cell.strip() == "" for cell in record):
             continue
         raw = ",".join(record)
+        if len(raw) > limit:  # characters >= bytes / 4; csv.field_size_limit bounds each field while reading
+            yield _too_large(start, len(raw), limit, raw)
+            continue
         if header is None:
             header = [name.strip() for name in record]
             duplicates = sorted({n for n in header if n and header.count(n) > 1})
