@@ -23,14 +23,19 @@ Row rules (what ``validate_row`` accepts; a row breaking several rules gets one 
 - Anything else is kept in ``extra`` (the keys of a nested ``extra`` object are merged in too): values must be
   JSON-safe (no NaN/inf), at most 64 keys and 16 KiB of JSON altogether.
 
-``None`` and strings that are empty after stripping mean "absent" for every optional field.
+``None`` and strings that are empty after stripping mean "absent" for every optional field. Text that cannot
+be encoded as UTF-8 (undecodable bytes, lone surrogate escapes such as ``"\\ud800"``) is rejected in every
+field, so an accepted item can always be hashed, stored and encoded. ``Item.to_dict`` gives every field
+(absent ones as None or their default) with the unknown fields nested under ``"extra"``.
 
 Readers (``read_catalog``) yield one :class:`RowResult` per row, good or bad, so every row is accounted for:
 JSON Lines (one object per line), JSON arrays (parsed incrementally, never loaded whole) and CSV (header row,
 empty cells mean absent). Bytes that are not UTF-8 reject the row they fall in, not the file. A row larger
 than ``max_row_bytes`` is rejected without being parsed. An ``item_id`` seen in an earlier *accepted* row of
 the same file rejects the later row. ``.gz`` files are handled by :func:`read_catalog_named` (or
-``gzipped=True``).
+``gzipped=True``). CSV quoting is strict: an unterminated quote rejects that row rather than swallowing the
+rows after it. In a JSON array a broken element is skipped by bracket matching and parsing resumes at the
+next element; an element over ``max_row_bytes`` ends the file (there is no safe place to resume).
 """
 
 from __future__ import annotations
