@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -338,10 +339,15 @@ def _drained(poller: QueuePoller) -> bool:
 
 
 def _clear_caches() -> None:
+    """Forget settings, clients and (if loaded) the handlers' runtime: they point at the old endpoint."""
     from embrec.aws import clients
 
     get_settings.cache_clear()
     clients.cache_clear()
+    runtime = sys.modules.get("embrec.runtime")  # only if a handler loaded it; never import it for nothing
+    reset = getattr(runtime, "reset_runtime", None)
+    if callable(reset):
+        reset()
 
 
 def _reset_moto(url: str) -> None:
