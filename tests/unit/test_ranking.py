@@ -43,7 +43,7 @@ def _item_id(n: int) -> str:
 def catalog() -> VectorIndex:
     rng = np.random.default_rng(7)
     centres = np.eye(DIM)[:4]
-    vectors = centres[[_topic(n) for n in range(N_ITEMS)]] + 0.35 * rng.normal(size=(N_ITEMS, DIM))
+    vectors = centres[[_topic(n) for n in range(N_ITEMS)]] + 0.2 * rng.normal(size=(N_ITEMS, DIM))
     metadata = [
         {
             "title": f"{TOPIC_NAMES[_topic(n)].title()} record {n}",
@@ -189,6 +189,8 @@ def test_similar_search_trending(catalog: VectorIndex, signals: Signals) -> None
     similar = similar_items(catalog, signals, _item_id(3), 5, explain=True)
     assert len(similar) == 5 and _item_id(3) not in [i.item_id for i in similar]
     assert _topics_of([i.item_id for i in similar]).count(3) >= 4
+    cf_only = similar_items(catalog, signals, _item_id(3), 5, weights=BlendWeights(embedding=0.0, cf=1.0))
+    assert _topics_of([i.item_id for i in cf_only]) == [3] * 5
     assert all("Techno record 3" in item.reasons[0] for item in similar)
     with pytest.raises(NotFoundError):
         similar_items(catalog, signals, "nope", 5)

@@ -10,9 +10,11 @@ The request path (no encoder): :func:`recommend` picks a strategy —
 
 Candidates are the union of ANN neighbours (filters and seen items pushed into ``index.search`` so a
 selective filter does not lose recall), CF neighbours of recent history items (weighted by interaction
-weights) and trending items. Each signal is min-max normalised over the pool (missing = 0), blended with
-:class:`BlendWeights`, then MMR re-ranks with ``lambda = 1 - diversity``. Every fetched history item is
-excluded, not only the recent ones. Ties break by item id, so equal input gives equal output.
+weights) and trending items. Scales: embedding similarity between the pool's median (0) and maximum (1);
+CF as the weighted mean neighbour similarity to the history (absolute, so thin co-occurrence evidence
+stays small); trending min-max over the pool, gated by that personal relevance; missing = 0. They are
+blended with :class:`BlendWeights`, then MMR re-ranks with ``lambda = 1 - diversity``. Every fetched
+history item is excluded, not only the recent ones. Ties break by item id: equal input, equal output.
 
 Scores: with ``diversity == 0`` an item's score is its blended relevance; with ``diversity > 0`` it is the
 MMR marginal score at selection, which is non-increasing along the list by construction.
@@ -145,6 +147,20 @@ def _minmax(values: np.ndarray) -> np.ndarray:
     if not hi > lo:
         return np.zeros(values.shape, dtype=np.float64)
     return (values - lo) / (hi - lo)
+
+
+def _above_median(values: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] between the pool's median (0) and maximum (1), clipped below.
+
+    Used for embedding similarity: a pool's minimum is an outlier (trending and CF candidates from far
+    away), and min-max against it compresses the differences that matter at the top.
+    """
+    if values.size == 0:
+        return values.astype(np.float64)
+    floor, top = float(np.median(values)), float(values.max())
+    if not top > floor:
+        return _minmax(values)
+    return np.clip((values - floor) / (top - floor), 0.0, 1.0)
 
 
 def _relevance_order(relevance: np.ndarray) -> np.ndarray:
@@ -325,7 +341,12 @@ def _gather(
         embedding = cosines.max(axis=1)
     else:
         embedding = np.zeros(len(ids))
+    # CF as the weighted mean similarity to the history: an absolute scale, so thin evidence (a pair seen
+    # by one user, damped by shrinkage) stays small instead of being stretched to 1 by min-max.
+    source_weight = sum(w for _, w in cf_sources if w > 0)
     cf_raw = np.asarray([cf.get(item_id, 0.0) for item_id in ids], dtype=np.float64)
+    if source_weight > 0:
+        cf_raw /= source_weight
     trend = np.asarray(
         [signals.trending_score(item_id) if signals is not None else 0.0 for item_id in ids], dtype=np.float64
     )
@@ -333,9 +354,18 @@ def _gather(
 
 
 def _blend(pool: _Pool, weights: BlendWeights) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    e = weights.embedding * _minmax(pool.embedding)
-    c = weights.cf * _minmax(pool.cf)
-    t = weights.trending * _minmax(pool.trending)
+    """Blended relevance (n,) and the three weighted parts.
+
+    Trending is gated by personal relevance (max of the normalised embedding and CF scores): popularity
+    lifts what the user would plausibly like, but a hit from an unrelated genre cannot jump the queue on
+    popularity alone. (The "trending" strategy ranks by trending directly.)
+    """
+    e_norm = _above_median(pool.embedding)
+    c_norm = np.clip(pool.cf, 0.0, 1.0)
+    gate = np.maximum(e_norm, c_norm)
+    e = weights.embedding * e_norm
+    c = weights.cf * c_norm
+    t = weights.trending * _minmax(pool.trending) * gate
     return e + c + t, e, c, t
 
 
