@@ -3,7 +3,7 @@
 One row per index *position* (tombstoned positions keep their row). Columns, all indexed by position:
 
 - ``category_codes`` int32 into ``category_vocab`` (the empty category is a vocabulary entry like any other)
-- ``price`` float32, NaN when missing; ``available`` bool; ``created_at`` float64 epoch seconds (NaN: missing)
+- ``price`` float64 (exact bounds on the JSON value), NaN when missing; ``available`` bool; ``created_at`` float64 epoch seconds (NaN: missing)
 - tags as CSR: ``tag_indptr`` int64 (n + 1), ``tag_codes`` int32 into ``tag_vocab``
 - titles and vocabularies as :class:`StringColumn` (utf-8 blob + int64 offsets)
 
@@ -228,7 +228,7 @@ class MetadataColumns:
     def __init__(self) -> None:
         self.n = 0
         self._category_codes = np.zeros(0, dtype=np.int32)
-        self._price = np.zeros(0, dtype=np.float32)
+        self._price = np.zeros(0, dtype=np.float64)
         self._available = np.zeros(0, dtype=bool)
         self._created_at = np.zeros(0, dtype=np.float64)
         self._tag_indptr = np.zeros(1, dtype=np.int64)
@@ -298,9 +298,9 @@ class MetadataColumns:
         price = self._price[:n]
         with np.errstate(invalid="ignore"):  # NaN (missing) compares False: fails any bound, as documented
             if filters.min_price is not None:
-                keep &= price >= np.float32(filters.min_price)
+                keep &= price >= filters.min_price
             if filters.max_price is not None:
-                keep &= price <= np.float32(filters.max_price)
+                keep &= price <= filters.max_price
             if filters.created_after is not None:
                 keep &= self._created_at[:n] > filters.created_after
         if filters.available is not None:
@@ -346,7 +346,7 @@ class MetadataColumns:
         )
         columns._titles = StringColumn.from_arrays(arrays["title_blob"], arrays["title_offsets"], "titles")
         columns._category_codes = np.array(arrays["category_codes"], dtype=np.int32)
-        columns._price = np.array(arrays["price"], dtype=np.float32)
+        columns._price = np.array(arrays["price"], dtype=np.float64)
         columns._available = np.array(arrays["available"], dtype=bool)
         columns._created_at = np.array(arrays["created_at"], dtype=np.float64)
         columns._tag_indptr = np.array(arrays["tag_indptr"], dtype=np.int64)
