@@ -3,7 +3,8 @@
 One row per index *position* (tombstoned positions keep their row). Columns, all indexed by position:
 
 - ``category_codes`` int32 into ``category_vocab`` (the empty category is a vocabulary entry like any other)
-- ``price`` float64 (exact bounds on the JSON value), NaN when missing; ``available`` bool; ``created_at`` float64 epoch seconds (NaN: missing)
+- ``price`` float64 (bounds compare exactly), NaN when missing; ``available`` bool
+- ``created_at`` float64 epoch seconds, NaN when missing
 - tags as CSR: ``tag_indptr`` int64 (n + 1), ``tag_codes`` int32 into ``tag_vocab``
 - titles and vocabularies as :class:`StringColumn` (utf-8 blob + int64 offsets)
 
