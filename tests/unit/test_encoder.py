@@ -88,7 +88,7 @@ def test_texts_past_max_seq_length_are_truncated(encoder: TextEncoder) -> None:
 def test_empty_input_and_bad_arguments(encoder: TextEncoder) -> None:
     assert encoder.encode([]).shape == (0, encoder.dim)
     with pytest.raises(InvalidInputError):
-        encoder.encode("a bare string")  # type: ignore[arg-type]
+        encoder.encode("a bare string")
     with pytest.raises(InvalidInputError):
         encoder.encode(["x"], batch_size=0)
 

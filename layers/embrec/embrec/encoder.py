@@ -95,11 +95,14 @@ class TextEncoder:
         tokenizer.enable_truncation(max_length=int(manifest["max_seq_length"]))
         return cls(session, tokenizer, manifest)
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 64, *, sort_by_length: bool = True
+    ) -> np.ndarray:
         """Sentence vectors for ``texts``: float32 (len(texts), dim), each row L2-normalised.
 
         Texts are truncated at ``max_seq_length`` tokens; empty or blank strings encode as [CLS][SEP].
-        Batches group texts of similar token length; rows come back in the order of ``texts``.
+        Batches group texts of similar token length (less padding); rows come back in the order of ``texts``.
+        ``sort_by_length=False`` batches in the given order (for benchmarks; results are the same).
         """
         if isinstance(texts, str):
             raise InvalidInputError("texts", "must be a sequence of strings, not one string")
@@ -110,7 +113,7 @@ class TextEncoder:
             return out
         encodings = self._tokenizer.encode_batch([str(text) for text in texts], add_special_tokens=True)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-        order = np.argsort(lengths, kind="stable")
+        order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(len(texts))
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             out[rows] = self._encode_batch([encodings[i] for i in rows], int(lengths[rows].max()))
