@@ -628,6 +628,7 @@ class StoredProfile:
     vector: np.ndarray
     text: str
     updated_at: float
+    interests: tuple[str, ...] = ()  # the onboarding interests, for reasons ("matches your interest in X")
 
 
 class ProfileStore:
@@ -638,7 +639,12 @@ class ProfileStore:
         self._table = table
 
     def put(
-        self, user_id: str, vector: np.ndarray, text: str, updated_at: float | None = None
+        self,
+        user_id: str,
+        vector: np.ndarray,
+        text: str,
+        updated_at: float | None = None,
+        interests: tuple[str, ...] = (),
     ) -> StoredProfile:
         """Store (replace) the profile; returns what was stored."""
         if not user_id:
@@ -648,17 +654,18 @@ class ProfileStore:
             np.asarray(vector, dtype=np.float32),
             text,
             time.time() if updated_at is None else updated_at,
+            tuple(interests),
         )
+        row: dict[str, Any] = {
+            "user_id": {"S": user_id},
+            "vector": {"B": encode_vector(profile.vector)},
+            "text": {"S": text},
+            "updated_at": {"N": repr(float(profile.updated_at))},
+        }
+        if profile.interests:
+            row["interests"] = {"L": [{"S": interest} for interest in profile.interests]}
         with aws_errors(self._table):
-            self._client.put_item(
-                TableName=self._table,
-                Item={
-                    "user_id": {"S": user_id},
-                    "vector": {"B": encode_vector(profile.vector)},
-                    "text": {"S": text},
-                    "updated_at": {"N": repr(float(profile.updated_at))},
-                },
-            )
+            self._client.put_item(TableName=self._table, Item=row)
         return profile
 
     def get(self, user_id: str) -> StoredProfile | None:
@@ -672,6 +679,7 @@ class ProfileStore:
             vector=decode_vector(bytes(row["vector"]["B"])),
             text=row.get("text", {}).get("S", ""),
             updated_at=float(row.get("updated_at", {}).get("N", 0.0)),
+            interests=tuple(value["S"] for value in row.get("interests", {}).get("L", [])),
         )
 
     def delete(self, user_id: str) -> bool:
