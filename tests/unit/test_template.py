@@ -29,6 +29,7 @@ EXPECTED_S3: dict[str, dict[str, set[str]]] = {
     "RebuildFunction": {
         "s3:GetObject": {"index/*", "deltas/*"},
         "s3:PutObject": {"index/*"},
+        "s3:AbortMultipartUpload": {"index/*"},
         "s3:DeleteObject": {"index/*", "deltas/*"},
     },
 }
@@ -455,3 +456,11 @@ def test_transformed_roles_add_no_managed_or_wildcard_policies(transformed: tupl
     assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
     (mapping,) = resources_of_type(output, "AWS::Lambda::EventSourceMapping").values()
     assert _props(mapping)["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_jwt_mode_refuses_to_deploy_without_issuer_and_audience(template: T) -> None:
+    rule = template["Rules"]["JwtNeedsIssuerAndAudience"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "AuthMode"}, "JWT"]}
+    asserts = [a["Assert"] for a in rule["Assertions"]]
+    assert {"Fn::Not": [{"Fn::Equals": [{"Ref": "JwtIssuer"}, ""]}]} in asserts
+    assert {"Fn::Not": [{"Fn::Contains": [{"Ref": "JwtAudience"}, ""]}]} in asserts

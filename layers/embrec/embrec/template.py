@@ -43,6 +43,8 @@ Template = dict[str, Any]
 _FN_TAGS = (
     "And", "Base64", "Cidr", "Equals", "FindInMap", "GetAZs", "If", "ImportValue", "Join", "Length", "Not",
     "Or", "Select", "Split", "Sub", "ToJsonString", "Transform", "ForEach",
+    # rule-specific functions (the template's Rules section)
+    "Contains", "EachMemberEquals", "EachMemberIn", "RefAll", "ValueOf", "ValueOfAll",
 )  # fmt: skip
 
 
