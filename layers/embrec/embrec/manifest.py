@@ -1,7 +1,7 @@
 """Checksums for published artifacts: one place that hashes files and verifies them.
 
-Every artifact directory (an encoder, an index version, a delta) carries a JSON manifest whose ``files`` maps a
-file name to ``{"sha256": hex, "size": bytes}``. Writers call :func:`describe_files`; loaders call
+Every artifact directory (an encoder, an index version, a delta) carries a JSON manifest whose ``files`` maps
+a file name to ``{"sha256": hex, "size": bytes}``. Writers call :func:`describe_files`; loaders call
 :func:`verify_files` before they trust a byte, and get an :class:`~embrec.errors.IntegrityError` on mismatch.
 """
 
@@ -50,7 +50,9 @@ def verify_files(directory: Path, files: Mapping[str, Mapping[str, Any]]) -> Non
             raise IntegrityError(f"{name}: size {size} does not match the manifest's {entry['size']}")
         digest = sha256_file(path)
         if digest != entry["sha256"]:
-            raise IntegrityError(f"{name}: sha256 {digest[:12]}… does not match the manifest's {entry['sha256'][:12]}…")
+            raise IntegrityError(
+                f"{name}: sha256 {digest[:12]}… does not match the manifest's {entry['sha256'][:12]}…"
+            )
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> None:
