@@ -395,7 +395,9 @@ def build_bert_graph(config: BertConfig, weights: Mapping[str, np.ndarray]) -> A
     output = helper.make_tensor_value_info(
         "last_hidden_state", TensorProto.FLOAT, [*dims, config.hidden_size]
     )
-    graph = helper.make_graph(g.nodes, "bert_encoder", inputs, [output], initializer=g.initializers)
+    used = {name for node in g.nodes for name in node.input}
+    initializers = [tensor for tensor in g.initializers if tensor.name in used]
+    graph = helper.make_graph(g.nodes, "bert_encoder", inputs, [output], initializer=initializers)
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
@@ -416,9 +418,13 @@ def optimize_graph(model: Any, config: BertConfig) -> Any:
     from onnx import helper
     from onnxruntime.transformers.optimizer import optimize_model
 
+    # The optimiser warns about any producer but "pytorch"; the graph has that exporter's layout regardless.
+    producer = model.producer_name
+    model.producer_name = ""
     optimized = optimize_model(
         model, model_type="bert", num_heads=config.num_heads, hidden_size=config.hidden_size, opt_level=0
     )
+    optimized.model.producer_name = producer
     # Name fused nodes after their layer, so int8 exclusions can say "encoder.layer.5/attention".
     counters: dict[str, int] = {}
     for node in optimized.model.graph.node:
