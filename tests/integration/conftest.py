@@ -1,34 +1,35 @@
-"""Integration fixtures: an in-process moto AWS with embrec's bucket and tables, and clients bound to it."""
+"""Integration fixtures: in-process moto AWS with the bucket, queues and tables, and clients bound to it.
+
+The resources come from template.yaml itself (:func:`embrec.template.create_local_resources`), so these tests
+cannot drift from the infrastructure: a key schema changed there changes here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from moto import mock_aws
 
 from embrec import aws
 from embrec.config import Settings
+from embrec.template import create_local_resources, load_template, local_names
 
 
-def _create_resources_inline(settings: Settings, clients: aws.AwsClients) -> None:
-    """Fallback while embrec.template is not there: the resources these tests touch, by hand."""
-    clients.s3.create_bucket(Bucket=settings.bucket)
-    tables = {
-        settings.items_table: [("item_id", "HASH")],
-        settings.interactions_table: [("user_id", "HASH"), ("sk", "RANGE")],
-        settings.profiles_table: [("user_id", "HASH")],
-        settings.idempotency_table: [("id", "HASH")],
-    }
-    for name, keys in tables.items():
-        clients.dynamodb.create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": a, "KeyType": t} for a, t in keys],
-            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a, _ in keys],
-            BillingMode="PAY_PER_REQUEST",
-        )
+@pytest.fixture(scope="session")
+def cfn_template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep botocore's retries (and their count) but not their seconds of jittered backoff."""
+    from botocore.retries.standard import ExponentialBackoff
+
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.001)
 
 
 @pytest.fixture
@@ -37,14 +38,16 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def aws_clients(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[aws.AwsClients]:
-    """Clients from :func:`embrec.aws.clients` inside ``mock_aws``, with the bucket and tables created."""
+def aws_clients(
+    settings: Settings, cfn_template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[aws.AwsClients]:
+    """Clients from :func:`embrec.aws.clients` inside ``mock_aws``, with the template's resources created."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(name, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", settings.region)
     with mock_aws():
         aws.clients.cache_clear()
         bundle = aws.clients(settings)
-        _create_resources_inline(settings, bundle)
+        create_local_resources(cfn_template, bundle, local_names(settings), region=settings.region)
         yield bundle
         aws.clients.cache_clear()

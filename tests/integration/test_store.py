@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 from botocore.exceptions import EndpointConnectionError
 
 from embrec.aws import AwsClients
@@ -77,7 +78,7 @@ def _fail_transactions(
             # Raised from the most specific handler, so moto's generic before-send handler never runs.
             raise EndpointConnectionError(endpoint_url=request.url)
         body = b'{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"boom"}'
-        return AWSResponse(request.url, 500, {}, _Raw(body))
+        return AWSResponse(request.url, 500, HTTPHeaders(), _Raw(body))
 
     client.meta.events.register("before-send.dynamodb.TransactWriteItems", hook)
     return seen, hook

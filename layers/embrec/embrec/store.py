@@ -25,7 +25,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -179,7 +179,7 @@ def _batch_get(
 
 def _parallel_scan(
     client: Any, table: str, segments: int, scan_kwargs: Mapping[str, Any]
-) -> Iterator[dict[str, Any]]:
+) -> Generator[dict[str, Any], None, None]:
     """Raw items of a parallel Scan (one thread per Segment), yielded as pages arrive.
 
     Pages go through a small bounded queue, so memory holds a few pages, not the table. If the consumer stops
@@ -324,7 +324,7 @@ class ItemStore:
         )
         return len(keys)
 
-    def scan_all(self, segments: int = 4) -> Iterator[StoredItem]:
+    def scan_all(self, segments: int = 4) -> Generator[StoredItem, None, None]:
         """Every item (tombstones included, so the caller decides), via a parallel scan of ``segments``.
 
         Order is unspecified; consistent reads so the rebuild sees every write acknowledged before it began.
