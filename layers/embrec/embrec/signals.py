@@ -63,7 +63,7 @@ class SignalParams:
     cf_model: str = "cooccurrence"
     neighbours: int = 50
     shrinkage: float = 10.0
-    ease_lambda: float = 200.0
+    ease_lambda: float = 500.0
     ease_max_items: int = 10_000
     max_items_per_user: int = 500
     min_support: int = 1
@@ -330,7 +330,7 @@ def cooccurrence_neighbours(
     return out_idx, out_score
 
 
-def ease_neighbours(rows: _UserRows, top_n: int, lam: float = 200.0) -> tuple[np.ndarray, np.ndarray]:
+def ease_neighbours(rows: _UserRows, top_n: int, lam: float = 500.0) -> tuple[np.ndarray, np.ndarray]:
     """EASE item-item weights restricted to items with interactions; top-N positive ``B[i, :]`` per item.
 
     ``B[i, j]`` is how much having ``i`` adds to ``j``'s score, so row ``i`` is "people who liked i".
