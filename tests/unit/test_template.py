@@ -261,6 +261,7 @@ def test_rebuild_schedule_retries_into_a_dead_letter_queue(template: T) -> None:
     assert event["Type"] == "ScheduleV2"
     props = event["Properties"]
     assert props["ScheduleExpression"] == {"Ref": "RebuildRate"}
+    assert "${AWS::StackName}" in props["Name"]["Fn::Sub"], "two stacks in one region must not collide"
     assert template["Parameters"]["RebuildRate"]["Default"] == "rate(1 hour)"
     assert props["RetryPolicy"]["MaximumRetryAttempts"] >= 1
     assert props["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["RebuildDeadLetterQueue", "Arn"]}
