@@ -375,3 +375,49 @@ def test_ingest_claims_are_exclusive_until_complete_or_stale(
     assert store.claim(other, now=NOW) is True
     store.release(other)
     assert store.claim(other, now=NOW + 1) is True
+
+
+# -------------------------------------------------------------------------------------------- clients, errors
+
+
+def test_clients_honour_a_local_endpoint_and_lambda_retry_settings() -> None:
+    from dataclasses import replace
+
+    from embrec import aws
+
+    settings = replace(Settings(), aws_endpoint="http://127.0.0.1:4566", region="eu-west-1")
+    aws.clients.cache_clear()
+    try:
+        bundle = aws.clients(settings)
+        assert aws.clients(settings) is bundle  # built once per settings
+        assert bundle.s3.meta.endpoint_url == "http://127.0.0.1:4566"
+        assert bundle.dynamodb.meta.region_name == "eu-west-1"
+        config = bundle.sqs.meta.config
+        assert config.retries == {"mode": "standard", "total_max_attempts": aws.MAX_ATTEMPTS}
+        assert config.connect_timeout == aws.CONNECT_TIMEOUT_S
+        assert bundle.s3.meta.config.s3 == {"addressing_style": "path"}
+    finally:
+        aws.clients.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("ProvisionedThroughputExceededException", 400, "ServiceUnavailableError"),
+        ("InternalServerError", 500, "ServiceUnavailableError"),
+        ("SlowDown", 503, "ServiceUnavailableError"),
+        ("ConditionalCheckFailedException", 400, "ConflictError"),
+        ("PreconditionFailed", 412, "ConflictError"),
+        ("ConditionalRequestConflict", 409, "ConflictError"),
+        ("NoSuchKey", 404, "NotFoundError"),
+        ("ResourceNotFoundException", 400, "NotFoundError"),
+        ("AccessDenied", 403, "EmbrecError"),
+    ],
+)
+def test_client_errors_translate_in_one_place(code: str, status: int, expected: str) -> None:
+    from botocore.exceptions import ClientError
+
+    from embrec.aws import translate_error
+
+    error = ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+    assert type(translate_error(error, "thing")).__name__ == expected
