@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embrec import signals as signals_module
 from embrec.errors import IntegrityError, InvalidInputError
 from embrec.profiles import Interaction
 from embrec.signals import CF_MODELS, SignalParams, Signals, compute_signals
@@ -89,6 +90,16 @@ def test_ease_matches_the_closed_form() -> None:
     for i, item in enumerate("abc"):
         expected = {other: b[i, j] for j, other in enumerate("abc") if j != i and b[i, j] > 0}
         assert dict(signals.neighbours(item)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_ease_streams_users_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    histories, ids = _block_histories(seed=2)
+    params = SignalParams(cf_model="ease", neighbours=4, ease_lambda=5.0)
+    whole = compute_signals(_events(histories), ids, params)
+    monkeypatch.setattr(signals_module, "_EASE_BLOCK_CELLS", 1)  # one user per block
+    blocked = compute_signals(_events(histories), ids, params)
+    np.testing.assert_array_equal(whole.cf_neighbours, blocked.cf_neighbours)
+    np.testing.assert_allclose(whole.cf_scores, blocked.cf_scores, rtol=1e-6)
 
 
 def test_ease_above_the_cap_falls_back_to_cooccurrence() -> None:

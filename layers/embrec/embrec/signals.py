@@ -49,6 +49,7 @@ __all__ = [
 CF_MODELS = ("cooccurrence", "ease")
 SIGNALS_FILE = "signals.npz"
 _FORMAT_VERSION = 1
+_EASE_BLOCK_CELLS = 2_000_000  # users x items cells per dense block when building the Gram matrix
 
 
 @dataclass(frozen=True)
@@ -347,7 +348,7 @@ def ease_neighbours(rows: _UserRows, top_n: int, lam: float = 500.0) -> tuple[np
     local = np.searchsorted(active, rows.indices)
     n_users = rows.indptr.size - 1
     gram = np.zeros((m, m), dtype=np.float64)
-    block = max(1, min(n_users, 2_000_000 // m + 1))  # dense user blocks of ~16 MB
+    block = max(1, min(n_users, _EASE_BLOCK_CELLS // m))  # dense user blocks of ~16 MB
     for lo in range(0, n_users, block):
         hi = min(n_users, lo + block)
         a, b = rows.indptr[lo], rows.indptr[hi]
