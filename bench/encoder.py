@@ -107,15 +107,14 @@ def main() -> None:
             ("(b) fused fp32, sorted", "fp32-opt", True),
             ("(c) int8, sorted", "int8", True),
         ]
-        rates: dict[str, float] = {}
+        baseline = 0.0
         for label, name, sort in cases:
             encoder = encoders[name]
             encoder.encode(texts[:64], sort_by_length=sort)  # warm-up
             run = partial(encoder.encode, texts, sort_by_length=sort)
-            rates[label] = _best_rate(run, len(texts), repeats)
-        baseline = rates[cases[0][0]]
-        for label, rate in rates.items():
-            print(f"{label:38s} {rate:8.1f} texts/s   x{rate / baseline:5.2f}")
+            rate = _best_rate(run, len(texts), repeats)
+            baseline = baseline or rate
+            print(f"{label:38s} {rate:8.1f} texts/s   x{rate / baseline:5.2f}", flush=True)
         reference = np.load(REFERENCE, allow_pickle=False)
         ref_texts, ref_vectors = [str(t) for t in reference["texts"]], reference["vectors"]
         for name in ("fp32-opt", "int8"):

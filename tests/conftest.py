@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from embrec.encoder import TextEncoder
 from embrec.encoder_build import BUILDER_VERSION, INT8_EXCLUDE_DEFAULT, build_encoder, default_weights_dir
 from embrec.manifest import sha256_file
