@@ -419,5 +419,6 @@ def test_client_errors_translate_in_one_place(code: str, status: int, expected: 
 
     from embrec.aws import translate_error
 
-    error = ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+    response: Any = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    error = ClientError(response, "Op")
     assert type(translate_error(error, "thing")).__name__ == expected
