@@ -498,9 +498,9 @@ def _personal_reasons(
         verb = INTERACTION_VERBS.get(event.type, "viewed")
         candidates.append((e, f"Because you {verb} {_title(index, event.item_id)}"))
     source = pool.cf_source.get(item_id)
-    if c > 0 and source is not None:
+    if c > 0 and source is not None and index.contains(source):  # no reason naming a deleted item
         candidates.append((c, f"People who liked {_title(index, source)} also liked this"))
-    if trending_is_notable:
+    if trending_is_notable and t > 0:
         candidates.append((t, REASON_TRENDING))
     candidates.sort(key=lambda pair: -pair[0])
     return tuple(dict.fromkeys(text for _, text in candidates))
