@@ -20,6 +20,7 @@ items whose ``expires_at`` has passed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import queue
 import random
@@ -114,17 +115,21 @@ def _from_dynamo(value: Any) -> Any:
     return value
 
 
-def _serialize(document: Mapping[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeSerializer
+@functools.cache
+def _codecs() -> tuple[Any, Any]:
+    # Built once (lazily: boto3 is imported on first use, not at import time); both are stateless.
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-    serializer = TypeSerializer()
+    return TypeSerializer(), TypeDeserializer()
+
+
+def _serialize(document: Mapping[str, Any]) -> dict[str, Any]:
+    serializer = _codecs()[0]
     return {k: serializer.serialize(_to_dynamo(v)) for k, v in document.items()}
 
 
 def _deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeDeserializer
-
-    deserializer = TypeDeserializer()
+    deserializer = _codecs()[1]
     return {k: _from_dynamo(deserializer.deserialize(v)) for k, v in item.items()}
 
 
