@@ -1,0 +1,675 @@
+"""Offline evaluation and tuning on public datasets, through the same ``ranking.recommend`` the API uses.
+
+Protocols (:func:`leave_last_out`, :func:`item_cold_start`) turn a dataset's ``(user_id, Interaction)``
+pairs into a :class:`Split`: the training interactions (CF neighbours and popularity are computed from
+them, nothing else) and one :class:`Case` per test user (the history the ranking sees, the held-out items,
+the clock). Strategies (:data:`STRATEGIES`) are :class:`ranking.RankParams` settings, never a second
+ranking implementation. Metrics (:func:`hit_rate`, :func:`ndcg`, :func:`recall`, :func:`reciprocal_rank`,
+:func:`coverage`, :func:`intra_list_diversity`, :func:`novelty`) are pure functions over ranked id lists.
+
+Every interaction counts as relevant (a rating says the user engaged with the item, whatever the stars);
+the ranking excludes every history item and ranks all other items of the catalog (``EVAL_K`` long lists).
+Popularity for the evaluation is all-time (``eval_signal_params``): the datasets span years, so the API's
+14-day trending window, anchored at the newest event, would be empty for almost every test user.
+
+Tuning (:func:`tune`) searches CF parameters, the profile half-life and the blend weights on a validation
+split carved from the training interactions only (each user's last *training* event), never the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embrec.catalog import item_text, validate_row
+from embrec.datasets import Dataset, load_amazon2018, load_movielens
+from embrec.errors import InvalidInputError
+from embrec.index import VectorIndex
+from embrec.profiles import Interaction, ProfileParams
+from embrec.ranking import BlendWeights, RankParams, recommend
+from embrec.signals import SignalParams, Signals, compute_signals
+
+__all__ = [
+    "DATASETS",
+    "EVAL_K",
+    "METRICS",
+    "PROTOCOLS",
+    "STRATEGIES",
+    "Case",
+    "EvalResult",
+    "Split",
+    "TuneResult",
+    "add_cli",
+    "build_index",
+    "coverage",
+    "encode_catalog",
+    "eval_signal_params",
+    "evaluate",
+    "evaluate_strategy",
+    "hit_rate",
+    "intra_list_diversity",
+    "item_cold_start",
+    "leave_last_out",
+    "load_dataset",
+    "markdown_table",
+    "ndcg",
+    "novelty",
+    "recall",
+    "reciprocal_rank",
+    "run",
+    "sample_cases",
+    "strategy_params",
+    "tune",
+]
+
+EVAL_K = 50  # list length: pool = max(candidate_pool 200, 3k) stays the API default; MRR is MRR@50
+DATASETS = ("movielens", "amazon-magazines")
+PROTOCOLS = ("leave-last-out", "item-cold-start")
+STRATEGIES = ("popularity", "embedding", "cf", "hybrid", "hybrid+diversity", "multi-interest")
+METRICS = ("HR@10", "NDCG@10", "Recall@20", "MRR", "coverage@10", "diversity@10", "novelty@10")
+HYBRID_DIVERSITY = 0.3
+
+
+# --------------------------------------------------------------------------- metrics (pure)
+
+
+def hit_rate(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    """1.0 if any relevant item is in the top ``k`` of ``ranked``, else 0.0."""
+    rel = set(relevant)
+    return 1.0 if any(item in rel for item in ranked[:k]) else 0.0
+
+
+def ndcg(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    """Binary NDCG@k: sum of 1/log2(rank + 1) over relevant hits (rank from 1) / the ideal for |relevant|."""
+    rel = set(relevant)
+    if not rel:
+        return 0.0
+    dcg = sum(1.0 / math.log2(pos + 2) for pos, item in enumerate(ranked[:k]) if item in rel)
+    ideal = sum(1.0 / math.log2(pos + 2) for pos in range(min(len(rel), k)))
+    return dcg / ideal
+
+
+def recall(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    """|relevant in top k| / |relevant| (0.0 for no relevant items)."""
+    rel = set(relevant)
+    if not rel:
+        return 0.0
+    return len(rel.intersection(ranked[:k])) / len(rel)
+
+
+def reciprocal_rank(ranked: Sequence[str], relevant: Iterable[str]) -> float:
+    """1 / rank of the first relevant item (rank from 1); 0.0 when none is in the list."""
+    rel = set(relevant)
+    for pos, item in enumerate(ranked):
+        if item in rel:
+            return 1.0 / (pos + 1)
+    return 0.0
+
+
+def coverage(lists: Iterable[Sequence[str]], catalog_size: int, k: int) -> float:
+    """Share of the catalog that appears in at least one top-``k`` list."""
+    if catalog_size <= 0:
+        return 0.0
+    shown: set[str] = set()
+    for ranked in lists:
+        shown.update(ranked[:k])
+    return len(shown) / catalog_size
+
+
+def intra_list_diversity(vectors: np.ndarray) -> float:
+    """Mean pairwise cosine distance (1 - cos) of a list's item vectors (n, d); 0.0 for n < 2."""
+    x = np.asarray(vectors, dtype=np.float64)
+    n = x.shape[0]
+    if n < 2:
+        return 0.0
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    sims = x @ x.T
+    mean_sim = (float(sims.sum()) - float(np.trace(sims))) / (n * (n - 1))
+    return 1.0 - mean_sim
+
+
+def novelty(ranked: Sequence[str], popularity: Mapping[str, int], n_users: int, k: int) -> float:
+    """Mean ``-log2 p(i)`` over the top ``k``, ``p(i) = (users with i + 1) / (n_users + 1)`` (smoothed so an
+    item nobody has touched, e.g. a cold item, stays finite). 0.0 for an empty list."""
+    top = ranked[:k]
+    if not top:
+        return 0.0
+    return float(np.mean([-math.log2((popularity.get(i, 0) + 1) / (n_users + 1)) for i in top]))
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+@dataclass(frozen=True)
+class Case:
+    """One test user: ``history`` (what the ranking sees, oldest first), ``targets`` (held-out item ids),
+    ``now`` (epoch s passed to ``recommend``)."""
+
+    user_id: str
+    history: tuple[Interaction, ...]
+    targets: frozenset[str]
+    now: float
+
+
+@dataclass(frozen=True)
+class Split:
+    """``train``: the interactions signals are built from; ``cases``: test users sorted by user id."""
+
+    protocol: str
+    train: list[tuple[str, Interaction]]
+    cases: list[Case]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _event_order(event: Interaction) -> tuple[float, str, str]:
+    return (float(event.timestamp), event.item_id, event.event_id)
+
+
+def _by_user(interactions: Iterable[tuple[str, Interaction]]) -> dict[str, list[Interaction]]:
+    grouped: dict[str, list[Interaction]] = defaultdict(list)
+    for user, event in interactions:
+        grouped[user].append(event)
+    for events in grouped.values():
+        events.sort(key=_event_order)
+    return grouped
+
+
+def leave_last_out(interactions: Iterable[tuple[str, Interaction]], min_events: int = 3) -> Split:
+    """Temporal leave-last-out: per user with >= ``min_events`` events, the newest event (ties: the larger
+    (item id, event id) is the later one) is held out; the history is that user's earlier events (every
+    other event of the held-out item is dropped too, so the target is never in the history); ``now`` is the
+    held-out timestamp. ``train`` = every interaction except the held-out ones (other users' later events
+    included: the usual leave-last-out, not a global time cut)."""
+    grouped = _by_user(interactions)
+    train: list[tuple[str, Interaction]] = []
+    cases: list[Case] = []
+    for user in sorted(grouped):
+        events = grouped[user]
+        if len(events) < min_events:
+            train.extend((user, e) for e in events)
+            continue
+        last = events[-1]
+        history = tuple(e for e in events[:-1] if e.item_id != last.item_id)
+        train.extend((user, e) for e in history)
+        if history:
+            cases.append(Case(user, history, frozenset({last.item_id}), float(last.timestamp)))
+    return Split("leave-last-out", train, cases, {"min_events": min_events, "test_users": len(cases)})
+
+
+def item_cold_start(interactions: Iterable[tuple[str, Interaction]], fraction: float = 0.1) -> Split:
+    """Item cold start: the newest ``fraction`` of items with interactions (by first interaction time, ties
+    by item id) is withheld from every training interaction. A test user has >= 1 event on a cold item and
+    >= 1 on a warm one: history = all the user's warm events, targets = the user's cold items, ``now`` = the
+    user's newest event. The index still holds the cold items (their content is known at ingest)."""
+    if not 0 < fraction < 1:
+        raise InvalidInputError("fraction", f"must be in (0, 1), got {fraction}")
+    pairs = list(interactions)
+    first_seen: dict[str, float] = {}
+    for _, event in pairs:
+        ts = float(event.timestamp)
+        if event.item_id not in first_seen or ts < first_seen[event.item_id]:
+            first_seen[event.item_id] = ts
+    newest_first = sorted(first_seen, key=lambda i: (-first_seen[i], i))
+    cold = frozenset(newest_first[: max(1, math.ceil(fraction * len(newest_first)))])
+    train = [(user, e) for user, e in pairs if e.item_id not in cold]
+    cases: list[Case] = []
+    grouped = _by_user(pairs)
+    for user in sorted(grouped):
+        events = grouped[user]
+        warm = tuple(e for e in events if e.item_id not in cold)
+        targets = frozenset(e.item_id for e in events if e.item_id in cold)
+        if warm and targets:
+            cases.append(Case(user, warm, targets, float(events[-1].timestamp)))
+    info = {"fraction": fraction, "cold_items": len(cold), "test_users": len(cases)}
+    return Split("item-cold-start", train, cases, info)
+
+
+def sample_cases(cases: Sequence[Case], n: int | None, seed: int = 0) -> list[Case]:
+    """``n`` cases drawn without replacement with ``random.Random(seed)`` (all when ``n`` is None or
+    larger), returned sorted by user id."""
+    if n is None or n >= len(cases):
+        return list(cases)
+    picked = random.Random(seed).sample(list(cases), n)
+    return sorted(picked, key=lambda c: c.user_id)
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+def eval_signal_params(base: SignalParams | None = None) -> SignalParams:
+    """``base`` with all-time popularity as the trending signal (window and half-life ~ 2700 years)."""
+    return replace(base or SignalParams(), trending_window_days=1e6, trending_half_life_days=1e6)
+
+
+def strategy_params(
+    name: str,
+    *,
+    weights: BlendWeights | None = None,
+    profile: ProfileParams | None = None,
+    k: int = EVAL_K,
+) -> RankParams:
+    """The :class:`RankParams` of a strategy (``weights``/``profile`` default to the API defaults).
+
+    popularity: the ``trending`` strategy; embedding / cf: that weight alone, one user vector; hybrid: the
+    blend, one user vector; hybrid+diversity: the same with MMR diversity 0.3; multi-interest: the blend
+    with up to ``max_interests`` interest vectors (the API default profile).
+    """
+    weights = weights or BlendWeights()
+    profile = profile or ProfileParams()
+    single = replace(profile, max_interests=1)
+    if name == "popularity":
+        return RankParams(k=k, strategy="trending", profile=single)
+    if name == "embedding":
+        return RankParams(k=k, weights=BlendWeights(embedding=1.0, cf=0.0, trending=0.0), profile=single)
+    if name == "cf":
+        return RankParams(k=k, weights=BlendWeights(embedding=0.0, cf=1.0, trending=0.0), profile=single)
+    if name == "hybrid":
+        return RankParams(k=k, weights=weights, profile=single)
+    if name == "hybrid+diversity":
+        return RankParams(k=k, weights=weights, profile=single, diversity=HYBRID_DIVERSITY)
+    if name == "multi-interest":
+        multi = profile if profile.max_interests > 1 else replace(profile, max_interests=3)
+        return RankParams(k=k, weights=weights, profile=multi)
+    raise InvalidInputError("strategy", f"must be one of {', '.join(STRATEGIES)}, got {name!r}")
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class EvalResult:
+    """Metrics per strategy (``metrics[strategy][metric]``) and what produced them."""
+
+    dataset: str
+    protocol: str
+    users: int
+    metrics: dict[str, dict[str, float]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset, "protocol": self.protocol, "users": self.users,
+            "metrics": self.metrics, "info": self.info,
+        }
+
+
+def _popularity(train: Iterable[tuple[str, Interaction]]) -> tuple[Counter[str], int]:
+    users_per_item: dict[str, set[str]] = defaultdict(set)
+    users: set[str] = set()
+    for user, event in train:
+        users_per_item[event.item_id].add(user)
+        users.add(user)
+    return Counter({item: len(u) for item, u in users_per_item.items()}), len(users)
+
+
+def evaluate_strategy(
+    index: VectorIndex,
+    signals: Signals,
+    cases: Sequence[Case],
+    params: RankParams,
+    popularity: Mapping[str, int],
+    n_users: int,
+) -> dict[str, float]:
+    """Run ``recommend`` for every case and average the metrics (coverage over the index's live items)."""
+    sums: dict[str, float] = dict.fromkeys(METRICS, 0.0)
+    lists: list[list[str]] = []
+    for case in cases:
+        result = recommend(index, signals, case.history, None, params, case.now)
+        ranked = [item.item_id for item in result.items]
+        lists.append(ranked)
+        sums["HR@10"] += hit_rate(ranked, case.targets, 10)
+        sums["NDCG@10"] += ndcg(ranked, case.targets, 10)
+        sums["Recall@20"] += recall(ranked, case.targets, 20)
+        sums["MRR"] += reciprocal_rank(ranked, case.targets)
+        top = ranked[:10]
+        if len(top) >= 2:
+            sums["diversity@10"] += intra_list_diversity(index.vectors_for(top))
+        sums["novelty@10"] += novelty(ranked, popularity, n_users, 10)
+    n = max(len(cases), 1)
+    out = {name: value / n for name, value in sums.items()}
+    out["coverage@10"] = coverage(lists, len(index), 10)
+    return out
+
+
+def evaluate(
+    index: VectorIndex,
+    split: Split,
+    cases: Sequence[Case],
+    *,
+    strategies: Sequence[str] = STRATEGIES,
+    signal_params: SignalParams | None = None,
+    weights: BlendWeights | None = None,
+    profile: ProfileParams | None = None,
+    signals: Signals | None = None,
+) -> dict[str, dict[str, float]]:
+    """Metrics per strategy for ``cases``; signals computed from ``split.train`` unless given."""
+    if signals is None:
+        signals = compute_signals(split.train, index.live_ids(), eval_signal_params(signal_params))
+    popularity, n_users = _popularity(split.train)
+    return {
+        name: evaluate_strategy(
+            index, signals, cases, strategy_params(name, weights=weights, profile=profile),
+            popularity, n_users,
+        )
+        for name in strategies
+    }
+
+
+# --------------------------------------------------------------------------- data + vectors
+
+
+def load_dataset(name: str, path: Path) -> Dataset:
+    """``movielens``: the ml-latest-small directory; ``amazon-magazines``: the directory holding
+    ``Magazine_Subscriptions.csv`` and ``meta_Magazine_Subscriptions.json[.gz]``."""
+    path = Path(path)
+    if name == "movielens":
+        return load_movielens(path)
+    if name == "amazon-magazines":
+        meta = path / "meta_Magazine_Subscriptions.json"
+        if not meta.is_file() and (path / "meta_Magazine_Subscriptions.json.gz").is_file():
+            meta = path / "meta_Magazine_Subscriptions.json.gz"
+        return load_amazon2018(path / "Magazine_Subscriptions.csv", meta, name="amazon-magazines")
+    raise InvalidInputError("dataset", f"must be one of {', '.join(DATASETS)}, got {name!r}")
+
+
+def encode_catalog(
+    dataset: Dataset, encode: Callable[[list[str]], np.ndarray], encoder_id: str, cache_dir: Path | None
+) -> tuple[list[str], np.ndarray]:
+    """Item ids and (n, d) float32 vectors of ``item_text`` per catalog row, cached in ``cache_dir`` as
+    ``<dataset>-<texts sha256[:16]>-<encoder_id[:16]>.npz`` (no pickle) so reruns skip the encoder."""
+    items = [validate_row(row) for row in dataset.catalog_rows]
+    ids = [item.item_id for item in items]
+    texts = [item_text(item) for item in items]
+    digest = hashlib.sha256("\x1e".join(i + "\x1f" + t for i, t in zip(ids, texts, strict=True)).encode())
+    safe_id = "".join(c if c.isalnum() else "_" for c in encoder_id)[:32]
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{dataset.name}-{digest.hexdigest()[:16]}-{safe_id}.npz"
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                return ids, data["vectors"].astype(np.float32)
+    vectors = np.asarray(encode(texts), dtype=np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, vectors=vectors)
+        tmp.replace(path)
+    return ids, vectors
+
+
+def build_index(dataset: Dataset, ids: Sequence[str], vectors: np.ndarray, encoder_id: str) -> VectorIndex:
+    """A :class:`VectorIndex` over the catalog, with the catalog metadata (as ingestion stores it)."""
+    metadata = [validate_row(row).to_dict() for row in dataset.catalog_rows]
+    return VectorIndex.build(list(ids), vectors, metadata, encoder_id=encoder_id)
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+@dataclass
+class TuneResult:
+    """Chosen parameters and the validation / test figures (hybrid strategy) before and after."""
+
+    signal_params: SignalParams
+    weights: BlendWeights
+    half_life_days: float | None
+    validation: dict[str, dict[str, float]]
+    trials: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        sp = self.signal_params
+        return {
+            "cf_model": sp.cf_model, "neighbours": sp.neighbours, "shrinkage": sp.shrinkage,
+            "ease_lambda": sp.ease_lambda,
+            "weights": {"embedding": self.weights.embedding, "cf": self.weights.cf,
+                        "trending": self.weights.trending},
+            "half_life_days": self.half_life_days, "validation": self.validation, "trials": self.trials,
+        }
+
+
+def _objective(metrics: Mapping[str, float]) -> tuple[float, float]:
+    return (round(metrics["NDCG@10"], 6), round(metrics["HR@10"], 6))
+
+
+def tune(
+    index: VectorIndex,
+    split: Split,
+    *,
+    users: int | None = 150,
+    seed: int = 0,
+    cf_grid: Sequence[SignalParams] | None = None,
+    half_lives: Sequence[float | None] = (1.0, 7.0, 30.0, 180.0, None),
+    weight_grid: Mapping[str, Sequence[float]] | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> TuneResult:
+    """Coordinate search on a validation split = :func:`leave_last_out` of ``split.train`` (each user's last
+    *training* event), hybrid strategy, objective NDCG@10 then HR@10: CF parameters first (with default
+    weights), then the profile half-life, then each blend weight in turn (two passes)."""
+    validation = leave_last_out(split.train)
+    cases = sample_cases(validation.cases, users, seed)
+    popularity, n_users = _popularity(validation.train)
+    default_sp = SignalParams()
+    cf_grid = list(cf_grid) if cf_grid is not None else [
+        default_sp,
+        replace(default_sp, shrinkage=0.0),
+        replace(default_sp, shrinkage=50.0),
+        replace(default_sp, neighbours=100),
+        replace(default_sp, cf_model="ease", ease_lambda=500.0),
+    ]
+    weight_grid = weight_grid or {
+        "embedding": (0.0, 0.1, 0.25, 0.5, 1.0),
+        "cf": (0.1, 0.3, 0.6, 1.0, 2.0),
+        "trending": (0.0, 0.1, 0.2, 0.4, 0.8),
+    }
+    trials: list[dict[str, Any]] = []
+    ids = index.live_ids()
+    signals_cache: dict[int, Signals] = {}
+
+    def score(sp_i: int, weights: BlendWeights, profile: ProfileParams) -> dict[str, float]:
+        if sp_i not in signals_cache:
+            signals_cache[sp_i] = compute_signals(validation.train, ids, eval_signal_params(cf_grid[sp_i]))
+        params = strategy_params("hybrid", weights=weights, profile=profile)
+        metrics = evaluate_strategy(index, signals_cache[sp_i], cases, params, popularity, n_users)
+        sp = cf_grid[sp_i]
+        trial = {
+            "cf_model": sp.cf_model, "neighbours": sp.neighbours, "shrinkage": sp.shrinkage,
+            "ease_lambda": sp.ease_lambda, "half_life_days": profile.half_life_days,
+            "weights": [weights.embedding, weights.cf, weights.trending],
+            "NDCG@10": metrics["NDCG@10"], "HR@10": metrics["HR@10"],
+        }
+        trials.append(trial)
+        log(json.dumps(trial))
+        return metrics
+
+    weights, profile = BlendWeights(), ProfileParams()
+    best_sp, best = 0, score(0, weights, profile)
+    baseline = best
+    for i in range(1, len(cf_grid)):
+        m = score(i, weights, profile)
+        if _objective(m) > _objective(best):
+            best_sp, best = i, m
+    for half_life in half_lives:
+        candidate = replace(profile, half_life_days=half_life)
+        if candidate == profile:
+            continue
+        m = score(best_sp, weights, candidate)
+        if _objective(m) > _objective(best):
+            profile, best = candidate, m
+    for _ in range(2):
+        for name, values in weight_grid.items():
+            for value in values:
+                if value == getattr(weights, name):
+                    continue
+                try:
+                    candidate_w = replace(weights, **{name: value})
+                except InvalidInputError:
+                    continue
+                m = score(best_sp, candidate_w, profile)
+                if _objective(m) > _objective(best):
+                    weights, best = candidate_w, m
+    return TuneResult(
+        cf_grid[best_sp], weights, profile.half_life_days,
+        {"default": baseline, "tuned": best, "users": {"count": len(cases), "seed": seed}}, trials,
+    )
+
+
+# --------------------------------------------------------------------------- report + CLI
+
+
+def markdown_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
+    """Strategies as rows, :data:`METRICS` as columns, 4 decimals (novelty in bits, 2 decimals)."""
+    header = "| strategy | " + " | ".join(METRICS) + " |"
+    rule = "| --- | " + " | ".join("---:" for _ in METRICS) + " |"
+    rows = []
+    for name, values in metrics.items():
+        cells = [f"{values[m]:.2f}" if m == "novelty@10" else f"{values[m]:.4f}" for m in METRICS]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join([header, rule, *rows])
+
+
+def plot(result: EvalResult, path: Path) -> None:
+    """Grouped bar chart of the ranking metrics per strategy (matplotlib, the ``plot`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InvalidInputError(
+            "plot", "matplotlib is not installed: pip install 'embrec[plot]' (or drop --plot)"
+        ) from None
+    shown = ("HR@10", "NDCG@10", "Recall@20", "MRR", "coverage@10")
+    names = list(result.metrics)
+    x = np.arange(len(shown))
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for i, name in enumerate(names):
+        ax.bar(x + i * width, [result.metrics[name][m] for m in shown], width, label=name)
+    ax.set_xticks(x + width * (len(names) - 1) / 2, shown)
+    ax.set_title(f"{result.dataset} — {result.protocol} ({result.users} users)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _default_encoder_dir(cache_dir: Path) -> Path:
+    from embrec.encoder_build import BUILDER_VERSION, build_encoder, default_weights_dir
+    from embrec.manifest import sha256_file
+
+    weights = default_weights_dir()
+    key = sha256_file(weights / "model.safetensors")[:16]
+    target = cache_dir / "encoders" / f"none-{key}-b{BUILDER_VERSION}"
+    if not (target / "encoder.json").is_file():
+        build_encoder(target, weights)
+    return target
+
+
+def run(
+    dataset_name: str,
+    path: Path,
+    *,
+    protocol: str = "leave-last-out",
+    users: int | None = None,
+    seed: int = 0,
+    encoder_dir: Path | None = None,
+    cache_dir: Path = Path(".cache/eval"),
+    strategies: Sequence[str] = STRATEGIES,
+    do_tune: bool = False,
+    tune_users: int | None = 150,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[EvalResult, TuneResult | None]:
+    """Load, encode (cached), index, split, evaluate; with ``do_tune`` also tune on the validation split and
+    add a ``hybrid (tuned)`` row evaluated on the test cases."""
+    from embrec.encoder import TextEncoder
+
+    if protocol not in PROTOCOLS:
+        raise InvalidInputError("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    started = time.perf_counter()
+    dataset = load_dataset(dataset_name, path)
+    encoder = TextEncoder.load(encoder_dir or _default_encoder_dir(cache_dir))
+    ids, vectors = encode_catalog(dataset, lambda texts: encoder.encode(texts), encoder.encoder_id, cache_dir)
+    index = build_index(dataset, ids, vectors, encoder.encoder_id)
+    split = leave_last_out(dataset.interactions) if protocol == "leave-last-out" else item_cold_start(
+        dataset.interactions
+    )
+    cases = sample_cases(split.cases, users, seed)
+    log(f"loaded {dataset.name}: {len(ids)} items, {len(split.cases)} test users, {len(cases)} evaluated "
+        f"({time.perf_counter() - started:.1f}s)")
+    metrics = evaluate(index, split, cases, strategies=strategies)
+    tuned: TuneResult | None = None
+    if do_tune:
+        tuned = tune(index, split, users=tune_users, seed=seed, log=log)
+        signals = compute_signals(split.train, index.live_ids(), eval_signal_params(tuned.signal_params))
+        profile = replace(ProfileParams(), half_life_days=tuned.half_life_days)
+        popularity, n_users = _popularity(split.train)
+        for name in ("hybrid", "multi-interest"):
+            params = strategy_params(name, weights=tuned.weights, profile=profile)
+            metrics[f"{name} (tuned)"] = evaluate_strategy(
+                index, signals, cases, params, popularity, n_users
+            )
+    info = {
+        "items": len(ids), "test_users_total": len(split.cases), "seed": seed, "k": EVAL_K,
+        "train_interactions": len(split.train), "encoder_id": encoder.encoder_id,
+        "seconds": round(time.perf_counter() - started, 1), **split.info,
+    }
+    return EvalResult(dataset_name, protocol, len(cases), metrics, info), tuned
+
+
+def _cli(args: argparse.Namespace) -> int:
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    result, tuned = run(
+        args.dataset, Path(args.path), protocol=args.protocol, users=args.users, seed=args.seed,
+        encoder_dir=Path(args.encoder) if args.encoder else None, cache_dir=Path(args.cache),
+        do_tune=args.tune, tune_users=args.tune_users, log=log,
+    )
+    document = result.to_dict() | ({"tuned": tuned.to_dict()} if tuned is not None else {})
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"## {result.dataset} — {result.protocol} — {result.users} users (seed {args.seed}), "
+              f"{result.info['items']} items, lists of {EVAL_K}\n")
+        print(markdown_table(result.metrics))
+        if tuned is not None:
+            chosen = {k: v for k, v in tuned.to_dict().items() if k not in ("trials", "validation")}
+            print("\nTuned on the validation split (each user's last training event):")
+            print(json.dumps(chosen))
+            before, after = tuned.validation["default"], tuned.validation["tuned"]
+            print("validation NDCG@10 / HR@10, default -> tuned: "
+                  f"{before['NDCG@10']:.4f} / {before['HR@10']:.4f} -> "
+                  f"{after['NDCG@10']:.4f} / {after['HR@10']:.4f}")
+    if args.plot:
+        plot(result, Path(args.plot))
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``embrec eval``."""
+    cmd = subparsers.add_parser("eval", help="offline evaluation (and tuning) on a public dataset")
+    cmd.add_argument("--dataset", required=True, choices=DATASETS)
+    cmd.add_argument("--path", required=True, help="directory with the dataset files as published")
+    cmd.add_argument("--protocol", choices=PROTOCOLS, default="leave-last-out")
+    cmd.add_argument("--users", type=int, default=None, help="sample this many test users (default: all)")
+    cmd.add_argument("--seed", type=int, default=0, help="seed of the user sample")
+    cmd.add_argument("--json", action="store_true", help="print JSON instead of the markdown table")
+    cmd.add_argument("--plot", default=None, help="write a PNG chart here (needs matplotlib)")
+    cmd.add_argument("--tune", action="store_true", help="tune on a validation split carved from training")
+    cmd.add_argument("--tune-users", type=int, default=150, help="validation users sampled for tuning")
+    cmd.add_argument("--encoder", default=None, help="built encoder directory (default: built into --cache)")
+    cmd.add_argument("--cache", default=".cache/eval", help="cache for encoded item vectors and the encoder")
+    cmd.set_defaults(handler=_cli)
