@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embrec", description="Serverless embedding-based recommender")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_encoder_commands(subparsers)
+    from embrec import evaluation  # local: keeps numpy/hnswlib off the import path of the other commands
+
+    evaluation.add_cli(subparsers)
     return parser
 
 
