@@ -282,6 +282,17 @@ def test_k_larger_than_live_count_returns_what_there_is() -> None:
     assert index.search(query, 3, exclude=index.live_ids()) == []
 
 
+def test_an_empty_index_searches_saves_and_grows(tmp_path: Path) -> None:
+    empty = VectorIndex.build([], np.zeros((0, 8), dtype=np.float32))
+    assert len(empty) == 0 and empty.search(np.ones(8), 5) == []
+    empty.save(tmp_path / "v1")
+    grown = VectorIndex.load(tmp_path / "v1")
+    grown.upsert(["a", "b"], np.eye(8)[:2])
+    assert [item_id for item_id, _ in grown.search(np.ones(8), 5)] == ["a", "b"]  # a tie, by id
+    grown.delete(["a", "b"])
+    assert grown.search(np.ones(8), 5) == [] and grown.live_ids() == []
+
+
 def test_ties_are_broken_by_item_id_whatever_the_insertion_order() -> None:
     rng = np.random.default_rng(5)
     base = rng.standard_normal((40, 16)).astype(np.float32)
