@@ -199,6 +199,8 @@ def test_recall_after_upserts_deltas_and_tombstones(
     fresh.save(tmp_path / "v2")
     reloaded = VectorIndex.load(tmp_path / "v2")
     assert len(reloaded) == len(fresh)
+    returned = {item_id for query in corpus.queries[:50] for item_id, _ in reloaded.search(query, 50)}
+    assert returned and returned.isdisjoint(gone)  # the graph's tombstones survived the round trip
     assert recall(reloaded, reference_ids, reference, corpus.queries, allowed=live) >= 0.98
     assert set(reloaded.live_ids()) == {
         item_id for item_id, ok in zip(reference_ids, live, strict=True) if ok
