@@ -1,0 +1,216 @@
+"""Offline evaluation: metrics on hand-computed cases, leak-free protocol splits, an end-to-end run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embrec.cli import build_parser
+from embrec.datasets import load_movielens
+from embrec.encoder import TextEncoder
+from embrec.evaluation import (
+    METRICS,
+    STRATEGIES,
+    build_index,
+    coverage,
+    encode_catalog,
+    evaluate,
+    hit_rate,
+    intra_list_diversity,
+    item_cold_start,
+    leave_last_out,
+    load_dataset,
+    markdown_table,
+    ndcg,
+    novelty,
+    recall,
+    reciprocal_rank,
+    sample_cases,
+    strategy_params,
+    tune,
+)
+from embrec.profiles import Interaction
+from embrec.signals import SignalParams
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _ev(user: str, item: str, ts: float, kind: str = "like") -> tuple[str, Interaction]:
+    return user, Interaction(item, kind, ts, event_id=f"{user}:{item}")
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_hit_rate_and_recall() -> None:
+    ranked = ["a", "b", "c", "d"]
+    assert hit_rate(ranked, {"c"}, 3) == 1.0
+    assert hit_rate(ranked, {"d"}, 3) == 0.0
+    assert recall(ranked, {"a", "d", "z"}, 2) == pytest.approx(1 / 3)
+    assert recall(ranked, {"a", "d", "z"}, 4) == pytest.approx(2 / 3)
+    assert recall(ranked, set(), 4) == 0.0
+
+
+def test_ndcg_hand_computed() -> None:
+    # one relevant item at rank 3: 1/log2(4) = 0.5
+    assert ndcg(["a", "b", "c"], {"c"}, 10) == pytest.approx(0.5)
+    assert ndcg(["c", "a"], {"c"}, 10) == pytest.approx(1.0)
+    # two relevant at ranks 1 and 3: (1 + 0.5) / (1 + 1/log2(3))
+    assert ndcg(["a", "b", "c"], {"a", "c"}, 10) == pytest.approx(1.5 / (1 + 1 / math.log2(3)))
+    assert ndcg(["a", "b", "c"], {"c"}, 2) == 0.0
+
+
+def test_reciprocal_rank() -> None:
+    assert reciprocal_rank(["a", "b", "c", "d"], {"d", "c"}) == pytest.approx(1 / 3)
+    assert reciprocal_rank(["a"], {"z"}) == 0.0
+
+
+def test_coverage_counts_distinct_items_in_top_k() -> None:
+    lists = [["a", "b", "x"], ["b", "c", "y"]]
+    assert coverage(lists, 10, 2) == pytest.approx(3 / 10)
+    assert coverage([], 0, 10) == 0.0
+
+
+def test_intra_list_diversity() -> None:
+    same = np.array([[1.0, 0.0], [2.0, 0.0]])
+    orthogonal = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    assert intra_list_diversity(same) == pytest.approx(0.0)
+    # pairs: (0,1) 1, (0,2) 1, (1,2) 0 -> mean distance 2/3
+    assert intra_list_diversity(orthogonal) == pytest.approx(2 / 3)
+    assert intra_list_diversity(np.ones((1, 2))) == 0.0
+
+
+def test_novelty_is_mean_self_information() -> None:
+    popularity = {"a": 3, "b": 0}
+    # p(a) = 4/8, p(b) = 1/8 -> (1 + 3) / 2 = 2 bits
+    assert novelty(["a", "b"], popularity, 7, 10) == pytest.approx(2.0)
+    assert novelty([], popularity, 7, 10) == 0.0
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+def test_leave_last_out_holds_out_the_newest_event_with_a_fixed_tie_break() -> None:
+    events = [
+        _ev("u1", "i1", 1), _ev("u1", "i2", 2), _ev("u1", "i4", 3), _ev("u1", "i3", 3),  # tie at t=3
+        _ev("u2", "i1", 5), _ev("u2", "i2", 6),  # only two events: all training
+        _ev("u3", "i5", 1), _ev("u3", "i6", 2), _ev("u3", "i7", 9),
+    ]
+    split = leave_last_out(events)
+    again = leave_last_out(list(reversed(events)))
+    assert split.cases == again.cases
+    by_user = {case.user_id: case for case in split.cases}
+    assert set(by_user) == {"u1", "u3"}
+    assert by_user["u1"].targets == {"i4"}  # equal timestamps: the larger item id counts as later
+    assert by_user["u1"].now == 3
+    assert [e.item_id for e in by_user["u1"].history] == ["i1", "i2", "i3"]
+    assert by_user["u3"].targets == {"i7"}
+    train = {(u, e.item_id) for u, e in split.train}
+    for case in split.cases:
+        for target in case.targets:
+            assert (case.user_id, target) not in train
+            assert target not in {e.item_id for e in case.history}
+            assert all(e.timestamp <= case.now for e in case.history)
+    assert ("u2", "i1") in train and ("u2", "i2") in train
+    assert len(split.train) == len(events) - 2
+
+
+def test_item_cold_start_withholds_the_newest_items_from_all_training() -> None:
+    events = [_ev(f"u{u}", f"i{i:02d}", 100 * i + u) for i in range(20) for u in range(3) if (i + u) % 2 == 0]
+    events += [_ev("u9", "i19", 5.0), _ev("u9", "i00", 1.0)]  # a later item seen early by one user
+    split = item_cold_start(events, fraction=0.1)
+    first_seen: dict[str, float] = {}
+    for _, e in events:
+        first_seen[e.item_id] = min(first_seen.get(e.item_id, math.inf), e.timestamp)
+    cold = set(sorted(first_seen, key=lambda i: (-first_seen[i], i))[:2])
+    assert split.info["cold_items"] == 2
+    assert "i19" not in cold  # first interaction time, not the last one
+    assert not {e.item_id for _, e in split.train} & cold
+    assert split.cases
+    for case in split.cases:
+        assert case.targets <= cold
+        assert not {e.item_id for e in case.history} & cold
+
+
+def test_sample_cases_is_seeded_and_sorted() -> None:
+    events = [_ev(f"u{u:02d}", f"i{i}", i) for u in range(30) for i in range(4)]
+    cases = leave_last_out(events).cases
+    a, b = sample_cases(cases, 10, seed=1), sample_cases(cases, 10, seed=1)
+    assert a == b and len(a) == 10
+    assert [c.user_id for c in a] == sorted(c.user_id for c in a)
+    assert sample_cases(cases, None) == cases
+
+
+def test_strategies_are_rank_params_of_the_same_ranking() -> None:
+    assert strategy_params("popularity").strategy == "trending"
+    assert strategy_params("embedding").weights.cf == 0.0
+    assert strategy_params("cf").weights.embedding == 0.0
+    assert strategy_params("hybrid+diversity").diversity > 0
+    assert strategy_params("multi-interest").profile.max_interests > 1
+    assert strategy_params("hybrid").profile.max_interests == 1
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_movielens_slice_end_to_end(encoder: TextEncoder, tmp_path: Path) -> None:
+    # Given the MovieLens slice encoded by the real encoder (vectors cached on disk)
+    dataset = load_movielens(FIXTURES / "movielens-slice")
+    calls: list[int] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        return encoder.encode(texts)
+
+    ids, vectors = encode_catalog(dataset, encode, encoder.encoder_id, tmp_path)
+    ids2, vectors2 = encode_catalog(dataset, encode, encoder.encoder_id, tmp_path)
+    assert len(calls) == 1 and ids == ids2 and np.array_equal(vectors, vectors2)
+    index = build_index(dataset, ids, vectors, encoder.encoder_id)
+    # When every strategy is evaluated under both protocols
+    for split in (leave_last_out(dataset.interactions), item_cold_start(dataset.interactions)):
+        assert split.cases
+        metrics = evaluate(index, split, split.cases)
+        # Then every strategy has every metric, within range
+        assert list(metrics) == list(STRATEGIES)
+        for values in metrics.values():
+            assert set(values) == set(METRICS)
+            for name in ("HR@10", "NDCG@10", "Recall@20", "MRR", "coverage@10", "diversity@10"):
+                assert 0.0 <= values[name] <= 1.0 + 1e-9
+            assert values["novelty@10"] >= 0.0
+        assert metrics["embedding"]["coverage@10"] > 0
+        table = markdown_table(metrics)
+        assert table.count("\n") == len(STRATEGIES) + 1 and "| hybrid |" in table
+
+
+def test_tune_uses_only_training_data(encoder: TextEncoder, tmp_path: Path) -> None:
+    dataset = load_movielens(FIXTURES / "movielens-slice")
+    ids, vectors = encode_catalog(dataset, encoder.encode, encoder.encoder_id, tmp_path)
+    index = build_index(dataset, ids, vectors, encoder.encoder_id)
+    split = leave_last_out(dataset.interactions)
+    held_out = {(c.user_id, t) for c in split.cases for t in c.targets}
+    result = tune(
+        index, split, users=None, cf_grid=[SignalParams(), SignalParams(shrinkage=0.0)],
+        half_lives=(30.0,), weight_grid={"cf": (1.0,)},
+    )
+    assert result.validation["tuned"]["NDCG@10"] >= result.validation["default"]["NDCG@10"]
+    assert len(result.trials) == 2 + 1 + 2  # CF grid, half-life, one weight over two passes
+    # the validation split is carved from training: no test (user, item) is a validation target
+    validation = leave_last_out(split.train)
+    assert not {(c.user_id, t) for c in validation.cases for t in c.targets} & held_out
+
+
+def test_amazon_synthetic_loads_for_evaluation() -> None:
+    dataset = load_dataset("amazon-magazines", FIXTURES / "amazon-synthetic")
+    assert dataset.name == "amazon-magazines" and dataset.interactions
+    split = leave_last_out(dataset.interactions, min_events=2)
+    assert all(case.targets.isdisjoint(e.item_id for e in case.history) for case in split.cases)
+
+
+def test_cli_registers_eval() -> None:
+    args = build_parser().parse_args(
+        ["eval", "--dataset", "movielens", "--path", "x", "--protocol", "item-cold-start", "--users", "5"]
+    )
+    assert args.protocol == "item-cold-start" and args.users == 5 and not args.tune
