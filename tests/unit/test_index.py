@@ -241,6 +241,10 @@ def test_every_filter_kind_matches_the_reference_semantics(
     for filters in cases:
         expected = np.array([passes(row, filters) for row in corpus.metadata])
         np.testing.assert_array_equal(index.matches(corpus.ids, filters), expected)
+        sample = np.random.default_rng(0).integers(0, len(corpus.ids), size=300)  # shuffled, with repeats
+        picked = [corpus.ids[i] for i in sample]
+        np.testing.assert_array_equal(index.matches([*picked, "ghost"], filters), [*expected[sample], False])
+        np.testing.assert_array_equal(index._meta.mask(filters), expected)  # the whole-index path of search
         got = index.search(corpus.queries[0], K, filters)
         assert (got and expected.any()) or not got
         assert all(expected[corpus.ids.index(item_id)] for item_id, _ in got)

@@ -278,35 +278,58 @@ class MetadataColumns:
             "created_at": None if math.isnan(created_at) else created_at,
         }
 
-    def mask(self, filters: Filters) -> np.ndarray:
-        """bool (n,): which positions pass ``filters`` (tombstones are the caller's business). Vectorised."""
+    def mask(self, filters: Filters, rows: np.ndarray | None = None) -> np.ndarray:
+        """bool: which positions pass ``filters`` (tombstones are the caller's business). Vectorised.
+
+        ``rows`` (m,) int64 positions evaluates only those (cost O(m), for a few candidates of a big index);
+        ``None`` evaluates every position (n,).
+        """
         n = self.n
-        keep = np.ones(n, dtype=bool)
-        codes = self._category_codes[:n]
+        every = rows is None
+        at = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        keep = np.ones(at.shape[0], dtype=bool)
+        codes = self._category_codes[:n] if every else self._category_codes[at]
         if filters.categories is not None:
             keep &= np.isin(codes, self._categories.known(filters.categories))
         if filters.exclude_categories is not None:
             keep &= ~np.isin(codes, self._categories.known(filters.exclude_categories))
         if filters.tags_any is not None:
-            wanted = self._tags.known(filters.tags_any)
-            used = int(self._tag_indptr[n])
-            hit = np.isin(self._tag_codes[:used], wanted)
-            if self._tag_rows is None:
-                self._tag_rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(self._tag_indptr[: n + 1]))
-            any_tag = np.zeros(n, dtype=bool)
-            any_tag[self._tag_rows[hit]] = True
-            keep &= any_tag
-        price = self._price[:n]
+            keep &= self._any_tag(self._tags.known(filters.tags_any), None if every else at)
+        price = self._price[:n] if every else self._price[at]
+        created_at = self._created_at[:n] if every else self._created_at[at]
         with np.errstate(invalid="ignore"):  # NaN (missing) compares False: fails any bound, as documented
             if filters.min_price is not None:
                 keep &= price >= filters.min_price
             if filters.max_price is not None:
                 keep &= price <= filters.max_price
             if filters.created_after is not None:
-                keep &= self._created_at[:n] > filters.created_after
+                keep &= created_at > filters.created_after
         if filters.available is not None:
-            keep &= self._available[:n] == bool(filters.available)
+            available = self._available[:n] if every else self._available[at]
+            keep &= available == bool(filters.available)
         return keep
+
+    def _any_tag(self, wanted: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """bool: has at least one tag code in ``wanted``, for every position (rows None) or for ``rows``."""
+        n = self.n
+        if rows is None:
+            used = int(self._tag_indptr[n])
+            hit = np.isin(self._tag_codes[:used], wanted)
+            if self._tag_rows is None:
+                self._tag_rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(self._tag_indptr[: n + 1]))
+            result = np.zeros(n, dtype=bool)
+            result[self._tag_rows[hit]] = True
+            return result
+        starts, ends = self._tag_indptr[rows], self._tag_indptr[rows + 1]
+        lengths = ends - starts
+        owner = np.repeat(np.arange(rows.shape[0], dtype=np.int64), lengths)
+        # flat index of every tag of the selected rows: its row's start plus its rank inside the row
+        flat = np.repeat(starts, lengths) + (
+            np.arange(owner.shape[0]) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        )
+        result = np.zeros(rows.shape[0], dtype=bool)
+        result[owner[np.isin(self._tag_codes[flat], wanted)]] = True
+        return result
 
     # -- serialisation --------------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:

@@ -254,7 +254,7 @@ class VectorIndex:
         known = positions >= 0
         result = known.copy()
         if filters is not None and not filters.is_empty() and known.any():
-            result[known] = self._meta.mask(filters)[positions[known]]
+            result[known] = self._meta.mask(filters, positions[known])
         return result
 
     # -- search ---------------------------------------------------------------------------------------------
