@@ -1,0 +1,220 @@
+"""Bench inputs: cached encoders, the 100k PyPI summary vectors, covariance-matched synthetic vectors.
+
+Everything heavy is cached under ``.cache/bench`` (gitignored, outside the package): the first run encodes the
+100k PyPI summaries once (several minutes on 2 cores with the int8 encoder), later runs load the .npy file.
+``../shared`` is read only here, only as benchmark input.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embrec.encoder import TextEncoder
+
+__all__ = [
+    "BENCH_CACHE",
+    "ROOT",
+    "cached_encoder_dir",
+    "cpu_model",
+    "encode_pypi_parts",
+    "load_encoder",
+    "local_aws",
+    "machine_line",
+    "percentiles_ms",
+    "pypi_texts",
+    "pypi_vectors",
+    "synthetic_like",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_CACHE = ROOT / ".cache" / "bench"
+PART_ROWS = 5000
+PYPI_TSV = ROOT.parent / "shared" / "datasets" / "pypi-summaries" / "summaries-100k.tsv"
+
+
+def cached_encoder_dir(quantize: str = "none") -> Path:
+    """The encoder build the tests cache under .cache/encoders (one cache-key logic: tests/conftest.py)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.conftest import cached_encoder  # the one implementation of the cache key
+
+    return cached_encoder(quantize)
+
+
+def load_encoder(quantize: str = "none", threads: int | None = None) -> TextEncoder:
+    """A loaded TextEncoder (threads default: every core this process may use)."""
+    return TextEncoder.load(cached_encoder_dir(quantize), threads=threads or len(os.sched_getaffinity(0)))
+
+
+def pypi_texts() -> list[str]:
+    """The 100k PyPI texts, "name: summary" (catalog-like short texts), in file order."""
+    with open(PYPI_TSV, encoding="utf-8", newline="") as stream:
+        reader = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(reader)
+        return [f"{row[0]}: {row[1]}" for row in reader if len(row) >= 2]
+
+
+def _part_dir(encoder_id: str) -> Path:
+    return BENCH_CACHE / f"pypi-100k-{encoder_id}.parts"
+
+
+def encode_pypi_parts(quantize: str = "int8", worker: int = 0, workers: int = 1, threads: int = 1) -> None:
+    """Encode the PyPI texts in 5,000-row parts (part i handled by worker i % workers), each cached as .npy.
+
+    Parts make the several-minute encode resumable and splittable across processes.
+    """
+    encoder = load_encoder(quantize, threads=threads)
+    texts = pypi_texts()
+    parts = _part_dir(encoder.encoder_id)
+    parts.mkdir(parents=True, exist_ok=True)
+    for number, start in enumerate(range(0, len(texts), PART_ROWS)):
+        path = parts / f"{start:06d}.npy"
+        if number % workers != worker or path.is_file():
+            continue
+        started = time.perf_counter()
+        vectors = encoder.encode(texts[start : start + PART_ROWS], batch_size=128)
+        _save_atomic(path, vectors)
+        rate = len(vectors) / (time.perf_counter() - started)
+        print(f"  part {start:06d}: {len(vectors)} texts ({rate:.0f} texts/s)", flush=True)
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:
+        np.save(tmp, array)
+    os.replace(tmp.name, path)
+
+
+def pypi_vectors(quantize: str = "int8") -> tuple[np.ndarray, str]:
+    """float32 (100000, 384) L2-normalised vectors of the PyPI texts and the encoder id, cached as .npy.
+
+    int8 by default: its vectors agree with fp32 at cosine >= 0.99 (bench/encoder.py), far closer than the
+    spread between neighbours, and it encodes faster; the ANN figures compare hnswlib with exact search on
+    the same vectors, so they do not depend on which encoder produced them. Encodes missing parts first.
+    ``BENCH_VECTORS_FILE`` overrides the file (dry runs).
+    """
+    encoder_id = str(json.loads((cached_encoder_dir(quantize) / "encoder.json").read_text())["encoder_id"])
+    override = os.environ.get("BENCH_VECTORS_FILE")  # another (n, dim) float32 .npy, e.g. a quick dry run
+    if override:
+        return np.load(override, allow_pickle=False), f"{encoder_id}-{Path(override).stem}"
+    path = BENCH_CACHE / f"pypi-100k-{encoder_id}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False), encoder_id
+    files = sorted(_part_dir(encoder_id).glob("[0-9]*.npy"))
+    if os.environ.get("BENCH_PYPI_PARTIAL") and files:
+        # A loaded machine can make the full encode take far longer than a run allows: use the parts that
+        # exist and fill the rest with covariance-matched synthetic vectors (printed; never cached).
+        real = np.concatenate([np.load(f, allow_pickle=False) for f in files])
+        total = len(pypi_texts())
+        fill = synthetic_like(real, total - real.shape[0], seed=1) if real.shape[0] < total else real[:0]
+        print(
+            f"  BENCH_PYPI_PARTIAL: {real.shape[0]:,} real PyPI vectors + {fill.shape[0]:,} synthetic "
+            "(same covariance) in the middle; the first and the last 1,000 rows are real",
+            flush=True,
+        )
+        return np.concatenate([real[:-1000], fill, real[-1000:]]), encoder_id
+    encode_pypi_parts(quantize, threads=len(os.sched_getaffinity(0)))
+    files = sorted(_part_dir(encoder_id).glob("[0-9]*.npy"))
+    vectors = np.concatenate([np.load(f, allow_pickle=False) for f in files])
+    _save_atomic(path, vectors)
+    return vectors, encoder_id
+
+
+def synthetic_like(real: np.ndarray, n: int, seed: int = 7, chunk: int = 100_000) -> np.ndarray:
+    """float32 (n, dim) unit vectors drawn from N(mean, cov) of ``real`` (float32 (m, dim)), then normalised.
+
+    Matches the real vectors' anisotropy (low intrinsic dimension), which is what makes HNSW work on real
+    embeddings; isotropic random vectors are far harder and give misleading recall.
+    """
+    real64 = real.astype(np.float64)
+    mean = real64.mean(axis=0)
+    cov = np.cov(real64, rowvar=False)
+    eigval, eigvec = np.linalg.eigh(cov)
+    transform = (eigvec * np.sqrt(np.clip(eigval, 0.0, None))).T.astype(np.float32)  # (dim, dim)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, real.shape[1]), dtype=np.float32)
+    for start in range(0, n, chunk):
+        rows = min(chunk, n - start)
+        z = rng.standard_normal((rows, real.shape[1]), dtype=np.float32)
+        block = z @ transform + mean.astype(np.float32)
+        out[start : start + rows] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+@contextmanager
+def local_aws() -> Iterator[Any]:
+    """In-process moto (``mock_aws``) with template.yaml's bucket, queues and tables; yields the clients.
+
+    Figures measured against it are moto's, not AWS's: they show our client-side cost plus moto's.
+    """
+    from moto import mock_aws
+
+    from embrec import aws
+    from embrec.config import Settings
+    from embrec.template import create_local_resources, load_template, local_names
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    settings = Settings(region="us-east-1", aws_endpoint=None)
+    with mock_aws():
+        aws.clients.cache_clear()
+        bundle = aws.clients(settings)
+        create_local_resources(load_template(), bundle, local_names(settings), region=settings.region)
+        try:
+            yield bundle
+        finally:
+            aws.clients.cache_clear()
+
+
+def percentiles_ms(seconds: list[float] | np.ndarray) -> tuple[float, float]:
+    """(p50, p99) in milliseconds of a list of durations in seconds."""
+    values = np.asarray(seconds, dtype=np.float64) * 1e3
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_line() -> str:
+    """CPU model, usable cores, and the BLAS kernel numpy runs (threadpoolctl when installed)."""
+    blas = "unknown"
+    try:
+        from threadpoolctl import threadpool_info
+
+        infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+        if infos:
+            blas = ", ".join(
+                f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}" for i in infos
+            )
+    except ImportError:
+        pass
+    coretype = os.environ.get("OPENBLAS_CORETYPE", "")
+    return f"cpu: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; numpy BLAS: {blas}" + (
+        f"; OPENBLAS_CORETYPE={coretype}" if coretype else ""
+    )
+
+
+if __name__ == "__main__":  # python -m bench._data [WORKER WORKERS]: encode PyPI parts (resumable)
+    if len(sys.argv) == 3:
+        encode_pypi_parts(worker=int(sys.argv[1]), workers=int(sys.argv[2]))
+    else:
+        print(pypi_vectors()[0].shape)

@@ -1,0 +1,171 @@
+"""Cold start: ``python -m bench cold_start``.
+
+A version (index + signals, ``BENCH_COLD_ITEMS`` PyPI items, default 100,000; built by ``bench rebuild`` or
+here) is published with ``ArtifactStore.publish_version`` to a local S3 endpoint (moto server over HTTP on
+127.0.0.1). Then, each in a fresh Python process, timed from spawn to exit by the parent:
+
+- ours: import embrec, read index/current.json, ``download_version`` (sha256-verified), ``load_version``
+  (verified again, hnswlib graph loaded), first ``ranking.recommend`` for a 20-event user;
+- baseline: boto3 alone downloads the same objects to disk (list + get, 8 threads, like ours).
+
+Best of ``BENCH_REPEATS`` (default 3) runs each. Also: artifact bytes per item against raw float32 vector
+bytes, and the child's resident memory after load (ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench._data import ROOT, machine_line, pypi_texts, pypi_vectors
+
+__all__ = ["main"]
+
+BUCKET = "embrec-bench"
+NOW = 1_790_000_000.0
+
+
+def _s3(url: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def _child_ours(url: str, cache: str) -> None:
+    started = time.perf_counter()
+    from embrec.artifacts import ArtifactStore
+    from embrec.profiles import Interaction
+    from embrec.ranking import RankParams, recommend
+    from embrec.rebuild import load_version
+
+    imported = time.perf_counter()
+    store = ArtifactStore(_s3(url), BUCKET, cache)
+    pointer = store.read_current()
+    assert pointer is not None
+    directory, _ = store.download_version(pointer.version)
+    downloaded = time.perf_counter()
+    index, signals = load_version(directory)
+    loaded = time.perf_counter()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    history = [Interaction(f"pypi-{i}", "click", NOW - 3600 * i, event_id=str(i)) for i in range(20)]
+    result = recommend(index, signals, history, None, RankParams(k=10), NOW)
+    assert len(result.items) == 10
+    done = time.perf_counter()
+    print(
+        json.dumps(
+            {
+                "import_s": imported - started,
+                "download_verify_s": downloaded - imported,
+                "load_s": loaded - downloaded,
+                "first_rec_s": done - loaded,
+                "rss_after_load_mb": rss,
+                "items": len(index),
+            }
+        )
+    )
+
+
+def _child_download(url: str, cache: str) -> None:
+    s3 = _s3(url)
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="index/")
+        for o in page.get("Contents", [])
+    ]
+    target = Path(cache)
+
+    def get(key: str) -> int:
+        path = target / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(BUCKET, key, str(path))
+        return path.stat().st_size
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        total = sum(pool.map(get, keys))
+    print(json.dumps({"bytes": total}))
+
+
+def _spawn(mode: str, url: str) -> tuple[float, dict[str, float]]:
+    cache = tempfile.mkdtemp(prefix="embrec-cold-")
+    try:
+        started = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.cold_start", "--child", mode, url, cache],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return time.perf_counter() - started, dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def main() -> None:
+    from bench.rebuild import build_bench_version, version_dir
+    from embrec.artifacts import ArtifactStore
+    from embrec.local.aws_endpoint import AwsEndpoint
+
+    print(machine_line())
+    n = int(os.environ.get("BENCH_COLD_ITEMS", "100000"))
+    repeats = int(os.environ.get("BENCH_REPEATS", "3"))
+    vectors, encoder_id = pypi_vectors()
+    version = version_dir(n, encoder_id)
+    if not (version / "index" / "manifest.json").is_file():
+        print(f"  building the {n:,}-item version (bench rebuild keeps it cached)", flush=True)
+        build_bench_version(vectors[:n], pypi_texts()[:n], encoder_id, version)
+    endpoint = AwsEndpoint(port=0)
+    url = endpoint.start()
+    try:
+        s3 = _s3(url)
+        s3.create_bucket(Bucket=BUCKET)
+        with tempfile.TemporaryDirectory() as tmp:
+            publish_dir = Path(tmp) / "v"
+            shutil.copytree(version, publish_dir)
+            result = ArtifactStore(s3, BUCKET, Path(tmp) / "cache").publish_version(
+                publish_dir, items_as_of=0
+            )
+        files = result.manifest["files"]
+        artifact_bytes = sum(int(f["size"]) for f in files.values())
+        index_bytes = sum(int(f["size"]) for name, f in files.items() if name.startswith("index/"))
+        dim = vectors.shape[1]
+        ours = min((_spawn("ours", url) for _ in range(repeats)), key=lambda r: r[0])
+        base = min((_spawn("download", url) for _ in range(repeats)), key=lambda r: r[0])
+    finally:
+        endpoint.stop()
+    phases = ours[1]
+    print(
+        f"  {n:,} items, {artifact_bytes / 1e6:.1f} MB in {len(files)} files "
+        f"(moto server on 127.0.0.1, not S3)\n"
+        f"  ours  fresh process -> first recommendation {ours[0]:6.2f} s (import {phases['import_s']:.2f}, "
+        f"download+verify {phases['download_verify_s']:.2f}, load {phases['load_s']:.2f}, "
+        f"first recommend {phases['first_rec_s'] * 1e3:.0f} ms)\n"
+        f"  base  fresh process, boto3 download only    {base[0]:6.2f} s ({base[1]['bytes'] / 1e6:.1f} MB)\n"
+        f"  ratio ours/download x{ours[0] / base[0]:.2f} (goal <= 1.5)\n"
+        f"  artifact bytes per item {artifact_bytes / n:,.0f} (index only {index_bytes / n:,.0f}); "
+        f"raw vector {dim * 4:,} -> x{artifact_bytes / n / (dim * 4):.2f} "
+        f"(index only x{index_bytes / n / (dim * 4):.2f}; goal <= 1.3)\n"
+        f"  resident memory after load (ru_maxrss) {phases['rss_after_load_mb']:.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        (_child_ours if sys.argv[2] == "ours" else _child_download)(sys.argv[3], sys.argv[4])
+    else:
+        main()

@@ -1,0 +1,175 @@
+"""Warm request path: ``python -m bench request_path``.
+
+A user with 200 interactions, catalogs of 10k and 100k items (the PyPI summary vectors, real MiniLM
+embeddings). Ours: ``ranking.recommend`` with a loaded VectorIndex and Signals, in process, the interaction
+read excluded (measured separately: a DynamoDB query of the 200 events against in-process moto, not AWS).
+Baseline in the same process: the naive method — re-encode the history texts on every request, type/recency
+weighted mean, exact flat numpy search over every vector, drop seen items.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from bench._data import load_encoder, local_aws, machine_line, percentiles_ms, pypi_texts, pypi_vectors
+from embrec.index import VectorIndex
+from embrec.profiles import Interaction, ProfileParams, interaction_weights
+from embrec.ranking import RankParams, recommend
+from embrec.signals import Signals, compute_signals
+
+__all__ = ["main", "naive_recommend", "synthetic_history", "synthetic_interactions"]
+
+SEED = 11
+HISTORY = 200
+NOW = 1_790_000_000.0
+TYPES = ("view", "view", "view", "click", "click", "add_to_cart", "like", "purchase")
+CATEGORIES = [f"cat{i:02d}" for i in range(20)]
+
+
+def synthetic_history(
+    vectors: np.ndarray, ids: list[str], n: int = HISTORY, seed: int = SEED
+) -> list[Interaction]:
+    """``n`` events on items clustered around 4 anchor items (a user with a few interests), newest last."""
+    rng = np.random.default_rng(seed)
+    anchors = rng.choice(len(ids), size=4, replace=False)
+    picked: list[int] = []
+    for anchor in anchors:
+        scores = vectors @ vectors[anchor]
+        near = np.argpartition(-scores, 3 * n)[: 3 * n]
+        picked.extend(int(i) for i in rng.choice(near, size=n // 4, replace=False) if int(i) not in picked)
+    picked = list(dict.fromkeys(picked))[:n]
+    times = np.sort(NOW - rng.uniform(0, 60 * 86_400, size=len(picked)))
+    return [
+        Interaction(ids[i], str(rng.choice(TYPES)), float(t), event_id=f"e{j}")
+        for j, (i, t) in enumerate(zip(picked, times, strict=True))
+    ]
+
+
+def synthetic_interactions(
+    ids: list[str], users: int = 3000, per_user: int = 30, seed: int = SEED
+) -> list[tuple[str, Interaction]]:
+    """Zipf-popular events (``users`` x ``per_user``) over the last 30 days, for CF and trending signals."""
+    rng = np.random.default_rng(seed)
+    ranks = rng.zipf(1.3, size=users * per_user) % len(ids)
+    order = rng.permutation(len(ids))
+    times = NOW - rng.uniform(0, 30 * 86_400, size=users * per_user)
+    return [
+        (
+            f"u{k // per_user}",
+            Interaction(ids[int(order[r])], str(rng.choice(TYPES)), float(t), event_id=f"s{k}"),
+        )
+        for k, (r, t) in enumerate(zip(ranks, times, strict=True))
+    ]
+
+
+def naive_recommend(
+    encoder: object,
+    texts: list[str],
+    all_vectors: np.ndarray,
+    ids: list[str],
+    history: list[Interaction],
+    k: int,
+) -> list[str]:
+    """The first-draft method: encode history texts now, weighted mean, exact search, drop seen."""
+    weights = interaction_weights([e.type for e in history], [e.timestamp for e in history], ProfileParams())
+    position = {item_id: i for i, item_id in enumerate(ids)}
+    history_vectors = encoder.encode([texts[position[e.item_id]] for e in history])  # type: ignore[attr-defined]
+    query = (weights[:, None] * history_vectors).sum(axis=0)
+    query /= np.linalg.norm(query)
+    scores = all_vectors @ query.astype(np.float32)
+    seen = {position[e.item_id] for e in history}
+    top = np.argpartition(-scores, k + len(seen))[: k + len(seen)]
+    top = top[np.argsort(-scores[top])]
+    return [ids[i] for i in top if int(i) not in seen][:k]
+
+
+def _bench_size(n: int, vectors: np.ndarray, texts: list[str], encoder: object, repeats: int) -> None:
+    ids = [f"pypi-{i}" for i in range(n)]
+    matrix = vectors[:n]
+    rng = np.random.default_rng(SEED)
+    metadata = [
+        {"title": texts[i][:60], "category": CATEGORIES[int(c)]} for i, c in enumerate(rng.integers(0, 20, n))
+    ]
+    started = time.perf_counter()
+    index = VectorIndex.build(ids, matrix, metadata, encoder_id="bench")
+    signals: Signals = compute_signals(synthetic_interactions(ids), ids, now=NOW)
+    setup = time.perf_counter() - started
+    history = synthetic_history(matrix, ids)
+    params = RankParams(k=10)
+    for _ in range(5):  # warm-up
+        recommend(index, signals, history, None, params, NOW)
+    ours: list[float] = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = recommend(index, signals, history, None, params, NOW)
+        ours.append(time.perf_counter() - t0)
+    assert result.strategy == "personalized" and len(result.items) == 10
+    naive: list[float] = []
+    naive_repeats = max(5, repeats // 20)
+    naive_recommend(encoder, texts, matrix, ids, history, 10)
+    for _ in range(naive_repeats):
+        t0 = time.perf_counter()
+        naive_recommend(encoder, texts, matrix, ids, history, 10)
+        naive.append(time.perf_counter() - t0)
+    o50, o99 = percentiles_ms(ours)
+    n50, n99 = percentiles_ms(naive)
+    print(
+        f"request path, {n:>7,} items, {len(history)} events (setup {setup:.0f} s):\n"
+        f"  ours  ranking.recommend  p50 {o50:8.2f} ms  p99 {o99:8.2f} ms  ({repeats} requests)\n"
+        f"  naive re-encode+exact    p50 {n50:8.2f} ms  p99 {n99:8.2f} ms  ({naive_repeats} requests)\n"
+        f"  ratio naive/ours         p50 x{n50 / o50:7.1f}    p99 x{n99 / o99:7.1f}"
+        f"   goal: p50 <= 3 ms at 100k, >= 100x"
+    )
+
+
+def _bench_history_read(repeats: int) -> None:
+    from embrec.config import Settings
+    from embrec.store import InteractionStore
+
+    settings = Settings()
+    rng = np.random.default_rng(SEED)
+    events = [
+        (
+            "bench-user",
+            Interaction(f"pypi-{i}", str(rng.choice(TYPES)), NOW - 86_400 + 60 * j, event_id=f"h{j}"),
+        )
+        for j, i in enumerate(rng.choice(10_000, size=HISTORY, replace=False))
+    ]
+    with local_aws() as clients:
+        store = InteractionStore(clients.dynamodb, settings.interactions_table, settings.idempotency_table)
+        store.put_events(events, now=NOW)
+        for _ in range(3):
+            got = store.history("bench-user", limit=HISTORY, now=NOW)
+        assert len(got) == HISTORY, len(got)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            store.history("bench-user", limit=HISTORY, now=NOW)
+            times.append(time.perf_counter() - t0)
+    p50, p99 = percentiles_ms(times)
+    print(
+        f"interaction read (moto in-process, NOT AWS): query {HISTORY} events "
+        f"p50 {p50:.2f} ms p99 {p99:.2f} ms "
+        f"({repeats} reads; excluded from the request-path figures above)"
+    )
+
+
+def main() -> None:
+    print(machine_line())
+    repeats = int(os.environ.get("BENCH_REQUESTS", "300"))
+    vectors, encoder_id = pypi_vectors()
+    texts = pypi_texts()
+    encoder = load_encoder("int8")
+    print(
+        f"vectors: PyPI summaries, encoder {encoder_id} (int8); naive baseline encodes with the same encoder"
+    )
+    for n in (10_000, 100_000):
+        _bench_size(min(n, len(vectors)), vectors, texts, encoder, repeats)
+    _bench_history_read(max(20, repeats // 5))
+
+
+if __name__ == "__main__":
+    main()
