@@ -14,7 +14,7 @@ import pytest
 from embrec.cli import main
 from embrec.encoder import TextEncoder, l2_normalize
 from embrec.encoder_build import build_encoder, default_weights_dir, read_checkpoint
-from embrec.errors import CompatibilityError
+from embrec.errors import CompatibilityError, InvalidInputError
 
 HIDDEN, HEADS, LAYERS, INTER, VOCAB, MAX_POS = 32, 4, 2, 64, 30522, 64
 
@@ -141,7 +141,7 @@ def test_unsupported_checkpoints_are_refused(tmp_path: Path) -> None:
     (weights_dir / "config.json").write_text(json.dumps({**config, "hidden_act": "swish"}))
     with pytest.raises(CompatibilityError):
         read_checkpoint(weights_dir)
-    with pytest.raises(CompatibilityError):
+    with pytest.raises(InvalidInputError):
         build_encoder(tmp_path / "out", weights_dir, quantize="int4")
     assert not (tmp_path / "out").exists()
 
