@@ -154,7 +154,7 @@ def _ingest(args: argparse.Namespace) -> int:
     with aws_errors(f"s3://{settings.bucket}/catalog/reports/"):
         report = wait_for_report(
             aws, settings.bucket, key, str(put.get("ETag", "")),
-            Progress("ingest", None), items_table=settings.items_table, timeout=args.timeout,
+            Progress("ingest", None), timeout=args.timeout,
         )
     counts = [(name, report.get(name)) for name in ("total", "accepted", "unchanged", "rejected", "deleted")
               if name in report]

@@ -427,7 +427,7 @@ def _ingest_catalog(tour: _Tour, env: Any, rows: Sequence[Mapping[str, Any]]) ->
               "(S3 -> SQS -> ingest handler)")
     put = aws.s3.put_object(Bucket=settings.bucket, Key=CATALOG_KEY, Body=body)
     report = wait_for_report(aws, settings.bucket, CATALOG_KEY, str(put.get("ETag", "")),
-                             Progress("ingest+encode", len(rows), tour.out), items_table=settings.items_table)
+                             Progress("ingest+encode", None, tour.out))
     tour.say(f"    report: accepted {report.get('accepted')}, unchanged {report.get('unchanged')}, "
              f"rejected {report.get('rejected')}")
     return report
@@ -440,13 +440,15 @@ def wait_for_report(
     etag: str,
     progress: Progress | None = None,
     *,
-    items_table: str | None = None,
     timeout: float = 900.0,
 ) -> dict[str, Any]:
     """Poll ``catalog/reports/<key without catalog/incoming/>.json`` until it reports this upload (ETag).
 
-    While waiting, ``progress`` shows the Items table's size. ServiceUnavailableError on timeout.
+    While waiting, ``progress`` shows the seconds elapsed (the ingest function reports only when done; the
+    Items table's size is no measure either: moto's DescribeTable races with concurrent writes).
+    ServiceUnavailableError on timeout.
     """
+    started = time.monotonic()
     name = key[len("catalog/incoming/"):] if key.startswith("catalog/incoming/") else key
     report_key = f"catalog/reports/{name}.json"
     deadline = time.monotonic() + timeout
@@ -459,15 +461,11 @@ def wait_for_report(
             document = None
         if document is not None and (not etag or document.get("etag", "").strip('"') == etag.strip('"')):
             if progress is not None:
-                progress.update(int(document.get("total", progress.total or 0)))
+                progress.update(int(document.get("total", 0)))
                 progress.close("rows")
             return dict(document)
-        if progress is not None and items_table:
-            try:
-                count = aws.dynamodb.describe_table(TableName=items_table)["Table"].get("ItemCount", 0)
-                progress.update(int(count), "items stored")
-            except Exception:
-                pass
+        if progress is not None:
+            progress.update(int(time.monotonic() - started), "s")
         time.sleep(0.5)
     raise ServiceUnavailableError(f"no ingest report at s3://{bucket}/{report_key} after {timeout:.0f}s")
 
@@ -568,12 +566,12 @@ def _wait_healthy(tour: _Tour, timeout: float = 60.0) -> dict[str, Any]:
 
 
 def _print_ready(tour: _Tour, env: Any, health: Mapping[str, Any], *, sample: bool,
-                 toy_story: str | None = None) -> None:
+                 toy_story: str | None = None, encoder_id: str | None = None) -> None:
     api, endpoint, bucket = env.api_url, env.endpoint_url, env.settings.bucket
     tour.say()
     tour.say(f"ready in {time.monotonic() - tour.started:.1f}s: GET /health -> 200 "
              f"(index {health.get('index_version')}, {health.get('items')} items, "
-             f"encoder {health.get('encoder_id')})")
+             f"encoder {health.get('encoder_id') or encoder_id})")
     tour.say(f"  API            {api}")
     tour.say(f"  OpenAPI        {api}/openapi.json")
     tour.say(f"  AWS endpoint   {endpoint}   (bucket {bucket}; any access key works)")
@@ -665,9 +663,9 @@ def run_local_up(options: DemoOptions) -> int:
     try:
         tour.api = env.api_url
         tour.http = _session()
-        _publish_encoder(tour, env, encoder_dir)
+        encoder_id = _publish_encoder(tour, env, encoder_dir)
         health = _wait_healthy(tour)
-        _print_ready(tour, env, health, sample=False)
+        _print_ready(tour, env, health, sample=False, encoder_id=encoder_id)
         tour.say("upload a catalog to catalog/incoming/ (the aws command above or `embrec ingest FILE`), "
                  "then `embrec rebuild`")
         if options.serve:
