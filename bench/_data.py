@@ -194,6 +194,21 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _openblas_config() -> str:
+    """numpy's bundled OpenBLAS config string with the kernel it chose (ctypes; no threadpoolctl needed)."""
+    import ctypes
+    import glob
+
+    for path in glob.glob(str(Path(np.__file__).parent) + ".libs/*openblas*"):
+        library = ctypes.CDLL(path)
+        for name in ("scipy_openblas_get_config64_", "openblas_get_config64_", "openblas_get_config"):
+            getter = getattr(library, name, None)
+            if getter is not None:
+                getter.restype = ctypes.c_char_p
+                return bytes(getter()).decode(errors="replace")
+    return "unknown"
+
+
 def machine_line() -> str:
     """CPU model, usable cores, and the BLAS kernel numpy runs (threadpoolctl when installed)."""
     blas = "unknown"
@@ -206,9 +221,11 @@ def machine_line() -> str:
                 f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}" for i in infos
             )
     except ImportError:
-        pass
+        blas = _openblas_config()
     coretype = os.environ.get("OPENBLAS_CORETYPE", "")
-    return f"cpu: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; numpy BLAS: {blas}" + (
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    cores = len(os.sched_getaffinity(0))
+    return f"cpu: {cpu_model()}, {cores} cores (load average {load}); numpy BLAS: {blas}" + (
         f"; OPENBLAS_CORETYPE={coretype}" if coretype else ""
     )
 

@@ -101,7 +101,7 @@ def _sweep_real(base: np.ndarray, queries: np.ndarray) -> None:
     print(f"100k real ({n:,} indexed, {len(queries)} held-out queries, one thread per query)")
     _line("exact numpy (baseline)", recall_at(found, truth), exact_ms, exact_ms)
     rng = np.random.default_rng(SEED)
-    cats: np.ndarray = rng.integers(0, 100, size=n)
+    cats = np.asarray(rng.integers(0, 100, size=n), dtype=np.int64)
     metadata = [{"title": "", "category": f"c{c:02d}"} for c in cats]
     ids = [f"p{i}" for i in range(n)]
     started = time.perf_counter()
@@ -128,7 +128,7 @@ def _sweep_real(base: np.ndarray, queries: np.ndarray) -> None:
     second_moment = (base.T.astype(np.float64) @ base.astype(np.float64)) / n
     eigval, eigvec = np.linalg.eigh(second_moment)
     order = np.argsort(eigval)[::-1]
-    for dims in (96, 128):
+    for dims in (int(d) for d in os.environ.get("BENCH_ANN_PCA", "96,128").split(",") if d):
         projection = np.ascontiguousarray(eigvec[:, order[:dims]].astype(np.float32))
         kept = float(eigval[order[:dims]].sum() / eigval.sum())
         projected = np.ascontiguousarray(base @ projection)
