@@ -81,7 +81,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _local_up(args: argparse.Namespace) -> int:
     from embrec.demo import DemoOptions, run_local_up
 
-    return run_local_up(DemoOptions(serve=not args.no_serve, sample_data=False))
+    return run_local_up(DemoOptions(serve=not args.no_serve))
 
 
 def _add_demo_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

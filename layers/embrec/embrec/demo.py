@@ -336,7 +336,6 @@ class DemoOptions:
     dataset_dir: Path | None = None
     events: int = 20_000
     serve: bool = True
-    sample_data: bool = True
     api_port: int | None = None
     aws_port: int | None = None
     stream: IO[str] = field(default_factory=lambda: sys.stdout)
