@@ -451,28 +451,27 @@ def tune(
     users: int | None = 150,
     seed: int = 0,
     cf_grid: Sequence[SignalParams] | None = None,
-    half_lives: Sequence[float | None] = (1.0, 7.0, 30.0, 180.0, None),
+    half_lives: Sequence[float | None] = (30.0, None),
+    passes: int = 1,
     weight_grid: Mapping[str, Sequence[float]] | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> TuneResult:
     """Coordinate search on a validation split = :func:`leave_last_out` of ``split.train`` (each user's last
     *training* event), hybrid strategy, objective NDCG@10 then HR@10: CF parameters first (with default
-    weights), then the profile half-life, then each blend weight in turn (two passes)."""
+    weights), then the profile half-life, then each blend weight in turn (``passes`` passes)."""
     validation = leave_last_out(split.train)
     cases = sample_cases(validation.cases, users, seed)
     popularity, n_users = _popularity(validation.train)
     default_sp = SignalParams()
     cf_grid = list(cf_grid) if cf_grid is not None else [
         default_sp,
-        replace(default_sp, shrinkage=0.0),
-        replace(default_sp, shrinkage=50.0),
-        replace(default_sp, neighbours=100),
+        replace(default_sp, shrinkage=50.0, neighbours=100),
         replace(default_sp, cf_model="ease", ease_lambda=500.0),
     ]
     weight_grid = weight_grid or {
-        "embedding": (0.0, 0.1, 0.25, 0.5, 1.0),
-        "cf": (0.1, 0.3, 0.6, 1.0, 2.0),
-        "trending": (0.0, 0.1, 0.2, 0.4, 0.8),
+        "cf": (1.0, 3.0),
+        "embedding": (0.1, 0.25),
+        "trending": (0.0, 0.5),
     }
     trials: list[dict[str, Any]] = []
     ids = index.live_ids()
@@ -508,7 +507,7 @@ def tune(
         m = score(best_sp, weights, candidate)
         if _objective(m) > _objective(best):
             profile, best = candidate, m
-    for _ in range(2):
+    for _ in range(passes):
         for name, values in weight_grid.items():
             for value in values:
                 if value == getattr(weights, name):
@@ -589,7 +588,7 @@ def run(
     cache_dir: Path = Path(".cache/eval"),
     strategies: Sequence[str] = STRATEGIES,
     do_tune: bool = False,
-    tune_users: int | None = 150,
+    tune_users: int | None = 100,
     log: Callable[[str], None] = lambda _: None,
 ) -> tuple[EvalResult, TuneResult | None]:
     """Load, encode (cached), index, split, evaluate; with ``do_tune`` also tune on the validation split and
@@ -610,6 +609,7 @@ def run(
     log(f"loaded {dataset.name}: {len(ids)} items, {len(split.cases)} test users, {len(cases)} evaluated "
         f"({time.perf_counter() - started:.1f}s)")
     metrics = evaluate(index, split, cases, strategies=strategies)
+    log(markdown_table(metrics) + f"\n({time.perf_counter() - started:.1f}s)")
     tuned: TuneResult | None = None
     if do_tune:
         tuned = tune(index, split, users=tune_users, seed=seed, log=log)
@@ -669,7 +669,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cmd.add_argument("--json", action="store_true", help="print JSON instead of the markdown table")
     cmd.add_argument("--plot", default=None, help="write a PNG chart here (needs matplotlib)")
     cmd.add_argument("--tune", action="store_true", help="tune on a validation split carved from training")
-    cmd.add_argument("--tune-users", type=int, default=150, help="validation users sampled for tuning")
+    cmd.add_argument("--tune-users", type=int, default=100, help="validation users sampled for tuning")
     cmd.add_argument("--encoder", default=None, help="built encoder directory (default: built into --cache)")
     cmd.add_argument("--cache", default=".cache/eval", help="cache for encoded item vectors and the encoder")
     cmd.set_defaults(handler=_cli)
