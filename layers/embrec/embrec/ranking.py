@@ -11,8 +11,8 @@ The request path (no encoder): :func:`recommend` picks a strategy —
 Candidates are the union of ANN neighbours (filters and seen items pushed into ``index.search`` so a
 selective filter does not lose recall), CF neighbours of recent history items (weighted by interaction
 weights) and trending items. Scales: embedding similarity between the pool's median (0) and maximum (1);
-CF as the weighted mean neighbour similarity to the history (absolute, so thin co-occurrence evidence
-stays small); trending min-max over the pool, gated by that personal relevance; missing = 0. They are
+CF (weighted mean neighbour similarity to the history) divided by the pool's maximum; trending min-max
+over the pool, gated by that personal relevance; missing = 0. They are
 blended with :class:`BlendWeights`, then MMR re-ranks with ``lambda = 1 - diversity``. Every fetched
 history item is excluded, not only the recent ones. Ties break by item id: equal input, equal output.
 
@@ -90,7 +90,9 @@ class RankParams:
     excluded unless ``include_unavailable`` or the filter sets ``available`` itself. ``diversity``: 0 =
     pure relevance order, 1 = maximal MMR diversity. ``strategy``: force a strategy (it still falls
     back down personalized → onboarding → trending when its input is missing). ``candidate_pool``: how
-    many candidates each signal contributes before blending.
+    many candidates each signal contributes before blending. ``cf_floor``: CF scores are divided by
+    ``max(pool maximum, cf_floor)``; 0 (scale-free) measured best on MovieLens (a floor of 0.3 cost a
+    quarter of HR@10), a floor keeps thin co-occurrence evidence from being stretched to 1.
     """
 
     k: int = 10
@@ -103,6 +105,7 @@ class RankParams:
     include_unavailable: bool = False
     profile: ProfileParams = field(default_factory=ProfileParams)
     max_cf_sources: int = 50
+    cf_floor: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
@@ -114,6 +117,8 @@ class RankParams:
             raise InvalidInputError("strategy", f"must be one of {allowed}, got {self.strategy!r}")
         if self.candidate_pool < 1 or self.max_cf_sources < 0:
             raise InvalidInputError("candidate_pool", "must be >= 1")
+        if not (math.isfinite(self.cf_floor) and self.cf_floor >= 0):
+            raise InvalidInputError("cf_floor", f"must be a finite number >= 0, got {self.cf_floor}")
 
     def effective_filters(self) -> Filters | None:
         if self.include_unavailable or (self.filters is not None and self.filters.available is not None):
@@ -353,7 +358,9 @@ def _gather(
     return _Pool(ids, embedding, cf_raw, trend, {item_id: src for item_id, (_, src) in cf_best.items()})
 
 
-def _blend(pool: _Pool, weights: BlendWeights) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _blend(
+    pool: _Pool, weights: BlendWeights, cf_floor: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Blended relevance (n,) and the three weighted parts.
 
     Trending is gated by personal relevance (max of the normalised embedding and CF scores): popularity
@@ -361,7 +368,8 @@ def _blend(pool: _Pool, weights: BlendWeights) -> tuple[np.ndarray, np.ndarray, 
     popularity alone. (The "trending" strategy ranks by trending directly.)
     """
     e_norm = _above_median(pool.embedding)
-    c_norm = np.clip(pool.cf, 0.0, 1.0)
+    cf_max = max(float(pool.cf.max()) if pool.cf.size else 0.0, cf_floor)
+    c_norm = pool.cf / cf_max if cf_max > 0 else np.zeros_like(pool.cf)
     gate = np.maximum(e_norm, c_norm)
     e = weights.embedding * e_norm
     c = weights.cf * c_norm
@@ -458,7 +466,7 @@ def _personalized(
     pool = _gather(index, signals, queries, shares, cf_sources, pool_size, filters, seen, use_trending)
     if not pool.ids:
         return RankedList("personalized", [])
-    relevance, e, c, t = _blend(pool, params.weights)
+    relevance, e, c, t = _blend(pool, params.weights, params.cf_floor)
     trend_rank = _minmax(pool.trending)  # "popular" only for the upper half of the pool's trending range
     picked, scores = _select(index, pool.ids, relevance, params.k, params.diversity)
     items = []
