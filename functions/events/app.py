@@ -7,6 +7,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from embrec import service
+from embrec.auth import caller_from_event
 from embrec.http import api_resolver, json_response
 from embrec.observability import logger, metrics, tracer
 from embrec.runtime import get_runtime
@@ -16,7 +17,8 @@ app = api_resolver(logger)
 
 @app.post("/events")
 def events() -> Response[str]:
-    return json_response(service.record_events(get_runtime(), app.current_event.decoded_body), 202)
+    caller = caller_from_event(app.current_event.raw_event)
+    return json_response(service.record_events(get_runtime(), app.current_event.decoded_body, caller), 202)
 
 
 @app.delete("/users/<user_id>")

@@ -770,7 +770,13 @@ class LiveArtifact(Generic[T]):
                     pointer = self._store.read_current()
                     if pointer is None:
                         raise NotFoundError("no index has been published yet")
-                    self._loaded = self._load_version(pointer)
+                    try:
+                        self._loaded = self._load_version(pointer)
+                    except ArtifactError as error:
+                        self._refused.add(pointer.version)
+                        reason = type(error).__name__
+                        self._emit("refused", version=pointer.version, reason=reason, message=str(error))
+                        self._loaded = self._load_fallback(pointer, error)
                     self._checked_at = self._clock()
                 return self._loaded
         if self._clock() - self._checked_at >= self._refresh_s:
@@ -818,6 +824,29 @@ class LiveArtifact(Generic[T]):
                 return False
             self._forget_old_dirs(current)
             return True
+
+    def _load_fallback(self, pointer: Pointer, error: ArtifactError) -> LoadedArtifact[T]:
+        """Cold start with a current version that fails verification: serve the newest older one that passes.
+
+        Only complete versions published before the refused one qualify (older data, never unverified data);
+        the pointer's ETag is kept, so the next refresh waits for a new pointer instead of retrying the bad
+        version. Re-raises ``error`` when no version verifies: the container then answers 503.
+        """
+        refused_at = int(pointer.document.get("published_at", 0) or 0)
+        for info in self._store.list_versions():
+            if not info.complete or info.version in self._refused:
+                continue
+            if refused_at and info.published_at > refused_at:
+                continue
+            try:
+                loaded = self._load_version(Pointer(info.version, pointer.etag, pointer.document))
+            except ArtifactError as older:
+                self._refused.add(info.version)
+                self._emit("refused", version=info.version, reason=type(older).__name__, message=str(older))
+                continue
+            self._emit("fallback", version=info.version, refused=pointer.version)
+            return loaded
+        raise error
 
     def _load_version(self, pointer: Pointer) -> LoadedArtifact[T]:
         started = time.monotonic()

@@ -13,7 +13,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
+from embrec.auth import caller_from_event, require_user
 from embrec.errors import EmbrecError
 
 __all__ = ["PERSONAL", "SHARED", "api_resolver", "json_response"]
@@ -37,6 +39,15 @@ def api_resolver(logger: Logger) -> APIGatewayHttpResolver:
     CORS is answered by API Gateway itself (the HttpApi's CorsConfiguration in template.yaml).
     """
     app = APIGatewayHttpResolver()
+
+    def _own_user_only(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[str]:
+        # Object-level authorisation for every route with a {user_id}, before the route runs (embrec.auth).
+        user_id = app.context.get("_route_args", {}).get("user_id")
+        if user_id is not None:
+            require_user(caller_from_event(app.current_event.raw_event), user_id)
+        return next_middleware(app)
+
+    app.use(middlewares=[_own_user_only])
 
     @app.exception_handler(EmbrecError)
     def _known(error: EmbrecError) -> Response[str]:

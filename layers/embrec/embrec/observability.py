@@ -14,6 +14,7 @@ __all__ = [
     "METRIC_COLD_START_LOAD_MS",
     "METRIC_EVENTS_ACCEPTED",
     "METRIC_EVENTS_REJECTED",
+    "METRIC_INDEX_FALLBACK",
     "METRIC_INDEX_REFUSED",
     "METRIC_ROWS_ACCEPTED",
     "METRIC_ROWS_REJECTED",
@@ -30,6 +31,7 @@ SERVICE = "embrec"
 
 METRIC_COLD_START_LOAD_MS = "ArtifactLoadMs"
 METRIC_INDEX_REFUSED = "IndexRefused"
+METRIC_INDEX_FALLBACK = "IndexFallback"  # a cold start served an older verified version
 METRIC_TRENDING_FALLBACK = "TrendingFallback"
 METRIC_CANDIDATES = "Candidates"
 METRIC_SHARED_CACHE_HIT = "SharedCacheHit"

@@ -29,6 +29,7 @@ from embrec.errors import NotFoundError
 from embrec.index import IndexDelta, VectorIndex
 from embrec.observability import (
     METRIC_COLD_START_LOAD_MS,
+    METRIC_INDEX_FALLBACK,
     METRIC_INDEX_REFUSED,
     METRIC_SHARED_CACHE_HIT,
     MetricUnit,
@@ -109,7 +110,12 @@ def _on_artifact_event(name: str, fields: Mapping[str, Any]) -> None:
         logger.info("index loaded", extra=dict(fields))
     elif name == "refused":
         metrics.add_metric(name=METRIC_INDEX_REFUSED, unit=MetricUnit.Count, value=1)
-        logger.warning("artifact refused", extra=dict(fields))
+        # "message" is a LogRecord attribute: logging refuses it as an extra key
+        extra = {("detail" if key == "message" else key): value for key, value in fields.items()}
+        logger.warning("artifact refused", extra=extra)
+    elif name == "fallback":
+        metrics.add_metric(name=METRIC_INDEX_FALLBACK, unit=MetricUnit.Count, value=1)
+        logger.warning("serving an older verified index version", extra=dict(fields))
     else:
         logger.debug(name, extra=dict(fields))
 

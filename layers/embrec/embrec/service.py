@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from embrec import api, ranking
+from embrec.auth import Caller, require_users
 from embrec.catalog import read_catalog_named
 from embrec.errors import CompatibilityError, EmbrecError, ServiceUnavailableError
 from embrec.ingest import CatalogObject, IngestCounts, chunk_rows, ingest_rows, parse_ingest_message
@@ -173,10 +174,15 @@ def onboard(runtime: Runtime, user_id: str, body: str | None) -> dict[str, Any]:
     }
 
 
-def record_events(runtime: Runtime, body: str | None) -> dict[str, Any]:
-    """``POST /events``: each event accepted (stored exactly once) or rejected with its field and reason."""
+def record_events(runtime: Runtime, body: str | None, caller: Caller | None = None) -> dict[str, Any]:
+    """``POST /events``: each event accepted (stored exactly once) or rejected with its field and reason.
+
+    A JWT ``caller`` may only send its own events: one event for another user refuses the whole batch (403)
+    before anything is written.
+    """
     now = runtime.clock()
     accepted, rejected = api.parse_events(api.parse_body(body), now)
+    require_users(caller, {event.user_id for event in accepted})
     stored = runtime.interactions.put_events(
         [
             UserEvent(

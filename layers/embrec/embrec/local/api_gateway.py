@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from embrec.errors import ServiceUnavailableError
+from embrec.errors import AuthenticationError, ServiceUnavailableError
 from embrec.local.runtime import DEFAULT_ACCOUNT_ID, HttpRoute, LambdaFunction
 
 __all__ = [
@@ -297,8 +297,12 @@ class ApiGatewayServer:
         port: int = 0,
         api_id: str = "local",
         max_body_bytes: int = MAX_BODY_BYTES,
+        authorizer: Callable[[Mapping[str, str]], dict[str, Any]] | None = None,
     ) -> None:
         self.routes = routes
+        # ``headers -> requestContext.authorizer`` (raises AuthenticationError): the API's default authorizer,
+        # applied to every route but the public ones, as API Gateway's JWT authorizer does (embrec.local.jwt).
+        self._authorizer = authorizer
         self._resolve = resolve
         self._api_id = api_id
         self._max_body = max_body_bytes
@@ -367,6 +371,13 @@ class ApiGatewayServer:
                 request_id=request_id,
                 protocol=protocol,
             )
+            if self._authorizer is not None and not match.route.public:
+                try:
+                    event["requestContext"]["authorizer"] = self._authorizer(event["headers"])
+                except AuthenticationError:
+                    response = error_response(401, "unauthorized", "Unauthorized")
+                    response.headers.append(("apigw-requestid", request_id))
+                    return response
             try:
                 function = self._resolve(match.target)
                 response = translate_response(function.invoke(event, request_id=str(uuid.uuid4())))

@@ -49,6 +49,7 @@ class HttpRoute:
 
     method: str
     path: str
+    public: bool = False  # ``Auth: {Authorizer: NONE}``: no authorizer even when the API has one
 
     @property
     def route_key(self) -> str:
@@ -148,6 +149,7 @@ def function_specs(template: Mapping[str, Any], root: Path) -> dict[str, Functio
                     HttpRoute(
                         "ANY" if method in ("*", "X-AMAZON-APIGATEWAY-ANY-METHOD") else method,
                         str(ev.get("Path", "$default")),
+                        public=str((ev.get("Auth") or {}).get("Authorizer", "")).upper() == "NONE",
                     )
                 )
             elif kind == "SQS":

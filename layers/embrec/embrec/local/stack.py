@@ -31,6 +31,7 @@ from embrec.errors import NotFoundError, ServiceUnavailableError
 from embrec.local.api_gateway import ApiGatewayServer, RouteTable
 from embrec.local.aws_endpoint import LOCAL_CREDENTIALS, AwsEndpoint, patched_environ
 from embrec.local.dispatch import QueuePoller, Scheduler
+from embrec.local.jwt import LocalJwt
 from embrec.local.runtime import FunctionSpec, LambdaFunction, function_specs
 
 if TYPE_CHECKING:
@@ -57,6 +58,10 @@ def _default_provisioner(template: Mapping[str, Any], clients: Any, region: str)
     from embrec.template import create_local_resources
 
     return create_local_resources(template, clients, region=region)
+
+
+#: Under ``Settings.cache_dir``: the local JWT signing key (EMBREC_AUTH=jwt).
+LOCAL_JWT_KEY_FILE = "local-jwt.key"
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,14 @@ class LocalEnvironment:
         schedule: bool = True,
         provision: Provisioner | None = None,
         poll_wait_seconds: int = 1,
+        jwt: LocalJwt | None = None,
     ) -> None:
         settings = settings or Settings.from_env()
+        # EMBREC_AUTH=jwt (or an explicit ``jwt``): the API checks bearer tokens like API Gateway's JWT
+        # authorizer; the key file lets another process mint tokens (``LocalJwt.from_file(...).issue(sub)``).
+        if jwt is None and settings.auth == "jwt":
+            jwt = LocalJwt.from_file(Path(settings.cache_dir) / LOCAL_JWT_KEY_FILE)
+        self.jwt = jwt
         self.root = (project_root or default_project_root()).resolve()
         self.template_path = (template or self.root / "template.yaml").resolve()
         self.host = host
@@ -211,7 +222,10 @@ class LocalEnvironment:
             self._start_pollers(specs, settings)
         if self._serve_api:
             routes = RouteTable.from_functions(self.functions.values())
-            api = ApiGatewayServer(routes, self.function, host=self.host, port=self._ports.api)
+            authorizer = None if self.jwt is None else self.jwt.authorize
+            api = ApiGatewayServer(
+                routes, self.function, host=self.host, port=self._ports.api, authorizer=authorizer
+            )
             self.api = api
             self._exit.callback(api.stop)
             api.start()
