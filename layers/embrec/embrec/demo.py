@@ -334,7 +334,7 @@ class DemoOptions:
 
     project_root: Path | None = None
     dataset_dir: Path | None = None
-    events: int = 20_000
+    events: int = 3_000
     serve: bool = True
     api_port: int | None = None
     aws_port: int | None = None
@@ -409,7 +409,11 @@ def _start_env(tour: _Tour, root: Path) -> Any:
     from embrec.local import LocalEnvironment
 
     tour.step("starting the local stack (AWS endpoint, resources from template.yaml, API emulator)")
-    env = LocalEnvironment(root, api_port=tour.options.api_port, aws_port=tour.options.aws_port)
+    # The schedule starts once the tour is done: a timed rebuild in the middle of the replay would only
+    # compete with it for the two cores (and for moto, which is not built for concurrent transactions).
+    env = LocalEnvironment(
+        root, api_port=tour.options.api_port, aws_port=tour.options.aws_port, schedule=False
+    )
     env.start()
     tour.say(f"    AWS endpoint {env.endpoint_url}   API {env.api_url}   bucket {env.settings.bucket}")
     return env
@@ -596,6 +600,7 @@ def _print_ready(tour: _Tour, env: Any, health: Mapping[str, Any], *, sample: bo
 
 
 def _serve(tour: _Tour, env: Any) -> None:
+    env.start_schedules()
     tour.say(f"serving until Ctrl-C (scheduled rebuild every {env.rebuild_seconds:.0f}s)")
     env.serve_forever()
     tour.say("stopped")

@@ -252,6 +252,10 @@ class Scheduler:
         )
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
     def stop(self) -> None:
         """Stop the timer; a run in progress finishes first."""
         self._stop.set()
