@@ -310,6 +310,14 @@ class LocalEnvironment:
         self._require_ready()
         return self.function(name).invoke(event)
 
+    def start_schedules(self) -> None:
+        """Start the scheduled functions' timers now (for an environment started with ``schedule=False``)."""
+        self._require_ready()
+        for scheduler in self.schedulers:
+            if not scheduler.running:
+                self._exit.callback(scheduler.stop)
+                scheduler.start()
+
     def trigger_rebuild(self) -> Any:
         """Run the scheduled function (the rebuild) now, synchronously, with a scheduled event; its result.
 
