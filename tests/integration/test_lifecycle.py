@@ -38,7 +38,8 @@ class Deployment:
         self.env = env
         self.clients = clients
         self.functions = {
-            logical_id: LambdaFunction(spec) for logical_id, spec in function_specs(load_template(), ROOT).items()
+            logical_id: LambdaFunction(spec)
+            for logical_id, spec in function_specs(load_template(), ROOT).items()
         }
         self.base_http = json.loads((EVENTS / "http_api_v2.json").read_text())
 
@@ -67,7 +68,9 @@ class Deployment:
         url = self.env["EMBREC_INGEST_QUEUE_URL"]
         outcomes = []
         while True:
-            received = self.clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            received = self.clients.sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            )
             messages = received.get("Messages", [])
             if not messages:
                 return outcomes
@@ -75,7 +78,8 @@ class Deployment:
                 {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
                  "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
                  "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
-                 "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:embrec-ingest", "awsRegion": "us-east-1"}
+                 "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:embrec-ingest",
+                 "awsRegion": "us-east-1"}
                 for m in messages
             ]}
             result = self.function("ingest").invoke(event)
@@ -129,12 +133,16 @@ def test_whole_life(deployment: Deployment) -> None:
     # When S3 -> SQS -> ingest runs, then the rebuild
     deployment.drain_ingest_queue()
     report = json.loads(
-        deployment.clients.s3.get_object(Bucket=bucket, Key="catalog/reports/movies slice.jsonl.json")["Body"].read()
+        deployment.clients.s3.get_object(Bucket=bucket, Key="catalog/reports/movies slice.jsonl.json")[
+            "Body"
+        ].read()
     )
     assert report["total"] == len(rows)
     assert report["rejected"] == 1 and report["accepted"] == len(dataset.catalog_rows)
     assert report["total"] == report["accepted"] + report["unchanged"] + report["rejected"]
-    rejected = deployment.clients.s3.get_object(Bucket=bucket, Key="catalog/rejected/movies slice.jsonl.jsonl")
+    rejected = deployment.clients.s3.get_object(
+        Bucket=bucket, Key="catalog/rejected/movies slice.jsonl.jsonl"
+    )
     rejected_rows = [json.loads(line) for line in rejected["Body"].read().splitlines()]
     assert rejected_rows[0]["line"] == len(rows)
     assert {e["field"] for e in rejected_rows[0]["errors"]} >= {"title", "price"}
@@ -161,7 +169,8 @@ def test_whole_life(deployment: Deployment) -> None:
     assert status == 202 and body["accepted"] == 1 and body["rejected"] == 1
     assert body["results"][0]["field"] == "timestamp"
     status, body, _ = deployment.http("POST", "/events", body=events, function="events")
-    assert status == 202 and [r["status"] for r in body["results"] if r.get("event_id") == "e-1"] == ["duplicate"]
+    assert status == 202
+    assert [r["status"] for r in body["results"] if r.get("event_id") == "e-1"] == ["duplicate"]
 
     status, body, _ = deployment.http("GET", "/users/u-1/recommendations", {"k": 5, "explain": "true"})
     assert status == 200 and body["strategy"] == "personalized"
@@ -179,7 +188,8 @@ def test_whole_life(deployment: Deployment) -> None:
 
     # Similar items and search
     status, body, _ = deployment.http("GET", f"/items/{toy_story}/similar", {"k": 3})
-    assert status == 200 and len(body["items"]) == 3 and toy_story not in [i["item_id"] for i in body["items"]]
+    assert status == 200 and len(body["items"]) == 3
+    assert toy_story not in [i["item_id"] for i in body["items"]]
     status, body, _ = deployment.http("GET", "/search", {"q": "toy story", "k": 3}, function="cold_start")
     assert status == 200 and body["items"][0]["item_id"] == toy_story
 
@@ -196,7 +206,8 @@ def test_whole_life(deployment: Deployment) -> None:
     # A new item appears without a rebuild (an index delta), and a tombstone removes one
     new_item = {"item_id": "new-1", "title": "Galactic Submarine Cooking Contest",
                 "description": "Chefs compete underwater in deep space.", "category": "Comedy"}
-    _upload(deployment, "catalog/incoming/new.jsonl", to_jsonl([new_item, {"item_id": toy_story, "deleted": True}]))
+    tombstone = {"item_id": toy_story, "deleted": True}
+    _upload(deployment, "catalog/incoming/new.jsonl", to_jsonl([new_item, tombstone]))
     deployment.drain_ingest_queue()
     status, body, _ = deployment.http("GET", "/search", {"q": "underwater space cooking", "k": 3},
                                       function="cold_start")
