@@ -27,7 +27,7 @@ EXPECTED_S3: dict[str, dict[str, set[str]]] = {
         "s3:PutObject": {"catalog/rejected/*", "catalog/reports/*", "deltas/*"},
     },
     "RebuildFunction": {
-        "s3:GetObject": {"index/*", "deltas/*"},
+        "s3:GetObject": {"index/*", "deltas/*", "encoder/*"},
         "s3:PutObject": {"index/*"},
         "s3:AbortMultipartUpload": {"index/*"},
         "s3:DeleteObject": {"index/*", "deltas/*"},
@@ -35,7 +35,7 @@ EXPECTED_S3: dict[str, dict[str, set[str]]] = {
 }
 EXPECTED_TABLES: dict[str, dict[str, set[str]]] = {
     "RecommendFunction": {"InteractionsTable": {"read"}, "ProfilesTable": {"read"}},
-    "ColdStartFunction": {"ProfilesTable": {"read", "write"}},
+    "ColdStartFunction": {"ProfilesTable": {"read", "write"}, "InteractionsTable": {"read"}},
     "EventsFunction": {
         "InteractionsTable": {"read", "write", "delete"},
         "ProfilesTable": {"delete"},
@@ -365,6 +365,7 @@ def test_each_function_reaches_only_its_prefixes_and_tables(template: T) -> None
         s3: dict[str, set[str]] = {}
         listable: set[str] = set()
         tables: dict[str, set[str]] = {}
+        queue_actions: set[str] = set()
         for statement in _statements(roles[role_id]):
             for action in _as_list(statement["Action"]):
                 for resource in _as_list(statement["Resource"]):
@@ -386,8 +387,17 @@ def test_each_function_reaches_only_its_prefixes_and_tables(template: T) -> None
                     else:
                         assert function_id == "IngestFunction" and action.startswith("sqs:"), action
                         assert resource == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
+                        queue_actions.add(action)
         assert s3 == EXPECTED_S3[function_id], function_id
         assert tables == EXPECTED_TABLES[function_id], function_id
+        if function_id == "IngestFunction":  # consume, and re-enqueue the rest of a large file
+            assert queue_actions == {
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ChangeMessageVisibility",
+                "sqs:SendMessage",
+            }
         readable = EXPECTED_S3[function_id].get("s3:GetObject", set())
         assert listable == readable, function_id
     assert used_roles == set(roles)
