@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from embrec.artifacts import ArtifactStore, LiveArtifact
 from embrec.aws import AwsClients, aws_errors, clients
@@ -81,7 +81,7 @@ class SharedCache:
             if found is not None and now - found[0] < self._ttl:
                 self._entries.move_to_end(key)
                 metrics.add_metric(name=METRIC_SHARED_CACHE_HIT, unit=MetricUnit.Count, value=1)
-                return found[1]  # type: ignore[no-any-return]
+                return found[1]
         value = compute()
         with self._lock:
             self._entries[key] = (now, value)
@@ -199,7 +199,7 @@ class Runtime:
         return dict(json.loads((directory / "encoder.json").read_text(encoding="utf-8")))
 
     @contextmanager
-    def open_catalog(self, key: str, etag: str | None) -> Iterator[IO[bytes]]:
+    def open_catalog(self, key: str, etag: str | None) -> Iterator[BinaryIO]:
         """Stream one uploaded catalog object (``IfMatch`` on the notified ETag when there is one)."""
         kwargs: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": key}
         if etag:
