@@ -20,7 +20,7 @@ T = dict[str, Any]
 # What each function may touch: S3 actions by key prefix, DynamoDB actions by table (logical ids).
 EXPECTED_S3: dict[str, dict[str, set[str]]] = {
     "RecommendFunction": {"s3:GetObject": {"index/*", "deltas/*", "config/*"}},
-    "ColdStartFunction": {"s3:GetObject": {"encoder/*", "index/*", "deltas/*"}},
+    "ColdStartFunction": {"s3:GetObject": {"encoder/*", "index/*", "deltas/*", "config/*"}},
     "EventsFunction": {},
     "IngestFunction": {
         "s3:GetObject": {"catalog/incoming/*", "encoder/*", "index/current.json"},
@@ -34,8 +34,16 @@ EXPECTED_S3: dict[str, dict[str, set[str]]] = {
     },
 }
 EXPECTED_TABLES: dict[str, dict[str, set[str]]] = {
-    "RecommendFunction": {"InteractionsTable": {"read"}, "ProfilesTable": {"read"}},
-    "ColdStartFunction": {"ProfilesTable": {"read", "write"}, "InteractionsTable": {"read"}},
+    "RecommendFunction": {
+        "InteractionsTable": {"read"},
+        "ProfilesTable": {"read"},
+        "ImpressionsTable": {"write"},
+    },
+    "ColdStartFunction": {
+        "ProfilesTable": {"read", "write"},
+        "InteractionsTable": {"read"},
+        "ImpressionsTable": {"write"},
+    },
     "EventsFunction": {
         "InteractionsTable": {"read", "write", "delete"},
         "ProfilesTable": {"delete"},
@@ -182,6 +190,7 @@ def test_environment_names_are_the_settings_constants(template: T) -> None:
         (config.ENV_INTERACTIONS_TABLE, "InteractionsTable"),
         (config.ENV_PROFILES_TABLE, "ProfilesTable"),
         (config.ENV_IDEMPOTENCY_TABLE, "IdempotencyTable"),
+        (config.ENV_IMPRESSIONS_TABLE, "ImpressionsTable"),
         (config.ENV_INGEST_QUEUE_URL, "IngestQueue"),
     ):
         assert variables[name] == {"Ref": logical}
@@ -275,6 +284,7 @@ def test_tables_keys_ttl_pitr_retention(template: T) -> None:
         "InteractionsTable": ({"user_id": "HASH", "sk": "RANGE"}, "expires_at"),
         "ProfilesTable": ({"user_id": "HASH"}, None),
         "IdempotencyTable": ({"id": "HASH"}, "expiration"),
+        "ImpressionsTable": ({"recommendation_id": "HASH"}, "expires_at"),
     }
     assert set(tables) == set(expected)
     for table_id, table in tables.items():

@@ -8,6 +8,7 @@ embrec rebuild [--aws]                       run the rebuild use case now
 embrec recommend USER_ID [--k N --explain --category C ...]
 embrec similar ITEM_ID [--k N]
 embrec search TEXT [--k N]
+embrec report --experiment NAME [--since ISO] [--json] [--emf] [--aws]   online A/B report
 
 Every command finds the stack through the settings: ``EMBREC_AWS_ENDPOINT`` (else the local endpoint on
 127.0.0.1:``EMBREC_AWS_PORT``; ``--aws`` uses the real AWS region instead) and ``EMBREC_PORT`` for the HTTP
@@ -320,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     from embrec import evaluation  # local: keeps numpy/hnswlib off the import path of the other commands
 
     evaluation.add_cli(subparsers)
+    from embrec import reporting
+
+    reporting.add_cli(subparsers)
     return parser
 
 

@@ -21,6 +21,7 @@ ENV_ITEMS_TABLE = "EMBREC_ITEMS_TABLE"
 ENV_INTERACTIONS_TABLE = "EMBREC_INTERACTIONS_TABLE"
 ENV_PROFILES_TABLE = "EMBREC_PROFILES_TABLE"
 ENV_IDEMPOTENCY_TABLE = "EMBREC_IDEMPOTENCY_TABLE"
+ENV_IMPRESSIONS_TABLE = "EMBREC_IMPRESSIONS_TABLE"
 ENV_INGEST_QUEUE_URL = "EMBREC_INGEST_QUEUE_URL"
 # Where AWS is: a real region, or a local endpoint (moto server, LocalStack)
 ENV_AWS_ENDPOINT = "EMBREC_AWS_ENDPOINT"
@@ -39,6 +40,10 @@ ENV_INDEX_REFRESH_SECONDS = "EMBREC_INDEX_REFRESH_SECONDS"
 ENV_SHARED_CACHE_SECONDS = "EMBREC_SHARED_CACHE_SECONDS"
 ENV_EVENT_TTL_DAYS = "EMBREC_EVENT_TTL_DAYS"
 ENV_KEEP_VERSIONS = "EMBREC_KEEP_VERSIONS"
+# Multi-modal fusion (embrec.fusion): auto|off, and the weights of the image and metadata parts
+ENV_FUSION = "EMBREC_FUSION"
+ENV_FUSION_IMAGE_WEIGHT = "EMBREC_FUSION_IMAGE_WEIGHT"
+ENV_FUSION_META_WEIGHT = "EMBREC_FUSION_META_WEIGHT"
 
 DEFAULT_AWS_PORT = 4566
 DEFAULT_PORT = 3000
@@ -79,6 +84,7 @@ class Settings:
     interactions_table: str = "embrec-interactions"
     profiles_table: str = "embrec-profiles"
     idempotency_table: str = "embrec-idempotency"
+    impressions_table: str = "embrec-impressions"
     ingest_queue_url: str = ""
     aws_endpoint: str | None = None
     aws_port: int = DEFAULT_AWS_PORT
@@ -93,6 +99,9 @@ class Settings:
     shared_cache_seconds: float = 30.0
     event_ttl_days: int = 365
     keep_versions: int = 5
+    fusion_mode: str = "auto"
+    fusion_image_weight: float = 0.5  # embrec.fusion.DEFAULT_IMAGE_WEIGHT
+    fusion_meta_weight: float = 0.0  # embrec.fusion.DEFAULT_META_WEIGHT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,12 +111,16 @@ class Settings:
         if auth not in ("none", "jwt", "iam"):
             raise InvalidInputError(ENV_AUTH, f"must be none, jwt or iam, got {auth!r}")
         aws_port = _int(env, ENV_AWS_PORT, DEFAULT_AWS_PORT, 1)
+        fusion_mode = env.get(ENV_FUSION, "auto").lower() or "auto"
+        if fusion_mode not in ("auto", "off"):
+            raise InvalidInputError(ENV_FUSION, f"must be auto or off, got {fusion_mode!r}")
         return cls(
             bucket=env.get(ENV_BUCKET, defaults.bucket),
             items_table=env.get(ENV_ITEMS_TABLE, defaults.items_table),
             interactions_table=env.get(ENV_INTERACTIONS_TABLE, defaults.interactions_table),
             profiles_table=env.get(ENV_PROFILES_TABLE, defaults.profiles_table),
             idempotency_table=env.get(ENV_IDEMPOTENCY_TABLE, defaults.idempotency_table),
+            impressions_table=env.get(ENV_IMPRESSIONS_TABLE, defaults.impressions_table),
             ingest_queue_url=env.get(ENV_INGEST_QUEUE_URL, ""),
             aws_endpoint=env.get(ENV_AWS_ENDPOINT) or None,
             aws_port=aws_port,
@@ -122,6 +135,9 @@ class Settings:
             shared_cache_seconds=_float(env, ENV_SHARED_CACHE_SECONDS, defaults.shared_cache_seconds),
             event_ttl_days=_int(env, ENV_EVENT_TTL_DAYS, defaults.event_ttl_days, 1),
             keep_versions=_int(env, ENV_KEEP_VERSIONS, defaults.keep_versions, 1),
+            fusion_mode=fusion_mode,
+            fusion_image_weight=_float(env, ENV_FUSION_IMAGE_WEIGHT, defaults.fusion_image_weight),
+            fusion_meta_weight=_float(env, ENV_FUSION_META_WEIGHT, defaults.fusion_meta_weight),
         )
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from embrec.catalog import item_text, validate_row
 from embrec.datasets import Dataset, load_amazon2018, load_movielens
 from embrec.errors import InvalidInputError
+from embrec.fusion import DEFAULT_META_WEIGHT, FusionConfig, fuse_rows, plan_fusion
 from embrec.index import VectorIndex
 from embrec.profiles import Interaction, ProfileParams
 from embrec.ranking import BlendWeights, RankParams, recommend
@@ -410,10 +411,21 @@ def encode_catalog(
     return ids, vectors
 
 
-def build_index(dataset: Dataset, ids: Sequence[str], vectors: np.ndarray, encoder_id: str) -> VectorIndex:
-    """A :class:`VectorIndex` over the catalog, with the catalog metadata (as ingestion stores it)."""
+def build_index(
+    dataset: Dataset,
+    ids: Sequence[str],
+    vectors: np.ndarray,
+    encoder_id: str,
+    fusion: FusionConfig | None = None,
+) -> VectorIndex:
+    """A :class:`VectorIndex` over the catalog, with the catalog metadata (as ingestion stores it), in the
+    layout the rebuild would choose for it (``fusion`` default: the product default, auto)."""
     metadata = [validate_row(row).to_dict() for row in dataset.catalog_rows]
-    return VectorIndex.build(list(ids), vectors, metadata, encoder_id=encoder_id)
+    images = [row.get("image_embedding") for row in metadata]
+    spec = plan_fusion(fusion or FusionConfig(), vectors.shape[1], (len(i) for i in images if i))
+    fused, _ = fuse_rows(spec, vectors, metadata, images)
+    layout = None if spec is None else spec.to_dict()
+    return VectorIndex.build(list(ids), fused, metadata, encoder_id=encoder_id, fusion=layout)
 
 
 # --------------------------------------------------------------------------- tuning
@@ -587,6 +599,7 @@ def run(
     encoder_dir: Path | None = None,
     cache_dir: Path = Path(".cache/eval"),
     strategies: Sequence[str] = STRATEGIES,
+    fusion: FusionConfig | None = None,
     do_tune: bool = False,
     tune_users: int | None = 100,
     log: Callable[[str], None] = lambda _: None,
@@ -601,7 +614,7 @@ def run(
     dataset = load_dataset(dataset_name, path)
     encoder = TextEncoder.load(encoder_dir or _default_encoder_dir(cache_dir))
     ids, vectors = encode_catalog(dataset, lambda texts: encoder.encode(texts), encoder.encoder_id, cache_dir)
-    index = build_index(dataset, ids, vectors, encoder.encoder_id)
+    index = build_index(dataset, ids, vectors, encoder.encoder_id, fusion)
     split = leave_last_out(dataset.interactions) if protocol == "leave-last-out" else item_cold_start(
         dataset.interactions
     )
@@ -637,6 +650,8 @@ def _cli(args: argparse.Namespace) -> int:
         args.dataset, Path(args.path), protocol=args.protocol, users=args.users, seed=args.seed,
         encoder_dir=Path(args.encoder) if args.encoder else None, cache_dir=Path(args.cache),
         do_tune=args.tune, tune_users=args.tune_users, log=log,
+        strategies=tuple(args.strategies.split(",")) if args.strategies else STRATEGIES,
+        fusion=FusionConfig(meta_weight=args.meta_weight),
     )
     document = result.to_dict() | ({"tuned": tuned.to_dict()} if tuned is not None else {})
     if args.json:
@@ -671,5 +686,10 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cmd.add_argument("--tune", action="store_true", help="tune on a validation split carved from training")
     cmd.add_argument("--tune-users", type=int, default=100, help="validation users sampled for tuning")
     cmd.add_argument("--encoder", default=None, help="built encoder directory (default: built into --cache)")
+    cmd.add_argument("--strategies", default=None, help=f"comma-separated subset of {','.join(STRATEGIES)}")
+    cmd.add_argument(
+        "--meta-weight", type=float, default=DEFAULT_META_WEIGHT,
+        help="weight of the category/price-band part of item vectors (embrec.fusion; 0 = text only)",
+    )
     cmd.add_argument("--cache", default=".cache/eval", help="cache for encoded item vectors and the encoder")
     cmd.set_defaults(handler=_cli)

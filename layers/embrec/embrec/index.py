@@ -34,7 +34,10 @@ Not thread-safe: one index per Lambda container, used by one request at a time.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import itertools
+import json
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -148,6 +151,7 @@ class VectorIndex:
         M: int,
         ef_construction: int,
         ef_search: int,
+        fusion: Mapping[str, Any] | None = None,
     ) -> None:
         self._graph = graph
         self._vectors = vectors  # (capacity, dim) float32; rows [0, n) are positions
@@ -163,6 +167,8 @@ class VectorIndex:
         self.M = M
         self.ef_construction = ef_construction
         self.ef_search = ef_search
+        # The multi-modal layout (embrec.fusion.FusionSpec.to_dict()); None = plain text vectors.
+        self.fusion = None if fusion is None else dict(fusion)
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -177,11 +183,13 @@ class VectorIndex:
         ef_construction: int = DEFAULT_EF_CONSTRUCTION,
         ef_search: int = DEFAULT_EF_SEARCH,
         num_threads: int = -1,
+        fusion: Mapping[str, Any] | None = None,
     ) -> VectorIndex:
         """Index ``vectors`` (n, dim) float-like (normalised here) under ``item_ids`` (unique, non-empty).
 
         ``metadata`` rows are dicts as ``Item.to_dict`` gives them (title, category, tags, price, available,
         created_at; other keys ignored). ``num_threads`` -1 = all cores (graph construction only).
+        ``fusion`` is the vectors' multi-modal layout (:mod:`embrec.fusion`), recorded in the manifest.
         """
         ids = _check_ids(item_ids)
         unit = _unit_rows(vectors, None)
@@ -210,6 +218,7 @@ class VectorIndex:
             M=M,
             ef_construction=ef_construction,
             ef_search=ef_search,
+            fusion=fusion,
         )
 
     # -- introspection --------------------------------------------------------------------------------------
@@ -428,8 +437,31 @@ class VectorIndex:
             "created_at": _now_iso(),
             "files": describe_files(directory, [GRAPH_FILE, METADATA_FILE]),
         }
+        if self.fusion is not None:
+            manifest["fusion"] = self.fusion
+        manifest["input_sha256"] = self._input_sha256(manifest, arrays)
         write_json(directory / MANIFEST_FILE, manifest)
         return manifest
+
+    def _input_sha256(self, manifest: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
+        """sha256 of everything the saved index is a function of: the manifest's parameters (dim, M, ef_*,
+        encoder id, library and version, ...; not ``created_at`` or ``files``), the ids, tombstones and
+        metadata ``arrays`` (as saved) and the unit vectors (positions x dim float32).
+
+        The graph file's bytes are not a function of these (hnswlib leaves unused link slots uninitialised
+        and a multi-threaded build inserts in a racy order), so two builds of the same input have different
+        ``files`` hashes but the same ``input_sha256``: the rebuild compares this to skip a no-op publish.
+        """
+        digest = hashlib.sha256()
+        stable = {k: v for k, v in manifest.items() if k not in ("created_at", "files", "input_sha256")}
+        digest.update(json.dumps(stable, sort_keys=True, separators=(",", ":")).encode())
+        columns = dict(arrays)
+        columns["vectors"] = self._vectors[: self._n]
+        for name in sorted(columns):
+            column = np.ascontiguousarray(columns[name])
+            digest.update(f"\0{name}\0{column.dtype.str}\0{column.shape}\0".encode())
+            digest.update(column.reshape(-1).view(np.uint8).data)
+        return digest.hexdigest()
 
     @classmethod
     def load(
@@ -474,6 +506,7 @@ class VectorIndex:
             M=int(manifest["M"]),
             ef_construction=int(manifest["ef_construction"]),
             ef_search=int(manifest["ef_search"]),
+            fusion=manifest.get("fusion"),
         )
         if len(index) != int(manifest["count"]):
             raise IntegrityError("live count does not match the manifest")
@@ -508,6 +541,9 @@ def _check_compatible(
             f"index written by {manifest.get('library')} {manifest.get('library_version')}, "
             f"this runtime has {LIBRARY} {library_version()}"
         )
+    fusion = manifest.get("fusion")
+    if fusion is not None and (not isinstance(fusion, dict) or fusion.get("dim") != manifest.get("dim")):
+        raise CompatibilityError("the index's fusion layout does not declare the index dim")
     if expected_dim is not None and int(manifest.get("dim", -1)) != expected_dim:
         raise CompatibilityError(f"index dim {manifest.get('dim')} is not the expected {expected_dim}")
     if expected_encoder_id is not None and manifest.get("encoder_id") != expected_encoder_id:
@@ -553,7 +589,8 @@ class IndexDelta:
     """A batch of index changes published by ingestion and applied by warm containers.
 
     ``item_ids`` (n,) with ``vectors`` (n, dim) float32 and ``metadata`` (n dicts) are upserts; ``deletes``
-    are tombstones. An id may not be both upserted and deleted in one delta.
+    are tombstones. An id may not be both upserted and deleted in one delta. ``images`` (n entries, or empty
+    for none) are the items' raw image embeddings (any length, None = no image) for :mod:`embrec.fusion`.
     """
 
     item_ids: tuple[str, ...]
@@ -561,6 +598,7 @@ class IndexDelta:
     metadata: tuple[Mapping[str, Any], ...] = ()
     deletes: tuple[str, ...] = ()
     encoder_id: str = ""
+    images: tuple[tuple[float, ...] | None, ...] = ()
 
     def __post_init__(self) -> None:
         ids = tuple(_check_ids(self.item_ids))
@@ -580,6 +618,10 @@ class IndexDelta:
         object.__setattr__(self, "deletes", deletes)
         object.__setattr__(self, "vectors", vectors)
         object.__setattr__(self, "metadata", tuple(parse_metadata(row) for row in metadata))
+        images = tuple(None if image is None else tuple(float(v) for v in image) for image in self.images)
+        if images and len(images) != len(ids):
+            raise InvalidInputError("images", f"expected {len(ids)} rows, got {len(images)}")
+        object.__setattr__(self, "images", images if any(image is not None for image in images) else ())
 
     @property
     def dim(self) -> int:
@@ -601,6 +643,13 @@ class IndexDelta:
             deletes_offsets=deletes_offsets,
             vectors=self.vectors,
         )
+        if self.images:
+            # Ragged rows: values concatenated, offsets (n + 1,); an empty row is an item without an image.
+            lengths = [0 if image is None else len(image) for image in self.images]
+            arrays["image_offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            arrays["image_values"] = np.array(
+                [v for image in self.images if image is not None for v in image], dtype=np.float32
+            )
         with open(directory / DELTA_FILE, "wb") as stream:
             np.savez(stream, allow_pickle=False, **arrays)
         manifest = {
@@ -645,10 +694,20 @@ class IndexDelta:
             raise IntegrityError(f"delta arrays missing: {missing}") from None
         meta = MetadataColumns.from_arrays(arrays, len(ids))
         rows = tuple(meta.row(i) for i in range(len(ids)))
+        images: tuple[tuple[float, ...] | None, ...] = ()
+        if "image_offsets" in arrays:
+            offsets, values = arrays["image_offsets"].astype(np.int64), arrays["image_values"]
+            if offsets.shape != (len(ids) + 1,) or offsets[-1] != values.shape[0]:
+                raise IntegrityError("delta image offsets do not match the image values")
+            images = tuple(
+                tuple(values[start:stop].tolist()) if stop > start else None
+                for start, stop in itertools.pairwise(offsets.tolist())
+            )
         return cls(
             item_ids=tuple(ids),
             vectors=vectors.reshape(len(ids), int(manifest["dim"])),
             metadata=rows,
             deletes=tuple(deletes),
             encoder_id=str(manifest.get("encoder_id", "")),
+            images=images,
         )

@@ -159,6 +159,7 @@ def ingest_rows(
     delta_ids: list[str] = []
     delta_vectors: list[np.ndarray] = []
     delta_meta: list[dict[str, Any]] = []
+    delta_images: list[tuple[float, ...] | None] = []  # fused into the index's layout when applied
     deletes: list[str] = []
     consumed = 0
     batch: list[RowResult] = []
@@ -183,6 +184,7 @@ def ingest_rows(
             delta_ids.append(item.item_id)
             delta_vectors.append(vector)
             delta_meta.append(index_metadata(item))
+            delta_images.append(item.image_embedding)
         items.upsert(records)
         for item, _ in changed:
             if item.deleted:
@@ -217,5 +219,6 @@ def ingest_rows(
             metadata=tuple(delta_meta),
             deletes=tuple(deletes),
             encoder_id=encoder_id,
+            images=tuple(delta_images),
         )
     return IngestOutcome(counts, rejected, delta, consumed, finished)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from embrec.errors import CompatibilityError
+from embrec.fusion import FusionConfig, fuse_rows, index_fusion, plan_fusion
 from embrec.index import VectorIndex
 from embrec.profiles import Interaction
 from embrec.signals import SignalParams, Signals, compute_signals
@@ -46,12 +47,18 @@ def build_version(
     encoder_id: str,
     now: float,
     signal_params: SignalParams | None = None,
+    fusion: FusionConfig | None = None,
 ) -> BuiltVersion:
     """Build index + signals into ``directory`` from every live item and the given interactions.
 
     Items without a vector, deleted items, and items whose vector dimension differs from the majority are
     left out (counted in ``skipped_items``). Raises :class:`CompatibilityError` when no item matches
     ``encoder_id``'s dimension, so a mismatched build is never published.
+
+    ``fusion`` (default ``FusionConfig()``: auto) decides the index layout from the whole catalog: the plain
+    text vector unless some item has an ``image_embedding`` or the metadata weight is > 0 (see
+    :mod:`embrec.fusion`). ``dim`` in the result is the text vectors' dimension (the encoder's); the index
+    manifest's ``dim`` and ``fusion`` give the fused layout.
     """
     ids: list[str] = []
     vectors: list[np.ndarray] = []
@@ -69,7 +76,12 @@ def build_version(
         raise CompatibilityError(f"items carry vectors of several dimensions {sorted(dims)}: re-ingest them")
     dim = dims.pop() if dims else 0
     matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, max(dim, 1)), np.float32)
-    index = VectorIndex.build(ids, matrix, metadata, encoder_id=encoder_id)
+    images = [row.get("image_embedding") for row in metadata]
+    spec = plan_fusion(fusion or FusionConfig(), dim, (len(image) for image in images if image))
+    matrix, fusion_counts = fuse_rows(spec, matrix, metadata, images)
+    index = VectorIndex.build(
+        ids, matrix, metadata, encoder_id=encoder_id, fusion=None if spec is None else spec.to_dict()
+    )
     events = list(interactions)
     signals = compute_signals(events, ids, signal_params, now=now)
     index_manifest = index.save(Path(directory) / INDEX_DIR)
@@ -81,12 +93,13 @@ def build_version(
         skipped_items=skipped,
         encoder_id=encoder_id,
         dim=dim,
-        details={"index": index_manifest, "signals": signals_manifest},
+        details={"index": index_manifest, "signals": signals_manifest, "fusion": fusion_counts},
     )
 
 
 def load_version(directory: Path, expected_encoder_id: str | None = None) -> tuple[VectorIndex, Signals]:
     """Load a verified version directory (hashes are checked again by each loader)."""
     index = VectorIndex.load(Path(directory) / INDEX_DIR, expected_encoder_id=expected_encoder_id)
+    index_fusion(index)  # a layout this code cannot read is refused here, not at the first query
     signals = Signals.load(Path(directory) / SIGNALS_DIR)
     return index, signals

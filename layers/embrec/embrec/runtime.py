@@ -21,11 +21,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from embrec.artifacts import ArtifactStore, LiveArtifact
+from embrec.artifacts import ArtifactStore, LiveArtifact, WatchedJson
 from embrec.aws import AwsClients, aws_errors, clients
 from embrec.config import Settings, get_settings
 from embrec.encoder import TextEncoder
-from embrec.errors import NotFoundError
+from embrec.errors import InvalidInputError, NotFoundError
+from embrec.experiments import EXPERIMENTS_KEY, ExperimentConfig, parse_experiments
+from embrec.fusion import fuse_delta, text_dim
 from embrec.index import IndexDelta, VectorIndex
 from embrec.observability import (
     METRIC_COLD_START_LOAD_MS,
@@ -38,7 +40,7 @@ from embrec.observability import (
 )
 from embrec.rebuild import load_version
 from embrec.signals import Signals
-from embrec.store import IdempotencyStore, InteractionStore, ItemStore, ProfileStore
+from embrec.store import IdempotencyStore, ImpressionStore, InteractionStore, ItemStore, ProfileStore
 
 __all__ = ["LoadedModel", "Runtime", "SharedCache", "get_runtime", "reset_runtime"]
 
@@ -97,7 +99,9 @@ def _load_model(directory: Path, manifest: Mapping[str, Any]) -> tuple[VectorInd
 
 def _apply_delta(value: tuple[VectorIndex, Signals], delta_dir: Path) -> None:
     index, _ = value
-    index.apply(IndexDelta.load(delta_dir, expected_encoder_id=index.encoder_id, expected_dim=index.dim))
+    # Deltas carry text vectors + raw images (ingestion does not know the layout): fuse them here.
+    delta = IndexDelta.load(delta_dir, expected_encoder_id=index.encoder_id, expected_dim=text_dim(index))
+    index.apply(fuse_delta(index, delta))
 
 
 def _on_artifact_event(name: str, fields: Mapping[str, Any]) -> None:
@@ -135,6 +139,7 @@ class Runtime:
         self._encoders: dict[str, TextEncoder] = {}
         self._encoder_lock = threading.Lock()
         self.shared_cache = SharedCache(settings.shared_cache_seconds)
+        self._experiments_parsed: tuple[dict[str, Any], ExperimentConfig] | None = None
 
     @cached_property
     def aws(self) -> AwsClients:
@@ -156,6 +161,38 @@ class Runtime:
     @cached_property
     def profiles(self) -> ProfileStore:
         return ProfileStore(self.aws.dynamodb, self.settings.profiles_table)
+
+    @cached_property
+    def impressions(self) -> ImpressionStore:
+        return ImpressionStore(
+            self.aws.dynamodb, self.settings.impressions_table, ttl_days=self.settings.event_ttl_days
+        )
+
+    @cached_property
+    def _experiments_document(self) -> WatchedJson:
+        refresh = self.settings.index_refresh_seconds
+        return WatchedJson(self.artifacts, EXPERIMENTS_KEY, refresh_seconds=refresh)
+
+    def experiments(self) -> ExperimentConfig:
+        """The A/B experiments of ``config/experiments.json`` (re-read like the index pointer).
+
+        A document that fails validation is logged and ignored: the last valid one keeps serving (none
+        before any: no experiment), so a bad upload never fails requests.
+        """
+        document = self._experiments_document.get()
+        cached = self._experiments_parsed
+        if cached is not None and cached[0] is document:
+            return cached[1]
+        try:
+            parsed = parse_experiments(document)
+        except InvalidInputError as error:
+            logger.error(
+                "experiments document refused",
+                extra={"key": EXPERIMENTS_KEY, "field": error.field, "reason": error.reason},
+            )
+            parsed = cached[1] if cached is not None else ExperimentConfig()
+        self._experiments_parsed = (document, parsed)
+        return parsed
 
     @cached_property
     def idempotency(self) -> IdempotencyStore:

@@ -14,10 +14,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from embrec import api, ranking
+from aws_lambda_powertools.metrics import single_metric
+
+from embrec import api, experiments, ranking, reporting
 from embrec.auth import Caller, require_users
 from embrec.catalog import read_catalog_named
-from embrec.errors import CompatibilityError, EmbrecError, ServiceUnavailableError
+from embrec.errors import CompatibilityError, EmbrecError, NotFoundError, ServiceUnavailableError
+from embrec.fusion import FusionConfig, to_index_space
 from embrec.ingest import CatalogObject, IngestCounts, chunk_rows, ingest_rows, parse_ingest_message
 from embrec.observability import (
     METRIC_CANDIDATES,
@@ -25,6 +28,7 @@ from embrec.observability import (
     METRIC_EVENTS_REJECTED,
     METRIC_ROWS_ACCEPTED,
     METRIC_ROWS_REJECTED,
+    NAMESPACE,
     MetricUnit,
     logger,
     metrics,
@@ -36,6 +40,7 @@ from embrec.store import IdempotencyStore, UserEvent
 
 __all__ = [
     "delete_user",
+    "experiment_report",
     "health",
     "ingest_message",
     "ingest_object",
@@ -51,7 +56,9 @@ __all__ = [
 ROWS_PER_INVOCATION = 20_000
 # With a short history the onboarding profile still counts; past this many events it is not even read.
 PROFILE_HISTORY_LIMIT = 20
-DEFAULT_VARIANT = "default"
+DEFAULT_VARIANT = experiments.DEFAULT_VARIANT
+METRIC_EXPERIMENT_SERVED = "ExperimentListsServed"
+METRIC_IMPRESSION_FAILED = "ImpressionWriteFailed"
 
 
 def _require_model(runtime: Runtime) -> LoadedModel:
@@ -79,31 +86,74 @@ def _items(
     return rows
 
 
+def _serve(
+    runtime: Runtime,
+    user_id: str,
+    assignment: experiments.Assignment,
+    ranked: ranking.RankedList,
+    now: float,
+) -> dict[str, Any]:
+    """The list's identity (``recommendation_id``, ``experiment``, ``variant``), its impression recorded.
+
+    The impression write is best-effort: a DynamoDB outage costs the report one list, not the user's answer.
+    """
+    recommendation_id = uuid.uuid4().hex
+    if ranked.items:
+        impression = experiments.Impression(
+            recommendation_id, user_id, assignment.experiment, assignment.variant, now, len(ranked.items),
+            ranked.strategy,
+        )
+        try:
+            runtime.impressions.put(impression)
+        except ServiceUnavailableError as error:
+            metrics.add_metric(name=METRIC_IMPRESSION_FAILED, unit=MetricUnit.Count, value=1)
+            logger.warning("impression not recorded", extra={"error": error.code, "detail": error.message})
+    if assignment.experiment is not None:
+        # its own EMF document: a variant dimension on the shared metrics would split every other metric
+        with single_metric(
+            name=METRIC_EXPERIMENT_SERVED, unit=MetricUnit.Count, value=1, namespace=NAMESPACE
+        ) as served:
+            served.add_dimension(name="experiment", value=assignment.experiment)
+            served.add_dimension(name="variant", value=assignment.variant)
+    return {
+        "recommendation_id": recommendation_id,
+        "user_id": user_id,
+        "experiment": assignment.experiment,
+        "variant": assignment.variant,
+    }
+
+
 def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | None) -> dict[str, Any]:
-    """``GET /users/{user_id}/recommendations``: personalised, else onboarding, else trending."""
+    """``GET /users/{user_id}/recommendations``: personalised, else onboarding, else trending.
+
+    The user's A/B variant (if an experiment is live) overrides the blend weights, diversity and strategy;
+    a ``diversity`` given in the query still wins.
+    """
     user_id = api.parse_user_id(user_id)
     query = api.parse_recommend_query(params)
     model = _require_model(runtime)
     now = runtime.clock()
+    assignment = experiments.assign(runtime.experiments(), user_id)
     history = runtime.interactions.history(user_id, now=now)
     profile = runtime.profiles.get(user_id) if len(history) < PROFILE_HISTORY_LIMIT else None
-    rank_params = ranking.RankParams(
-        k=query.k, filters=query.filters, diversity=query.diversity, explain=query.explain
+    rank_params = assignment.overrides.apply(
+        ranking.RankParams(
+            k=query.k, filters=query.filters, diversity=query.diversity, explain=query.explain
+        ),
+        diversity_explicit=bool((params or {}).get("diversity")),
     )
     ranked = ranking.recommend(
         model.index,
         model.signals,
         history,
-        None if profile is None else profile.vector,
+        None if profile is None else to_index_space(model.index, profile.vector),
         rank_params,
         now,
         profile_interests=() if profile is None else profile.interests,
     )
     metrics.add_metric(name=METRIC_CANDIDATES, unit=MetricUnit.Count, value=len(ranked.items))
     return {
-        "recommendation_id": uuid.uuid4().hex,
-        "user_id": user_id,
-        "variant": DEFAULT_VARIANT,
+        **_serve(runtime, user_id, assignment, ranked, now),
         "strategy": ranked.strategy,
         "index_version": model.version,
         "items": _items(model, ranked.items, query.explain),
@@ -133,7 +183,7 @@ def search(runtime: Runtime, params: dict[str, str] | None) -> dict[str, Any]:
 
     def compute() -> dict[str, Any]:
         vector = runtime.encoder(model.index.encoder_id).encode([text])[0]
-        found = ranking.search(model.index, vector, query.k, query.filters)
+        found = ranking.search(model.index, to_index_space(model.index, vector), query.k, query.filters)
         return {"query": text, "index_version": model.version, "items": _items(model, found, False)}
 
     return runtime.shared_cache.get(("search", model.version, text, query), compute)
@@ -148,20 +198,19 @@ def onboard(runtime: Runtime, user_id: str, body: str | None) -> dict[str, Any]:
     vector = runtime.encoder(model.index.encoder_id).encode([text])[0]
     runtime.profiles.put(user_id, vector, text, interests=answers.interests)
     now = runtime.clock()
+    assignment = experiments.assign(runtime.experiments(), user_id)
     history = runtime.interactions.history(user_id, now=now)
     ranked = ranking.recommend(
         model.index,
         model.signals,
         history,
-        vector,
-        ranking.RankParams(k=api.DEFAULT_K, explain=True),
+        to_index_space(model.index, vector),  # profiles store the text vector
+        assignment.overrides.apply(ranking.RankParams(k=api.DEFAULT_K, explain=True)),
         now,
         profile_interests=answers.interests,
     )
     return {
-        "recommendation_id": uuid.uuid4().hex,
-        "user_id": user_id,
-        "variant": DEFAULT_VARIANT,
+        **_serve(runtime, user_id, assignment, ranked, now),
         "strategy": ranked.strategy,
         "index_version": model.version,
         "profile": {
@@ -336,6 +385,7 @@ def rebuild(runtime: Runtime) -> dict[str, Any]:
             Path(scratch),
             encoder_id=encoder_manifest["encoder_id"],
             now=started,
+            fusion=FusionConfig.from_settings(runtime.settings),
         )
         if built.items and built.dim != int(encoder_manifest["dim"]):
             raise CompatibilityError(
@@ -357,3 +407,32 @@ def rebuild(runtime: Runtime) -> dict[str, Any]:
     }
     logger.info("rebuild finished", extra=result)
     return result
+
+
+def experiment_report(
+    runtime: Runtime, name: str, since: float | None = None, *, emit: bool = False
+) -> reporting.Report:
+    """The online A/B report of experiment ``name`` (see :mod:`embrec.reporting` for the definitions).
+
+    Scans the impressions of the experiment (served at or after ``since``, epoch s) and the events that
+    carry a ``recommendation_id``; variants and control come from ``config/experiments.json`` when the
+    experiment is still defined there (else from the impressions). ``emit``: also write the CloudWatch EMF
+    metrics per variant (a scheduled Lambda; the CLI only with ``--emf``).
+    """
+    try:
+        defined: experiments.Experiment | None = runtime.experiments().get(name)
+    except NotFoundError:
+        defined = None
+    report = reporting.experiment_report(
+        runtime.impressions.scan_experiment(name, since, now=runtime.clock()),
+        runtime.interactions.scan_attributed(since, now=runtime.clock()),
+        name,
+        since,
+        control=None if defined is None else defined.control,
+        variants=() if defined is None else [v.name for v in defined.variants],
+    )
+    if defined is None and not report.variants:
+        raise NotFoundError(f"no experiment named {name!r}: not in config/experiments.json, no impressions")
+    if emit:
+        reporting.emit_metrics(report)
+    return report

@@ -38,10 +38,12 @@ from embrec.aws import aws_errors, cancellation_codes, is_transaction_conflict
 from embrec.errors import ConflictError, EmbrecError, InvalidInputError, ServiceUnavailableError
 
 if TYPE_CHECKING:
+    from embrec.experiments import Impression
     from embrec.profiles import Interaction
 
 __all__ = [
     "IdempotencyStore",
+    "ImpressionStore",
     "InteractionStore",
     "ItemStore",
     "ProfileStore",
@@ -621,6 +623,23 @@ class InteractionStore:
             if self._live(row, clock):
                 yield row["user_id"]["S"], self._interaction(row)
 
+    def scan_attributed(
+        self, since: float | None = None, segments: int = 4, now: float | None = None
+    ) -> Iterator[tuple[str, Interaction]]:
+        """``(user_id, Interaction)`` for each live event that carries a ``recommendation_id`` (A/B report).
+
+        ``since`` (epoch s): only events at or after it. A parallel scan filtered server-side; order
+        unspecified.
+        """
+        clock = time.time() if now is None else now
+        scan_kwargs: dict[str, Any] = {"FilterExpression": "attribute_exists(recommendation_id)"}
+        if since is not None:
+            scan_kwargs["FilterExpression"] += " AND ts >= :since"
+            scan_kwargs["ExpressionAttributeValues"] = {":since": {"N": str(round(since * 1000))}}
+        for row in _parallel_scan(self._client, self._table, segments, scan_kwargs):
+            if self._live(row, clock):
+                yield row["user_id"]["S"], self._interaction(row)
+
 
 # ---------------------------------------------------------------------------------------------- profiles
 
@@ -774,3 +793,67 @@ class IdempotencyStore:
         if not row or float(row.get("expiration", {}).get("N", "inf")) <= clock:
             return None
         return str(row["status"]["S"])
+
+
+# ---------------------------------------------------------------------------------------------- impressions
+
+
+class ImpressionStore:
+    """The impressions table: one row per served recommendation list, for the A/B report.
+
+    PK ``recommendation_id``; ``user_id``, ``experiment`` (absent outside experiments), ``variant``, ``ts``
+    (epoch ms), ``item_count``, ``strategy``, ``expires_at`` (TTL, epoch s: kept as long as the events).
+    """
+
+    def __init__(self, client: Any, table: str, ttl_days: int = 365) -> None:
+        self._client = client
+        self._table = table
+        self._ttl_s = int(ttl_days) * _SECONDS_PER_DAY
+
+    def put(self, impression: Impression) -> None:
+        ts_ms = round(float(impression.ts) * 1000)
+        row: dict[str, Any] = {
+            "recommendation_id": {"S": impression.recommendation_id},
+            "user_id": {"S": impression.user_id},
+            "variant": {"S": impression.variant},
+            "ts": {"N": str(ts_ms)},
+            "item_count": {"N": str(int(impression.items))},
+            "expires_at": {"N": str(ts_ms // 1000 + self._ttl_s)},
+        }
+        if impression.experiment:
+            row["experiment"] = {"S": impression.experiment}
+        if impression.strategy:
+            row["strategy"] = {"S": impression.strategy}
+        with aws_errors(self._table):
+            self._client.put_item(TableName=self._table, Item=row)
+
+    def scan_experiment(
+        self, experiment: str, since: float | None = None, segments: int = 4, now: float | None = None
+    ) -> Iterator[Impression]:
+        """Every live impression of ``experiment`` served at or after ``since`` (epoch s); any order."""
+        from embrec.experiments import Impression
+
+        clock = time.time() if now is None else now
+        expression = "#e = :e"
+        values: dict[str, Any] = {":e": {"S": experiment}}
+        if since is not None:
+            expression += " AND ts >= :since"
+            values[":since"] = {"N": str(round(since * 1000))}
+        scan_kwargs = {
+            "FilterExpression": expression,
+            "ExpressionAttributeNames": {"#e": "experiment"},
+            "ExpressionAttributeValues": values,
+        }
+        for row in _parallel_scan(self._client, self._table, segments, scan_kwargs):
+            expires = row.get("expires_at", {}).get("N")
+            if expires is not None and float(expires) <= clock:
+                continue
+            yield Impression(
+                recommendation_id=row["recommendation_id"]["S"],
+                user_id=row["user_id"]["S"],
+                experiment=row.get("experiment", {}).get("S"),
+                variant=row["variant"]["S"],
+                ts=int(row["ts"]["N"]) / 1000.0,
+                items=int(row.get("item_count", {}).get("N", "0")),
+                strategy=row.get("strategy", {}).get("S", ""),
+            )

@@ -202,6 +202,7 @@ def local_names(settings: Settings | None = None) -> dict[str, str]:
         "InteractionsTable": s.interactions_table,
         "ProfilesTable": s.profiles_table,
         "IdempotencyTable": s.idempotency_table,
+        "ImpressionsTable": s.impressions_table,
         "IngestQueue": "embrec-ingest",
         "IngestDeadLetterQueue": "embrec-ingest-dlq",
         "RebuildDeadLetterQueue": "embrec-rebuild-dlq",
