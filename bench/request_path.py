@@ -175,7 +175,7 @@ def main() -> None:
     print(
         f"vectors: PyPI summaries, encoder {encoder_id} (int8); naive baseline encodes with the same encoder"
     )
-    for n in (10_000, 100_000):
+    for n in (int(x) for x in os.environ.get("BENCH_REQUEST_SIZES", "10000,100000").split(",") if x):
         _bench_size(min(n, len(vectors)), vectors, texts, encoder, repeats, encoder_id)
     _bench_history_read(max(20, repeats // 5))
 
