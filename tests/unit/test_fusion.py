@@ -22,6 +22,7 @@ from embrec.fusion import (
     index_fusion,
     meta_part,
     plan_fusion,
+    profile_in_index_space,
     text_dim,
     to_index_space,
 )
@@ -180,6 +181,9 @@ def test_query_mapping_is_identity_for_a_plain_index_and_refuses_a_wrong_dim() -
     assert text_dim(fused) == TEXT_DIM and text_dim(plain) == TEXT_DIM
     with pytest.raises(CompatibilityError):
         to_index_space(fused, np.ones(fused.dim, np.float32))
+    # a profile stored by another encoder is ignored rather than failing the recommendation
+    assert profile_in_index_space(fused, np.ones(7, np.float32)) is None
+    assert profile_in_index_space(fused, vector) is not None
 
 
 def test_layout_survives_save_and_load_and_a_tampered_layout_is_refused(tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ __all__ = [
     "index_fusion",
     "meta_part",
     "plan_fusion",
+    "profile_in_index_space",
     "text_dim",
     "to_index_space",
 ]
@@ -298,6 +299,15 @@ def to_index_space(index: VectorIndex, text_vector: np.ndarray) -> np.ndarray:
     out = np.zeros(index.dim, dtype=np.float32)
     out[:wanted] = vector
     return out
+
+
+def profile_in_index_space(index: VectorIndex, profile_vector: np.ndarray) -> np.ndarray | None:
+    """A stored onboarding profile (a text vector) in ``index``'s space, or None when it was encoded by
+    another encoder (wrong dimension): a stale profile is ignored, it must not fail the request."""
+    try:
+        return to_index_space(index, profile_vector)
+    except CompatibilityError:
+        return None
 
 
 def fuse_delta(index: VectorIndex, delta: IndexDelta) -> IndexDelta:

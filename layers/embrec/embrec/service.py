@@ -20,7 +20,7 @@ from embrec import api, experiments, ranking, reporting
 from embrec.auth import Caller, require_users
 from embrec.catalog import read_catalog_named
 from embrec.errors import CompatibilityError, EmbrecError, NotFoundError, ServiceUnavailableError
-from embrec.fusion import FusionConfig, to_index_space
+from embrec.fusion import FusionConfig, profile_in_index_space, to_index_space
 from embrec.ingest import CatalogObject, IngestCounts, chunk_rows, ingest_rows, parse_ingest_message
 from embrec.observability import (
     METRIC_CANDIDATES,
@@ -146,7 +146,7 @@ def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | Non
         model.index,
         model.signals,
         history,
-        None if profile is None else to_index_space(model.index, profile.vector),
+        None if profile is None else profile_in_index_space(model.index, profile.vector),
         rank_params,
         now,
         profile_interests=() if profile is None else profile.interests,
