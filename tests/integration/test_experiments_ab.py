@@ -25,7 +25,7 @@ from embrec import aws, service
 from embrec.artifacts import ArtifactStore
 from embrec.config import Settings
 from embrec.local.runtime import LambdaFunction, function_specs
-from embrec.runtime import get_runtime, reset_runtime
+from embrec.runtime import Runtime, get_runtime, reset_runtime
 from embrec.template import create_local_resources, load_template, settings_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,3 +235,40 @@ def test_simulated_ab_then_aa_through_the_handlers(stack: Stack) -> None:
     test = aa.variants[1].ctr_test
     assert test is not None and test.p_value > 0.05
     assert service.experiment_report(get_runtime(), "ab").variants == report.variants
+
+
+def test_a_bad_experiments_document_keeps_the_last_good_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        settings = Settings(cache_dir=str(tmp_path), index_refresh_seconds=0)
+        clients = aws.clients(settings)
+        clients.s3.create_bucket(Bucket=settings.bucket)
+        runtime = Runtime(settings, aws=clients)
+        # Given no document: no experiment
+        assert runtime.experiments().active is None
+        # When a valid one is uploaded, then a broken one
+        clients.s3.put_object(
+            Bucket=settings.bucket,
+            Key="config/experiments.json",
+            Body=_experiment("ab", [("a", {}), ("b", {})]),
+        )
+        active = runtime.experiments().active
+        assert active is not None and active.name == "ab"
+        broken = json.dumps(
+            {"experiments": [{"name": "ab", "enabled": True, "variants": [{"name": "a", "weight": -1}]}]}
+        )
+        clients.s3.put_object(Bucket=settings.bucket, Key="config/experiments.json", Body=broken.encode())
+        # Then the broken one is refused and the last good one keeps serving
+        active = runtime.experiments().active
+        assert active is not None and [v.name for v in active.variants] == ["a", "b"]
+        # And a fixed upload is picked up
+        clients.s3.put_object(
+            Bucket=settings.bucket, Key="config/experiments.json", Body=_experiment("cd", [("c", {})])
+        )
+        active = runtime.experiments().active
+        assert active is not None and active.name == "cd"
+        aws.clients.cache_clear()

@@ -26,6 +26,7 @@ near 0.05 with care when users have many impressions each.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -306,7 +307,12 @@ def format_report(report: Report) -> str:
 
 
 def emit_metrics(report: Report, namespace: str | None = None) -> None:
-    """One CloudWatch EMF document per variant (dimensions experiment, variant), printed to stdout."""
+    """One CloudWatch EMF document per variant (dimensions experiment, variant), printed to stdout.
+
+    In Lambda, CloudWatch Logs turns each line into metrics ``ExperimentUsers``, ``ExperimentImpressions``,
+    ``ExperimentClicks``, ``ExperimentConversions`` (Count), ``ExperimentCTR``,
+    ``ExperimentConversionRate`` (Percent) and ``ExperimentEngagementValue``.
+    """
     from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
     from embrec.observability import NAMESPACE, SERVICE
@@ -324,15 +330,15 @@ def emit_metrics(report: Report, namespace: str | None = None) -> None:
             name="ExperimentConversionRate", unit=MetricUnit.Percent, value=100 * v.conversion_rate
         )
         emf.add_metric(name="ExperimentEngagementValue", unit=MetricUnit.NoUnit, value=v.engagement_value)
-        emf.flush_metrics()
+        # printed, not flushed: an explicit request (``--emf``, a scheduled report) outranks the
+        # POWERTOOLS_METRICS_DISABLED an interactive run sets to quiet the handlers' own metrics
+        print(json.dumps(emf.serialize_metric_set(), separators=(",", ":")), flush=True)
 
 
 # ------------------------------------------------------------------------------------------- CLI
 
 
 def _report_command(args: argparse.Namespace) -> int:
-    import json
-
     from embrec.cli import cli_settings
     from embrec.demo import quiet_logs
 
