@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from deployment import Deployment, World
 from moto import mock_aws
 
 from embrec import aws
 from embrec.config import Settings
+from embrec.runtime import reset_runtime
 from embrec.template import create_local_resources, load_template, local_names
 
 
@@ -51,3 +53,43 @@ def aws_clients(
         create_local_resources(cfn_template, bundle, local_names(settings), region=settings.region)
         yield bundle
         aws.clients.cache_clear()
+
+
+# ------------------------------------------------------------------ the deployment the handler tests drive
+
+
+@pytest.fixture(scope="module")
+def world(encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """Moto with the template's resources and the encoder published, once per test module."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            patch.setenv(name, "testing")
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        patch.delenv("EMBREC_AWS_ENDPOINT", raising=False)
+        with mock_aws():
+            reset_runtime()
+            aws.clients.cache_clear()
+            yield World.create(encoder_dir, tmp_path_factory.mktemp("world"))
+            reset_runtime()
+            aws.clients.cache_clear()
+
+
+@pytest.fixture
+def deployment(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
+    """A fresh, empty deployment (the encoder published) with a cold runtime, for one test."""
+    world.wipe()
+    cache = tmp_path / "cache"
+    world.link_encoder(cache)
+    env = dict(world.env)
+    env.update(EMBREC_CACHE_DIR=str(cache), EMBREC_INDEX_REFRESH_SECONDS="0", EMBREC_SHARED_CACHE_SECONDS="0",
+               EMBREC_ENCODER_THREADS="2")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    reset_runtime()
+    aws.clients.cache_clear()
+    yield Deployment(env, aws.clients(Settings()))
+    reset_runtime()
+    aws.clients.cache_clear()

@@ -9,114 +9,13 @@ item is searchable and similar-able without a rebuild.
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
 
-import pytest
-from moto import mock_aws
+from deployment import ROOT, Deployment
 
-from embrec import aws
-from embrec.artifacts import ArtifactStore
 from embrec.datasets import load_movielens, to_jsonl
-from embrec.local.runtime import LambdaFunction, function_specs
-from embrec.runtime import reset_runtime
-from embrec.template import create_local_resources, load_template, settings_env
 
-ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "tests" / "events"
 SLICE = ROOT / "tests" / "fixtures" / "movielens-slice"
-
-
-class Deployment:
-    """The template's functions, invoked in-process with events shaped as AWS sends them."""
-
-    def __init__(self, env: dict[str, str], clients: aws.AwsClients) -> None:
-        self.env = env
-        self.clients = clients
-        self.functions = {
-            logical_id: LambdaFunction(spec)
-            for logical_id, spec in function_specs(load_template(), ROOT).items()
-        }
-        self.base_http = json.loads((EVENTS / "http_api_v2.json").read_text())
-
-    def function(self, directory: str) -> LambdaFunction:
-        for fn in self.functions.values():
-            if fn.spec.module_file.parent.name == directory:
-                return fn
-        raise KeyError(directory)
-
-    def http(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
-             function: str = "recommend") -> tuple[int, dict[str, Any], dict[str, str]]:
-        event = copy.deepcopy(self.base_http)
-        event["routeKey"] = event["requestContext"]["routeKey"] = f"{method} {path}"
-        event["rawPath"] = event["requestContext"]["http"]["path"] = path
-        event["requestContext"]["http"]["method"] = method
-        if params:
-            event["rawQueryString"] = urlencode(params)
-            event["queryStringParameters"] = {k: str(v) for k, v in params.items()}
-        if body is not None:
-            event["body"] = json.dumps(body)
-        response = self.function(function).invoke(event)
-        return response["statusCode"], json.loads(response["body"]), response.get("headers", {})
-
-    def drain_ingest_queue(self) -> list[dict[str, Any]]:
-        """Receive what S3 delivered to the ingest queue and feed it to the ingest handler, as Lambda does."""
-        url = self.env["EMBREC_INGEST_QUEUE_URL"]
-        outcomes = []
-        while True:
-            received = self.clients.sqs.receive_message(
-                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            )
-            messages = received.get("Messages", [])
-            if not messages:
-                return outcomes
-            event = {"Records": [
-                {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                 "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
-                 "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
-                 "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:embrec-ingest",
-                 "awsRegion": "us-east-1"}
-                for m in messages
-            ]}
-            result = self.function("ingest").invoke(event)
-            failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
-            assert not failed, f"ingest failed for {failed}"
-            for m in messages:
-                self.clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-            outcomes.append(result)
-
-    def rebuild(self) -> dict[str, Any]:
-        return self.function("rebuild").invoke(json.loads((EVENTS / "scheduled_rebuild.json").read_text()))
-
-
-@pytest.fixture
-def deployment(tmp_path: Path, encoder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("EMBREC_AWS_ENDPOINT", raising=False)
-    with mock_aws():
-        reset_runtime()
-        aws.clients.cache_clear()
-        from embrec.config import Settings
-
-        bootstrap = aws.clients(Settings())
-        template = load_template()
-        resources = create_local_resources(template, bootstrap)
-        env = settings_env(template, resources)
-        env.update(EMBREC_CACHE_DIR=str(tmp_path / "cache"), EMBREC_INDEX_REFRESH_SECONDS="0",
-                   EMBREC_SHARED_CACHE_SECONDS="0", EMBREC_ENCODER_THREADS="2")
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        reset_runtime()
-        ArtifactStore(bootstrap.s3, resources.bucket, tmp_path / "publish").publish_encoder(encoder_dir)
-        yield Deployment(env, bootstrap)
-        reset_runtime()
-        aws.clients.cache_clear()
 
 
 def _upload(deployment: Deployment, key: str, body: bytes) -> None:

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the imported `deployment` fixture is a parameter)
 """Issue 8, reliability: duplicates, malformed input, bad rows, injected faults, corrupt index, mismatches.
 
 Everything runs through the real handlers of template.yaml under in-process moto (the ``Deployment`` of
@@ -18,7 +17,7 @@ from urllib.parse import quote_plus
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import EndpointConnectionError
-from test_lifecycle import Deployment, deployment  # noqa: F401  (the shared fixture)
+from deployment import Deployment
 
 from embrec import service
 from embrec.datasets import load_movielens, to_jsonl
@@ -89,7 +88,7 @@ def test_the_same_s3_event_twice_and_concurrently_writes_items_once_and_reports_
 ) -> None:
     bucket = deployment.env["EMBREC_BUCKET"]
     etag = _put(deployment, "catalog/incoming/dup.jsonl", to_jsonl(CATALOG[:8]))
-    deployment.clients.sqs.purge_queue(QueueUrl=deployment.env["EMBREC_INGEST_QUEUE_URL"])
+    deployment.discard_queued()
     body = _s3_notification(bucket, "catalog/incoming/dup.jsonl", etag)
     written: list[int] = []
     dynamodb = get_runtime().aws.dynamodb
@@ -120,7 +119,7 @@ def test_one_malformed_record_fails_alone_test_event_is_acknowledged_and_encoded
     bucket = deployment.env["EMBREC_BUCKET"]
     key = "catalog/incoming/summer sale+extra (v2).jsonl"
     etag = _put(deployment, key, to_jsonl(CATALOG[:3]))
-    deployment.clients.sqs.purge_queue(QueueUrl=deployment.env["EMBREC_INGEST_QUEUE_URL"])
+    deployment.discard_queued()
     test_event = (ROOT / "tests" / "events" / "s3_test_event.json").read_text()
 
     result = _ingest(deployment, _s3_notification(bucket, key, etag), "{not json", test_event,
@@ -149,7 +148,7 @@ def test_bad_rows_are_rejected_with_line_and_reason_and_the_counts_add_up(deploy
     ]
     bucket = deployment.env["EMBREC_BUCKET"]
     etag = _put(deployment, "catalog/incoming/messy.jsonl", b"\n".join(lines) + b"\n")
-    deployment.clients.sqs.purge_queue(QueueUrl=deployment.env["EMBREC_INGEST_QUEUE_URL"])
+    deployment.discard_queued()
 
     result = _ingest(deployment, _s3_notification(bucket, "catalog/incoming/messy.jsonl", etag))
 

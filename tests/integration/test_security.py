@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the imported `deployment` fixture is a parameter)
 """Issue 8, security: object-level authorisation under JWT, limits, no leaked internals, private caching.
 
 The JWT context is the one API Gateway's JWT authorizer hands the function
@@ -12,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from test_lifecycle import Deployment, deployment  # noqa: F401  (the shared fixture)
+from deployment import Deployment
 
 from embrec import service
 from embrec.auth import ADMIN_SCOPE
