@@ -7,18 +7,12 @@ fresh directory. Builds go to a temporary sibling and are renamed into place, so
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from embrec.encoder import TextEncoder
-from embrec.encoder_build import BUILDER_VERSION, INT8_EXCLUDE_DEFAULT, build_encoder, default_weights_dir
-from embrec.manifest import sha256_file
+from embrec.encoder_build import cached_build
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENCODER_CACHE = REPO_ROOT / ".cache" / "encoders"
@@ -27,30 +21,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 def cached_encoder(quantize: str = "none") -> Path:
     """Path of a built encoder directory for the default weights, building it on first use."""
-    weights = default_weights_dir()
-    params = {
-        "weights": sha256_file(weights / "model.safetensors"),
-        "tokenizer": sha256_file(weights / "tokenizer.json"),
-        "quantize": quantize,
-        "int8_exclude": list(INT8_EXCLUDE_DEFAULT) if quantize == "int8" else [],
-        "builder": BUILDER_VERSION,
-    }
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    target = ENCODER_CACHE / f"{quantize}-{key}"
-    if (target / "encoder.json").is_file():
-        return target
-    ENCODER_CACHE.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=ENCODER_CACHE))
-    try:
-        build_encoder(staging / "encoder", weights, quantize=quantize)
-        try:
-            os.rename(staging / "encoder", target)
-        except OSError:
-            if not (target / "encoder.json").is_file():  # not a lost race: a real failure
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return cached_build(ENCODER_CACHE, quantize)[0]
 
 
 @pytest.fixture(scope="session")

@@ -24,12 +24,14 @@ EmbedLayerNormalization kernels.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ __all__ = [
     "BertConfig",
     "build_bert_graph",
     "build_encoder",
+    "cached_build",
     "default_weights_dir",
     "optimize_graph",
     "quantize_int8",
@@ -583,3 +586,44 @@ def _replace_dir(source: Path, target: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(source, target)
+
+
+def cached_build(
+    cache_root: Path,
+    quantize: str = "none",
+    weights_dir: Path | None = None,
+    on_build: Callable[[], None] | None = None,
+) -> tuple[Path, bool]:
+    """A built encoder under ``cache_root/<quantize>-<key>``, building it on first use.
+
+    The key hashes the weights, the tokenizer, the build parameters and :data:`BUILDER_VERSION`, so a change
+    to any of them builds afresh; the demo, the tests and the benchmarks share one build per machine. Builds
+    into a temporary sibling renamed into place (a concurrent build loses the race harmlessly). Returns
+    ``(directory, built_now)``; ``on_build`` is called before a build starts.
+    """
+    weights = weights_dir or default_weights_dir()
+    params = {
+        "weights": sha256_file(weights / "model.safetensors"),
+        "tokenizer": sha256_file(weights / "tokenizer.json"),
+        "quantize": quantize,
+        "int8_exclude": list(INT8_EXCLUDE_DEFAULT) if quantize == "int8" else [],
+        "builder": BUILDER_VERSION,
+    }
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    target = Path(cache_root) / f"{quantize}-{key}"
+    if (target / "encoder.json").is_file():
+        return target, False
+    if on_build is not None:
+        on_build()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build_encoder(staging / "encoder", weights, quantize=quantize)
+        try:
+            os.rename(staging / "encoder", target)
+        except OSError:
+            if not (target / "encoder.json").is_file():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target, True
