@@ -45,6 +45,7 @@ __all__ = [
 MAX_ATTEMPTS = 5
 CONNECT_TIMEOUT_S = 2.0  # a Lambda in-region connection takes milliseconds; fail fast and retry
 READ_TIMEOUT_S = 15.0  # per socket read, not per object: large index files stream in many reads
+LOCAL_READ_TIMEOUT_S = 300.0
 MAX_POOL_CONNECTIONS = 32  # parallel scan segments and concurrent S3 part downloads share one client
 
 _THROTTLING_CODES = frozenset(
@@ -89,7 +90,9 @@ def botocore_config(settings: Settings) -> Config:
         region_name=settings.region,
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=READ_TIMEOUT_S,
+        # A local emulator (moto) is slow, not down: a DynamoDB transaction copies every table there, and a
+        # timed-out call retried while the first still runs corrupts its state. Wait for it instead.
+        read_timeout=LOCAL_READ_TIMEOUT_S if settings.aws_endpoint else READ_TIMEOUT_S,
         max_pool_connections=MAX_POOL_CONNECTIONS,
         s3={"addressing_style": "path"} if settings.aws_endpoint else {},
     )
