@@ -1,4 +1,5 @@
-"""rebuild λ: on the EventBridge schedule, rebuild the index and signals and publish them atomically."""
+"""rebuild λ: on the EventBridge schedule, rebuild the index and signals and publish them atomically, then
+write the live A/B experiment's report as CloudWatch EMF metrics per variant."""
 
 from typing import Any
 
@@ -13,4 +14,4 @@ from embrec.runtime import get_runtime
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return service.rebuild(get_runtime())
+    return service.rebuild(get_runtime(), report_experiment=True)

@@ -195,7 +195,7 @@ def _run(
     return served
 
 
-def test_simulated_ab_then_aa_through_the_handlers(stack: Stack) -> None:
+def test_simulated_ab_then_aa_through_the_handlers(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     # Given an index over a small catalog
     stack.put("catalog/incoming/catalog.jsonl", _catalog())
     stack.ingest_and_rebuild()
@@ -225,6 +225,15 @@ def test_simulated_ab_then_aa_through_the_handlers(stack: Stack) -> None:
     assert treatment.conversions > 0 and treatment.engagement_value == pytest.approx(
         9.5 * treatment.conversions
     )
+
+    # And the scheduled rebuild writes the live experiment's EMF metrics, one document per variant
+    capsys.readouterr()
+    rebuilt = stack.functions["rebuild"].invoke(json.loads((EVENTS / "scheduled_rebuild.json").read_text()))
+    assert rebuilt["experiment_report"] == "ab"
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"ExperimentCTR"' in line]
+    assert {(d["experiment"], d["variant"]) for d in emf} == {("ab", "control"), ("ab", "treatment")}
+    by_variant = {d["variant"]: d for d in emf}
+    assert by_variant["treatment"]["ExperimentImpressions"] in (served["treatment"], [served["treatment"]])
 
     # When an A/A experiment replaces it (the warm container re-reads the document)
     stack.put("config/experiments.json", _experiment("aa", [("a", {}), ("a2", {})]))

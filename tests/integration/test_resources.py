@@ -49,6 +49,7 @@ def test_tables_have_the_contract_keys_and_ttl(created: LocalResources, aws: dic
         settings.interactions_table: ({"user_id": "HASH", "sk": "RANGE"}, "expires_at"),
         settings.profiles_table: ({"user_id": "HASH"}, None),
         settings.idempotency_table: ({"id": "HASH"}, "expiration"),
+        settings.impressions_table: ({"recommendation_id": "HASH"}, "expires_at"),
     }
     assert sorted(created.tables.values()) == sorted(expected)
     for name, (keys, ttl_attribute) in expected.items():

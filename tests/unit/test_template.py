@@ -27,7 +27,7 @@ EXPECTED_S3: dict[str, dict[str, set[str]]] = {
         "s3:PutObject": {"catalog/rejected/*", "catalog/reports/*", "deltas/*"},
     },
     "RebuildFunction": {
-        "s3:GetObject": {"index/*", "deltas/*", "encoder/*"},
+        "s3:GetObject": {"index/*", "deltas/*", "encoder/*", "config/*"},
         "s3:PutObject": {"index/*"},
         "s3:AbortMultipartUpload": {"index/*"},
         "s3:DeleteObject": {"index/*", "deltas/*"},
@@ -50,7 +50,7 @@ EXPECTED_TABLES: dict[str, dict[str, set[str]]] = {
         "IdempotencyTable": {"read", "write", "delete"},
     },
     "IngestFunction": {"ItemsTable": {"read", "write"}, "IdempotencyTable": {"read", "write", "delete"}},
-    "RebuildFunction": {"ItemsTable": {"scan"}, "InteractionsTable": {"scan"}},
+    "RebuildFunction": {"ItemsTable": {"scan"}, "InteractionsTable": {"scan"}, "ImpressionsTable": {"scan"}},
 }
 DDB_KIND = {
     "dynamodb:GetItem": "read",

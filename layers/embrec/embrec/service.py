@@ -369,11 +369,12 @@ def _strip_incoming(key: str) -> str:
     return key[len(prefix) :] if key.startswith(prefix) else key
 
 
-def rebuild(runtime: Runtime) -> dict[str, Any]:
+def rebuild(runtime: Runtime, *, report_experiment: bool = False) -> dict[str, Any]:
     """Scheduled rebuild: scan, build index + signals, publish atomically (or lose the race cleanly), prune.
 
     The pointer is read before the scan starts, so a rebuild that another one overtook while it was working
-    loses the conditional swap instead of publishing older data over newer.
+    loses the conditional swap instead of publishing older data over newer. ``report_experiment`` (the
+    scheduled function): then write the live experiment's report as EMF metrics per variant, best-effort.
     """
     started = runtime.clock()
     base = runtime.artifacts.read_current()
@@ -406,7 +407,22 @@ def rebuild(runtime: Runtime) -> dict[str, Any]:
         "pruned_deltas": len(pruned.deleted_deltas),
     }
     logger.info("rebuild finished", extra=result)
+    if report_experiment:
+        result["experiment_report"] = _report_live_experiment(runtime)
     return result
+
+
+def _report_live_experiment(runtime: Runtime) -> str | None:
+    """EMF metrics per variant of the live experiment (its name), None without one; never fails the caller."""
+    try:
+        live = runtime.experiments().active
+        if live is None:
+            return None
+        experiment_report(runtime, live.name, emit=True)
+    except EmbrecError as error:
+        logger.warning("experiment report failed", extra={"error": error.code, "detail": error.message})
+        return None
+    return live.name
 
 
 def experiment_report(
