@@ -245,6 +245,13 @@ def test_simulated_ab_then_aa_through_the_handlers(stack: Stack, capsys: pytest.
     assert test is not None and test.p_value > 0.05
     assert service.experiment_report(get_runtime(), "ab").variants == report.variants
 
+    # And erasing a user takes their served lists with their events: they leave the report
+    status, body = stack.http("events", "DELETE", "/users/ab-user-0")
+    assert status == 200 and body["impressions_deleted"] == 3
+    after = service.experiment_report(get_runtime(), "ab")
+    assert sum(v.users for v in after.variants) == 29
+    assert sum(v.impressions for v in after.variants) == sum(v.impressions for v in report.variants) - 3
+
 
 def test_a_bad_experiments_document_keeps_the_last_good_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

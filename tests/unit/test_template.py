@@ -48,6 +48,7 @@ EXPECTED_TABLES: dict[str, dict[str, set[str]]] = {
         "InteractionsTable": {"read", "write", "delete"},
         "ProfilesTable": {"delete"},
         "IdempotencyTable": {"read", "write", "delete"},
+        "ImpressionsTable": {"read", "write"},  # erasure: query by_user, batch deletes
     },
     "IngestFunction": {"ItemsTable": {"read", "write"}, "IdempotencyTable": {"read", "write", "delete"}},
     "RebuildFunction": {"ItemsTable": {"scan"}, "InteractionsTable": {"scan"}, "ImpressionsTable": {"scan"}},
@@ -120,6 +121,11 @@ def _table_of(resource: Any) -> str | None:
         logical, attribute = resource["Fn::GetAtt"]
         if attribute == "Arn" and logical.endswith("Table"):
             return str(logical)
+    if isinstance(resource, dict) and isinstance(resource.get("Fn::Sub"), str):
+        # one named index of a table: "${XTable.Arn}/index/<name>"
+        match = re.fullmatch(r"\$\{(\w+Table)\.Arn\}/index/[A-Za-z0-9_.\-]+", resource["Fn::Sub"])
+        if match:
+            return match.group(1)
     return None
 
 
@@ -286,14 +292,21 @@ def test_tables_keys_ttl_pitr_retention(template: T) -> None:
         "IdempotencyTable": ({"id": "HASH"}, "expiration"),
         "ImpressionsTable": ({"recommendation_id": "HASH"}, "expires_at"),
     }
+    indexes = {"ImpressionsTable": {"by_user": {"user_id": "HASH"}}}
     assert set(tables) == set(expected)
     for table_id, table in tables.items():
         props = _props(table)
         keys, ttl = expected[table_id]
         assert {k["AttributeName"]: k["KeyType"] for k in props["KeySchema"]} == keys
+        index_keys = {
+            index["IndexName"]: {k["AttributeName"]: k["KeyType"] for k in index["KeySchema"]}
+            for index in props.get("GlobalSecondaryIndexes", [])
+        }
+        assert index_keys == indexes.get(table_id, {}), table_id
+        indexed = {name for keys_of_index in index_keys.values() for name in keys_of_index}
         assert {
             a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]
-        } == dict.fromkeys(keys, "S")
+        } == dict.fromkeys([*keys, *sorted(indexed - set(keys))], "S")
         assert props["BillingMode"] == "PAY_PER_REQUEST"
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
         assert props["SSESpecification"]["SSEEnabled"] is True
@@ -362,7 +375,8 @@ def test_no_wildcard_actions_or_resources_in_any_allow(template: T) -> None:
             for resource in _as_list(statement["Resource"]):
                 assert resource != "*" or set(_as_list(statement["Action"])) <= UNSCOPABLE_ACTIONS, role_id
                 if isinstance(resource, dict) and "Fn::Sub" in resource:
-                    assert _s3_prefix(resource) not in (None, "*"), (role_id, resource)
+                    scoped = _s3_prefix(resource) not in (None, "*") or _table_of(resource) is not None
+                    assert scoped, (role_id, resource)
 
 
 def test_each_function_reaches_only_its_prefixes_and_tables(template: T) -> None:

@@ -275,12 +275,21 @@ def record_events(runtime: Runtime, body: str | None, caller: Caller | None = No
 
 
 def delete_user(runtime: Runtime, user_id: str) -> dict[str, Any]:
-    """``DELETE /users/{user_id}``: erase events and profile now; the next request is trending."""
+    """``DELETE /users/{user_id}``: erase events, profile and served lists now; next request: trending."""
     user_id = api.parse_user_id(user_id)
     events = runtime.interactions.delete_user(user_id)
     profile = runtime.profiles.delete(user_id)
-    logger.info("user erased", extra={"events_deleted": events, "profile_deleted": profile})
-    return {"user_id": user_id, "events_deleted": events, "profile_deleted": profile}
+    impressions = runtime.impressions.delete_user(user_id)
+    logger.info(
+        "user erased",
+        extra={"events_deleted": events, "profile_deleted": profile, "impressions_deleted": impressions},
+    )
+    return {
+        "user_id": user_id,
+        "events_deleted": events,
+        "profile_deleted": profile,
+        "impressions_deleted": impressions,
+    }
 
 
 def health(runtime: Runtime) -> tuple[dict[str, Any], int]:

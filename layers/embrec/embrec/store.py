@@ -803,7 +803,10 @@ class ImpressionStore:
 
     PK ``recommendation_id``; ``user_id``, ``experiment`` (absent outside experiments), ``variant``, ``ts``
     (epoch ms), ``item_count``, ``strategy``, ``expires_at`` (TTL, epoch s: kept as long as the events).
+    Global secondary index ``by_user`` (``user_id``, keys only) serves the user's erasure.
     """
+
+    USER_INDEX = "by_user"
 
     def __init__(self, client: Any, table: str, ttl_days: int = 365) -> None:
         self._client = client
@@ -826,6 +829,30 @@ class ImpressionStore:
             row["strategy"] = {"S": impression.strategy}
         with aws_errors(self._table):
             self._client.put_item(TableName=self._table, Item=row)
+
+    def delete_user(self, user_id: str) -> int:
+        """Erase every impression of the user (paginated query of ``by_user``, batched deletes); the count.
+
+        The index is eventually consistent: a list served in the last second may be missed (its row then
+        expires with its TTL).
+        """
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": self.USER_INDEX,
+            "KeyConditionExpression": "user_id = :u",
+            "ExpressionAttributeValues": {":u": {"S": user_id}},
+        }
+        deleted = 0
+        while True:
+            with aws_errors(self._table):
+                response = self._client.query(**kwargs)
+            keys = [{"recommendation_id": r["recommendation_id"]} for r in response.get("Items", [])]
+            _batch_write(self._client, self._table, [{"DeleteRequest": {"Key": k}} for k in keys])
+            deleted += len(keys)
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return deleted
+            kwargs["ExclusiveStartKey"] = last
 
     def scan_experiment(
         self, experiment: str, since: float | None = None, segments: int = 4, now: float | None = None
