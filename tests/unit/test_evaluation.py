@@ -33,6 +33,7 @@ from embrec.evaluation import (
     tune,
 )
 from embrec.profiles import Interaction
+from embrec.ranking import BlendWeights
 from embrec.signals import SignalParams
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -193,7 +194,8 @@ def test_tune_uses_only_training_data(encoder: TextEncoder, tmp_path: Path) -> N
     held_out = {(c.user_id, t) for c in split.cases for t in c.targets}
     result = tune(
         index, split, users=None, cf_grid=[SignalParams(), SignalParams(shrinkage=0.0)],
-        half_lives=(30.0,), weight_grid={"cf": (1.0,)},
+        # a grid value equal to the current default is skipped by design, so derive one that differs
+        half_lives=(30.0,), weight_grid={"cf": (BlendWeights().cf + 1.0,)},
     )
     assert result.validation["tuned"]["NDCG@10"] >= result.validation["default"]["NDCG@10"]
     assert len(result.trials) == 2 + 1 + 1  # CF grid, half-life, one weight (one pass)
