@@ -13,6 +13,11 @@ volatile timestamps such as ``created_at``), so an identical rebuild derives the
 ``IfNoneMatch='*'`` and is recognised as already published. Every object is written with ``IfNoneMatch``
 and carries its sha256 as user metadata, so a collision can be told apart from a stale partial upload.
 
+Re-runs: some files are not byte-reproducible (hnswlib's graph file), so the same input can build different
+bytes. A sub-directory manifest carrying ``input_sha256`` (the index and the signals write one) stands for
+the files it lists in :func:`input_identity`; the version manifest and the pointer record that identity,
+and a publish whose identity equals the live pointer's is ``"unchanged"``: nothing is uploaded or swapped.
+
 Pointer swap: ``index/current.json`` is written with ``IfMatch`` on the ETag the rebuild read before it
 started (``IfNoneMatch='*'`` when there was none). Of two concurrent rebuilds exactly one wins; the other
 gets a :class:`ConflictError` internally and a :class:`PublishResult` with ``status == "lost_race"``.
@@ -72,6 +77,7 @@ __all__ = [
     "VersionInfo",
     "WatchedJson",
     "content_version",
+    "input_identity",
 ]
 
 INDEX_PREFIX = "index/"
@@ -180,6 +186,36 @@ def content_version(directory: Path) -> str:
     for name in _payload_files(directory):
         digest.update(f"{name}\0{_normalised_digest(directory / name)}\n".encode())
     return f"v-{digest.hexdigest()[:24]}"
+
+
+def input_identity(directory: Path) -> str:
+    """sha256 hex naming what a built version is a function of (its inputs), not its bytes.
+
+    Like :func:`content_version`, except that a ``manifest.json`` below the top level whose document carries
+    a string ``input_sha256`` and a ``files`` mapping stands, by that digest, for itself and the files it
+    lists. Files no such manifest covers count by their (normalised) content.
+    """
+    directory = Path(directory)
+    names = _payload_files(directory)
+    covered: dict[str, str] = {}
+    for name in names:
+        if name.rsplit("/", 1)[-1] != MANIFEST_FILE:
+            continue
+        try:
+            document = json.loads((directory / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not (isinstance(document, dict) and isinstance(document.get("input_sha256"), str)
+                and isinstance(document.get("files"), dict)):
+            continue
+        folder = name[: -len(MANIFEST_FILE)]
+        covered[name] = f"input:{document['input_sha256']}"
+        covered.update({folder + str(listed): "listed" for listed in document["files"]})
+    digest = hashlib.sha256()
+    for name in names:
+        entry = covered.get(name) or _normalised_digest(directory / name)
+        digest.update(f"{name}\0{entry}\n".encode())
+    return digest.hexdigest()
 
 
 def _now_ms() -> int:
@@ -440,7 +476,9 @@ class ArtifactStore:
         ``items_as_of`` (epoch ms, the rebuild's scan start), ``published_at`` (epoch ms) and ``files``
         (``{relative path: {sha256, size}}``), and is written back to ``local_dir``. ``base``: the pointer
         read *before the build started* (None if there was none) — the swap only succeeds if it is still
-        the live one. ``version`` defaults to :func:`content_version`.
+        the live one. ``version`` defaults to :func:`content_version`. When the live pointer records the same
+        :func:`input_identity` (a re-run with no change), the result is ``"unchanged"`` with the live version,
+        and nothing is written.
         """
         local_dir = Path(local_dir)
         if base is READ_CURRENT:
@@ -450,6 +488,10 @@ class ArtifactStore:
         if not names:
             raise ArtifactError(f"{local_dir}: nothing to publish")
         version = version or content_version(local_dir)
+        identity = input_identity(local_dir)
+        if base is not None and base.version != version and base.document.get("input_sha256") == identity:
+            live_manifest = self._read_manifest(f"{INDEX_PREFIX}{base.version}/")
+            return PublishResult(base.version, "unchanged", live_manifest, base.etag)
         prefix = f"{INDEX_PREFIX}{version}/"
         top = local_dir / MANIFEST_FILE
         manifest: dict[str, Any] = read_json(top) if top.is_file() else {}
@@ -458,6 +500,7 @@ class ArtifactStore:
             version=version,
             items_as_of=int(items_as_of),
             published_at=_now_ms() if now_ms is None else now_ms,
+            input_sha256=identity,
             files={
                 name: {"sha256": sha256_file(local_dir / name), "size": (local_dir / name).stat().st_size}
                 for name in names
@@ -490,6 +533,7 @@ class ArtifactStore:
             "items_as_of": manifest["items_as_of"],
             "published_at": _now_ms() if now_ms is None else now_ms,
             "previous": base.version if base is not None else None,
+            "input_sha256": manifest.get("input_sha256", identity),
         }
         try:
             if base is None:
@@ -500,6 +544,10 @@ class ArtifactStore:
             live = self.read_current()
             if live is not None and live.version == version:
                 return PublishResult(version, "unchanged", manifest, live.etag)
+            if live is not None and live.document.get("input_sha256") == identity:
+                # a concurrent rebuild of the same input won: its (equivalent) version stands
+                return PublishResult(live.version, "unchanged", self._read_manifest(
+                    f"{INDEX_PREFIX}{live.version}/"), live.etag)
             return PublishResult(version, "lost_race", manifest, None)
         return PublishResult(version, "published", manifest, etag)
 

@@ -71,6 +71,11 @@ def build_version(
         ids.append(item.item_id)
         vectors.append(item.vector)
         metadata.append(dict(item.fields))
+    # Positions in item_id order, not scan order (a parallel scan's order varies): the same items give the
+    # same index input digest, so a re-run with no change is recognised as unchanged (embrec.artifacts).
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    ids, vectors = [ids[i] for i in order], [vectors[i] for i in order]
+    metadata = [metadata[i] for i in order]
     dims = {vector.shape[0] for vector in vectors}
     if len(dims) > 1:
         raise CompatibilityError(f"items carry vectors of several dimensions {sorted(dims)}: re-ingest them")

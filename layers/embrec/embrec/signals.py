@@ -22,6 +22,7 @@ single user replaying events cannot make an item trend).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from embrec.errors import IntegrityError, InvalidInputError
-from embrec.manifest import describe_files, verify_files
+from embrec.manifest import describe_files, verify_files, write_json
 from embrec.profiles import DEFAULT_TYPE_WEIGHTS, SECONDS_PER_DAY, Interaction
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
 
 CF_MODELS = ("cooccurrence", "ease")
 SIGNALS_FILE = "signals.npz"
+MANIFEST_FILE = "manifest.json"
 _FORMAT_VERSION = 1
 _EASE_BLOCK_CELLS = 2_000_000  # users x items cells per dense block when building the Gram matrix
 
@@ -169,7 +171,8 @@ class Signals:
         return self._trending_order[0]
 
     def save(self, directory: Path) -> dict[str, Any]:
-        """Write ``signals.npz`` under ``directory``; returns ``{"files", "params", "count", ...}``."""
+        """Write ``signals.npz`` then ``manifest.json`` under ``directory``; returns the manifest
+        ``{"files", "params", "count", ..., "input_sha256"}`` (the last only for computed signals)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         blob, offsets = _encode_ids(self.item_ids)
@@ -183,13 +186,17 @@ class Signals:
             trending=self.trending.astype(np.float32, copy=False),
             params_json=np.frombuffer(json.dumps(dict(self.params), sort_keys=True).encode(), dtype=np.uint8),
         )
-        return {
+        manifest: dict[str, Any] = {
             "files": describe_files(directory, [SIGNALS_FILE]),
             "params": dict(self.params),
             "count": len(self),
             "neighbours": int(self.cf_neighbours.shape[1]),
             "format_version": _FORMAT_VERSION,
         }
+        if isinstance(self.params.get("input_sha256"), str):
+            manifest["input_sha256"] = self.params["input_sha256"]
+        write_json(directory / MANIFEST_FILE, manifest)
+        return manifest
 
     @classmethod
     def load(cls, directory: Path, files: Mapping[str, Mapping[str, Any]] | None = None) -> Signals:
@@ -395,6 +402,38 @@ def trending_scores(
     return np.bincount(i[first], weights=decayed[first], minlength=n_items).astype(np.float32)
 
 
+def _input_sha256(
+    ids: Sequence[str], users: Mapping[str, int], user_idx: np.ndarray, item_idx: np.ndarray,
+    weight: np.ndarray, ts: np.ndarray, now: float, params: SignalParams,
+) -> str:
+    """sha256 of what :func:`compute_signals` is a function of, but for the clock.
+
+    Covers the params, the item ids (in order) and the qualifying events as a set (user id, item position,
+    weight, timestamp: independent of scan order), plus which events are inside the trending window and which
+    lie in the future. With those equal, a later ``now`` only multiplies every trending score by the same
+    ``0.5 ** (delta / half_life)``, which ranking cancels (trending is min-max scaled, ordered by score), so
+    two rebuilds with the same digest are interchangeable. Future events (clock skew: age clamped to 0) break
+    that, so when there are any, ``now`` itself is part of the digest.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps(params.to_dict(), sort_keys=True, default=str).encode())
+    digest.update("\0".join(ids).encode())
+    names = sorted(users)
+    digest.update(b"\1" + "\0".join(names).encode())
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[[users[name] for name in names]] = np.arange(len(names), dtype=np.int64)
+    user_rank = rank[user_idx] if user_idx.size else user_idx
+    order = np.lexsort((ts, weight, item_idx, user_rank))
+    in_window = (now - ts) <= params.trending_window_days * SECONDS_PER_DAY
+    future = ts > now
+    columns = (user_rank, item_idx, weight, ts, in_window, future)
+    for column in columns:
+        digest.update(b"\2" + np.ascontiguousarray(column[order]).tobytes())
+    if future.any():
+        digest.update(f"\3{now!r}".encode())
+    return digest.hexdigest()
+
+
 def compute_signals(
     interactions: Iterable[tuple[str, Interaction]],
     item_ids: Sequence[str],
@@ -446,6 +485,7 @@ def compute_signals(
         params.trending_half_life_days, params.trending_window_days,
     )
     recorded = params.to_dict() | {
+        "input_sha256": _input_sha256(ids, users, user_idx, item_idx, weight_arr, ts, anchor, params),
         "cf_model_used": model,
         "now": anchor,
         "n_events": int(ts.size),
