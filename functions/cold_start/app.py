@@ -7,7 +7,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from embrec import service
-from embrec.http import SHARED, api_resolver, json_response
+from embrec.http import SHARED, api_resolver, json_response, request_body
 from embrec.observability import logger, metrics, tracer
 from embrec.runtime import get_runtime
 
@@ -16,7 +16,7 @@ app = api_resolver(logger)
 
 @app.post("/users/<user_id>/onboarding")
 def onboarding(user_id: str) -> Response[str]:
-    return json_response(service.onboard(get_runtime(), user_id, app.current_event.decoded_body))
+    return json_response(service.onboard(get_runtime(), user_id, request_body(app.current_event)))
 
 
 @app.get("/search")

@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from embrec import service
 from embrec.auth import caller_from_event
-from embrec.http import api_resolver, json_response
+from embrec.http import api_resolver, json_response, request_body
 from embrec.observability import logger, metrics, tracer
 from embrec.runtime import get_runtime
 
@@ -18,7 +18,7 @@ app = api_resolver(logger)
 @app.post("/events")
 def events() -> Response[str]:
     caller = caller_from_event(app.current_event.raw_event)
-    return json_response(service.record_events(get_runtime(), app.current_event.decoded_body, caller), 202)
+    return json_response(service.record_events(get_runtime(), request_body(app.current_event), caller), 202)
 
 
 @app.delete("/users/<user_id>")

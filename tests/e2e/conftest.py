@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from live_stack import Stack, start_stack
 
 from embrec.local import LocalEnvironment
 
@@ -209,6 +210,13 @@ def local_env(project: Path) -> Iterator[LocalEnvironment]:
         yield env
     leftover = [t.name for t in threading.enumerate() if t.name.startswith("embrec-")]
     assert not leftover, f"threads left running: {leftover}"
+
+
+@pytest.fixture(scope="module")
+def stack(encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The real stack (template.yaml, real handlers) with the MovieLens slice ingested and rebuilt."""
+    with start_stack(encoder_dir, tmp_path_factory.mktemp("live_stack")) as live:
+        yield live
 
 
 @pytest.fixture()

@@ -8,103 +8,23 @@ uploaded while serving becomes searchable and similar-able without a rebuild.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import requests
+from live_stack import Stack
 
-from embrec.artifacts import ArtifactStore
-from embrec.datasets import load_movielens, to_jsonl
-from embrec.local import LocalEnvironment
+from embrec.datasets import to_jsonl
 
 pytestmark = pytest.mark.timeout(180)
 
-ROOT = Path(__file__).resolve().parents[2]
-SLICE = ROOT / "tests" / "fixtures" / "movielens-slice"
 AWS_CLI = Path(sys.executable).with_name("aws")
 KID_HISTORY = ("ml-1", "ml-2018", "ml-594", "ml-588")  # Toy Story, Bambi, Snow White, Aladdin
 FAMILY = frozenset({"Animation", "Children"})
-
-
-class Stack:
-    """The running stack, its boto3 S3 client and an HTTP session."""
-
-    def __init__(self, env: LocalEnvironment, http: requests.Session) -> None:
-        self.env = env
-        self.http = http
-        self.bucket = env.settings.bucket
-        self.s3 = boto3.client("s3", endpoint_url=env.endpoint_url, region_name=env.region,
-                               aws_access_key_id="test", aws_secret_access_key="test")
-        self.rows = load_movielens(SLICE).catalog_rows
-        self.tags = {str(r["item_id"]): set(r["tags"]) for r in self.rows}
-        self.rebuilt: dict[str, Any] = {}
-
-    def url(self, path: str) -> str:
-        return f"{self.env.api_url}{path}"
-
-    def get(self, path: str, **params: Any) -> requests.Response:
-        return self.http.get(self.url(path), params=params or None, timeout=60)
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 60.0, every: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(every)
-    return check()
-
-
-@pytest.fixture(scope="module")
-def stack(encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    patch = pytest.MonkeyPatch()
-    cache = tmp_path_factory.mktemp("demo_stack")
-    for name, value in {
-        "EMBREC_INDEX_REFRESH_SECONDS": "1",  # warm containers look for new deltas every second
-        "EMBREC_SHARED_CACHE_SECONDS": "0",
-        "EMBREC_ENCODER_THREADS": "2",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-    }.items():
-        patch.setenv(name, value)
-    patch.delenv("EMBREC_AWS_ENDPOINT", raising=False)
-    env = LocalEnvironment(ROOT, api_port=0, aws_port=0, aws_endpoint=None, rebuild_seconds=3600)
-    http = requests.Session()
-    http.trust_env = False
-    try:
-        with env:
-            stack = Stack(env, http)
-            ArtifactStore(stack.s3, stack.bucket, cache / "publish").publish_encoder(encoder_dir)
-            # Given the slice uploaded through boto3 against the local endpoint, ingested via S3 -> SQS
-            body = to_jsonl(stack.rows)
-            stack.s3.put_object(Bucket=stack.bucket, Key="catalog/incoming/slice.jsonl", Body=body)
-            assert _eventually(lambda: _report(stack, "slice.jsonl") is not None, timeout=90)
-            assert env.wait_for_ingest(timeout=30)
-            stack.rebuilt = dict(env.trigger_rebuild())
-            yield stack
-    finally:
-        http.close()
-        patch.undo()
-    leftover = [t.name for t in threading.enumerate() if t.name.startswith("embrec-")]
-    assert not leftover, f"threads left running: {leftover}"
-
-
-def _report(stack: Stack, name: str) -> dict[str, Any] | None:
-    try:
-        body = stack.s3.get_object(Bucket=stack.bucket, Key=f"catalog/reports/{name}.json")["Body"].read()
-    except stack.s3.exceptions.NoSuchKey:
-        return None
-    return dict(json.loads(body))
 
 
 def _ids(body: dict[str, Any]) -> list[str]:
@@ -112,7 +32,7 @@ def _ids(body: dict[str, Any]) -> list[str]:
 
 
 def test_ingest_report_and_health(stack: Stack) -> None:
-    report = _report(stack, "slice.jsonl")
+    report = stack.report("slice.jsonl")
     assert report is not None and report["accepted"] == len(stack.rows) and report["rejected"] == 0
     assert stack.rebuilt["status"] == "published" and stack.rebuilt["items"] == len(stack.rows)
     response = stack.get("/health")
@@ -199,10 +119,10 @@ def test_aws_cli_upload_while_serving_shows_up_without_rebuild(stack: Stack, tmp
         response = stack.get("/search", q="underwater space cooking contest", k=3)
         return response.status_code == 200 and _ids(response.json())[:1] == ["e2e-new-1"]
 
-    assert _eventually(searchable, timeout=60)
+    assert stack.eventually(searchable, timeout=60)
     response = stack.get("/items/e2e-new-1/similar", k=3)
     assert response.status_code == 200 and len(response.json()["items"]) == 3
-    report = _report(stack, "new items.jsonl")
+    report = stack.report("new items.jsonl")
     assert report is not None and report["accepted"] == 1
     health = stack.get("/health").json()
     assert health["index_version"] == stack.rebuilt["version"] and health["deltas_applied"] >= 1

@@ -51,6 +51,8 @@ MAX_FILTER_VALUES = 20
 MAX_ONBOARDING_ANSWERS = 20
 MAX_ANSWER_CHARS = 200
 MAX_FUTURE_SKEW_SECONDS = 300.0
+MAX_EVENT_VALUE = 1e9  # |value| bound: DynamoDB numbers overflow past 1e126 (found by fuzzing: a 500)
+EVENT_VALUE_DECIMALS = 6  # and underflow below 1e-130: values are kept to 6 decimal places
 EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "like", "purchase", "dislike"})
 
 # Identifiers and filter values: printable, no control characters, bounded. This is the allow-list the API
@@ -305,9 +307,12 @@ def _event(raw: Any, now: float) -> EventInput:
         raise InvalidInputError("timestamp", "is in the future")
     value = raw.get("value")
     if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or abs(value) > MAX_EVENT_VALUE
     ):
-        raise InvalidInputError("value", "must be a finite number")
+        raise InvalidInputError("value", f"must be a finite number within +-{MAX_EVENT_VALUE:g}")
     recommendation_id = raw.get("recommendation_id")
     if recommendation_id is not None:
         recommendation_id = _identifier(recommendation_id, "recommendation_id")
@@ -317,7 +322,7 @@ def _event(raw: Any, now: float) -> EventInput:
         item_id,
         str(kind),
         timestamp,
-        None if value is None else float(value),
+        None if value is None else round(float(value), EVENT_VALUE_DECIMALS),
         recommendation_id,
     )
 
@@ -466,7 +471,7 @@ _COMPONENTS: dict[str, Any] = {
                         "type": {"type": "string", "enum": sorted(EVENT_TYPES)},
                         "timestamp": {"type": ["string", "number"]},
                         "recommendation_id": _ID_SCHEMA,
-                        "value": {"type": "number"},
+                        "value": {"type": "number", "minimum": -MAX_EVENT_VALUE, "maximum": MAX_EVENT_VALUE},
                     },
                 },
             }

@@ -131,5 +131,12 @@ class AwsEndpoint:
         """Stop the embedded server (its state is lost); no-op for an external endpoint."""
         server, self._server = self._server, None
         if server is not None:
+            # moto's backends are process-wide, not per server: without a reset the next embedded server in
+            # this process would start with this one's buckets, queues and tables.
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"),
+                                       timeout=self.timeout).close()
+            except OSError:
+                logger.warning("moto state not reset", extra={"endpoint": self.url})
             server.stop()
             logger.info("moto server stopped", extra={"endpoint": self.url})
