@@ -12,6 +12,7 @@ import random
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from embrec import aws
 from embrec.cli import main
@@ -25,6 +26,10 @@ from embrec.template import create_local_resources, load_template, local_names
 NOW = 1_790_000_000.0
 
 
+def _reset_moto(url: str) -> None:
+    requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
+
+
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
     with pytest.MonkeyPatch.context() as patch:
@@ -33,9 +38,11 @@ def endpoint() -> Iterator[str]:
         patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         server = AwsEndpoint(port=0)
         url = server.start()
+        _reset_moto(url)  # moto's state is process-wide: start from empty, leave it empty
         try:
             yield url
         finally:
+            _reset_moto(url)
             server.stop()
 
 
