@@ -23,7 +23,7 @@ from embrec.artifacts import (
 )
 from embrec.aws import MAX_ATTEMPTS, AwsClients
 from embrec.config import Settings
-from embrec.errors import IntegrityError, NotFoundError, ServiceUnavailableError
+from embrec.errors import EmbrecError, IntegrityError, NotFoundError, ServiceUnavailableError
 from embrec.manifest import write_json
 
 T0 = 1_780_000_000_000  # epoch ms
@@ -566,3 +566,27 @@ def test_large_files_go_multipart_with_the_same_guarantees(
     assert (directory / "index" / "graph.bin").read_bytes() == payload
     again = store.publish_version(build, items_as_of=T0, base=store.read_current())
     assert again.status == "unchanged"
+
+
+# ----------------------------------------------------------------------- missing keys under least privilege
+
+
+def test_a_403_for_a_missing_key_reads_as_absent_and_for_an_existing_one_stays_an_error(
+    store: ArtifactStore, aws_clients: AwsClients, settings: Settings
+) -> None:
+    # Given S3 answering GetObject with 403, as it does for a missing key when the role may list only some
+    # prefixes of the bucket (ours: least privilege), not the whole bucket
+    def forbidden(request: Any, **_: Any) -> AWSResponse:
+        return _s3_error_response(request, 403, "AccessDenied")
+
+    aws_clients.s3.meta.events.register("before-send.s3.GetObject", forbidden)
+    try:
+        # When the key does not exist, the listing (which the role may do) says so: absent, not an error
+        assert store.read_current() is None
+        # When the key exists, a 403 is a real permission problem and stays an error
+        aws_clients.s3.put_object(Bucket=settings.bucket, Key="config/experiments.json", Body=b"{}")
+        with pytest.raises(EmbrecError) as raised:
+            store.get_json("config/experiments.json")
+        assert not isinstance(raised.value, NotFoundError)
+    finally:
+        aws_clients.s3.meta.events.unregister("before-send.s3.GetObject", forbidden)

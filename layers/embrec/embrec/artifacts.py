@@ -276,10 +276,21 @@ class ArtifactStore:
             try:
                 response = self._s3.get_object(**kwargs)
             except ClientError as error:
-                if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 304:
+                status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status == 304:
                     return None  # Not Modified: the caller's copy is current
+                if status == 403 and not self._exists(key):
+                    # S3 answers a missing key with 403, not 404, unless the caller may list the whole
+                    # bucket; our roles may list only their own prefixes (least privilege), so ask the
+                    # listing, which they may: absent is NotFound (e.g. no index published yet).
+                    raise NotFoundError(f"s3://{self._bucket}/{key}: no such key") from None
                 raise
             return response["Body"].read(), _etag(response.get("ETag"))
+
+    def _exists(self, key: str) -> bool:
+        with aws_errors(f"s3://{self._bucket}/{key}"):
+            listed = self._s3.list_objects_v2(Bucket=self._bucket, Prefix=key, MaxKeys=1)
+        return any(entry.get("Key") == key for entry in listed.get("Contents", []))
 
     def put_json(
         self,
