@@ -3,6 +3,7 @@
 embrec demo [--no-serve] [--events N]        the tour on the local stack (what ``make demo`` runs)
 embrec local up [--no-serve]                 the local stack with the encoder published, no data
 embrec encoder build --out DIR [--weights DIR] [--quantize none|int8]
+embrec encoder publish --dir DIR [--aws]     upload it to the bucket (EMBREC_BUCKET) and make it current
 embrec ingest FILE [--aws]                   upload to catalog/incoming/, wait for the report, print counts
 embrec rebuild [--aws]                       run the rebuild use case now
 embrec recommend USER_ID [--k N --explain --category C ...]
@@ -48,6 +49,20 @@ def _encoder_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encoder_publish(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from embrec.artifacts import ArtifactStore
+    from embrec.aws import clients
+
+    settings = cli_settings(args.aws)
+    with tempfile.TemporaryDirectory() as scratch:
+        store = ArtifactStore(clients(settings).s3, settings.bucket, Path(scratch))
+        encoder_id = store.publish_encoder(Path(args.dir))
+    print(f"published {encoder_id} to s3://{settings.bucket}/encoder/{encoder_id}/ (encoder/current.json)")
+    return 0
+
+
 def _add_encoder_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     encoder = subparsers.add_parser("encoder", help="build the ONNX text encoder")
     commands = encoder.add_subparsers(dest="encoder_command", required=True, metavar="COMMAND")
@@ -62,6 +77,12 @@ def _add_encoder_commands(subparsers: argparse._SubParsersAction[argparse.Argume
     )
     build.add_argument("--quantize", choices=("none", "int8"), default="none", help="weight precision")
     build.set_defaults(handler=_encoder_build)
+    publish = commands.add_parser(
+        "publish", help="upload a built encoder to s3://BUCKET/encoder/<id>/ and make it current"
+    )
+    publish.add_argument("--dir", required=True, help="a directory made by `embrec encoder build`")
+    publish.add_argument("--aws", action="store_true", help=REAL_AWS_HELP)
+    publish.set_defaults(handler=_encoder_publish)
 
 
 # ------------------------------------------------------------------------------------------- demo, local up
