@@ -29,7 +29,7 @@ def _ev(item: str, ts: float, kind: str = "like", value: float | None = 4.0) -> 
 def test_every_command_parses_with_its_defaults() -> None:
     parser = build_parser()
     demo = parser.parse_args(["demo"])
-    assert demo.no_serve is False and demo.events == 3_000
+    assert demo.no_serve is False and demo.events == 2_000
     assert parser.parse_args(["demo", "--no-serve", "--events", "500"]).events == 500
     assert parser.parse_args(["local", "up"]).no_serve is False
     assert parser.parse_args(["encoder", "build", "--out", "x"]).quantize == "none"

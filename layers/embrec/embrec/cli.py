@@ -110,8 +110,8 @@ def _add_demo_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     demo = subparsers.add_parser("demo", help="the tour: local stack, MovieLens, events, recommendations")
     demo.add_argument("--no-serve", action="store_true", help="exit after the tour instead of serving")
     demo.add_argument(
-        "--events", type=_positive_int, default=3_000,
-        help="replay about this many rating events (whole user histories; default 3000 of 100836)",
+        "--events", type=_positive_int, default=2_000,
+        help="replay about this many rating events (whole user histories; default 2000 of 100836)",
     )
     demo.add_argument("--dataset", default=None, help="MovieLens directory (default data/ml-latest-small)")
     demo.set_defaults(handler=_demo)

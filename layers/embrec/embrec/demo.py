@@ -292,7 +292,7 @@ class DemoOptions:
 
     project_root: Path | None = None
     dataset_dir: Path | None = None
-    events: int = 3_000
+    events: int = 2_000
     serve: bool = True
     api_port: int | None = None
     aws_port: int | None = None
