@@ -14,7 +14,9 @@ weights) and trending items. Scales: embedding similarity min-max over the pool;
 neighbour similarity to the history) divided by the pool's maximum; trending min-max over the pool, gated
 by that personal relevance; missing = 0. (Measured on MovieLens leave-last-out: min-max embedding beat a
 median..max scale, 0.072 vs 0.030 HR@10 at the default weights.) They are
-blended with :class:`BlendWeights`, then MMR re-ranks with ``lambda = 1 - diversity``. Every fetched
+blended with :class:`BlendWeights` over the signals that *cover* each item (an item the signals have no
+events on, e.g. added since the rebuild, is ranked on its embedding score alone instead of carrying a 0
+for CF and trending; see :func:`_blend`), then MMR re-ranks with ``lambda = 1 - diversity``. Every fetched
 history item is excluded, not only the recent ones. Ties break by item id: equal input, equal output.
 
 Scores: with ``diversity == 0`` an item's score is its blended relevance; with ``diversity > 0`` it is the
@@ -277,13 +279,44 @@ def _newest(index: VectorIndex, n: int, filters: Filters | None, exclude: Collec
 
 @dataclass
 class _Pool:
-    """Candidate scores gathered from every source (raw, before normalisation)."""
+    """Candidate scores gathered from every source (raw, before normalisation).
+
+    ``*_covered``: bool (n,), whether that signal can score the item at all for this request (see
+    :func:`_coverage`); a covered item with score 0 is a real "no", an uncovered one is "no evidence".
+    """
 
     ids: list[str]
     embedding: np.ndarray
     cf: np.ndarray
     trending: np.ndarray
     cf_source: dict[str, str]
+    embedding_covered: np.ndarray | None = None
+    cf_covered: np.ndarray | None = None
+    trending_covered: np.ndarray | None = None
+
+
+def _coverage(
+    signals: Signals | None, ids: Sequence[str], *, embedding: bool, cf: bool, trending: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which signals cover each candidate, bool (n,) each.
+
+    - embedding covers every candidate when the request has a query vector (every index item has one);
+    - CF and trending cover an item the signals saw any event on when they were built
+      (:meth:`Signals.interacted_mask`), CF only when the request has CF sources with neighbours, trending
+      only when it is used. An item added since the rebuild, or one nobody has touched, is not covered:
+      CF and trending have no evidence about it. An item users did touch but that has no CF neighbours
+      (no co-engagement, only dislikes) is covered, and its CF score 0 counts.
+    """
+    n = len(ids)
+    emb = np.full(n, bool(embedding))
+    seen = np.zeros(n, dtype=bool)
+    if signals is not None and n and (cf or trending):
+        mask = signals.interacted_mask()
+        positions = [signals.position(item_id) for item_id in ids]
+        seen = np.asarray([p is not None and bool(mask[p]) for p in positions], dtype=bool)
+    cf_cov = seen if cf else np.zeros(n, dtype=bool)
+    trend_cov = seen if trending else np.zeros(n, dtype=bool)
+    return emb, cf_cov, trend_cov
 
 
 def _gather(
@@ -297,23 +330,31 @@ def _gather(
     exclude: Collection[str],
     use_trending: bool,
 ) -> _Pool:
+    """Candidates from the ANN (per query), CF neighbours of ``cf_sources`` ((item id, weight) heaviest
+    first) and trending; raw per-signal scores and coverage (:func:`_coverage`) for each."""
     candidates: set[str] = set()
     for q, share in zip(queries, shares, strict=True):
         quota = max(1, math.ceil(pool * float(share)))
         candidates.update(item_id for item_id, _ in index.search(q, quota, filters=filters, exclude=exclude))
     cf: dict[str, float] = {}
+    # The reason for a CF candidate names the history item most similar to it (highest CF similarity),
+    # not the one contributing most: contributions carry the recency decay, so the newest event would be
+    # named for nearly every item. (Per-source normalised or recency-flattened *scores* measured worse:
+    # EVALUATION.md, "Blend: coverage and CF aggregation".)
     cf_best: dict[str, tuple[float, str]] = {}
+    active_sources = 0
     if signals is not None:
         for source, weight in cf_sources:
             if weight <= 0:
                 continue
-            for neighbour, score in signals.neighbours(source):
+            neighbours = signals.neighbours(source)
+            active_sources += bool(neighbours)
+            for neighbour, score in neighbours:
                 if neighbour in exclude:
                     continue
-                contribution = weight * score
-                cf[neighbour] = cf.get(neighbour, 0.0) + contribution
-                if contribution > cf_best.get(neighbour, (0.0, ""))[0]:
-                    cf_best[neighbour] = (contribution, source)
+                cf[neighbour] = cf.get(neighbour, 0.0) + weight * score
+                if score > cf_best.get(neighbour, (0.0, ""))[0]:  # sources come heaviest first: ties keep it
+                    cf_best[neighbour] = (score, source)
     if cf:
         top_cf = sorted(cf, key=lambda item_id: (-cf[item_id], item_id))[: 2 * pool]
         candidates.update(_matching(index, top_cf, filters))
@@ -344,13 +385,25 @@ def _gather(
     trend = np.asarray(
         [signals.trending_score(item_id) if signals is not None else 0.0 for item_id in ids], dtype=np.float64
     )
-    return _Pool(ids, embedding, cf_raw, trend, {item_id: src for item_id, (_, src) in cf_best.items()})
+    emb_cov, cf_cov, trend_cov = _coverage(
+        signals, ids, embedding=bool(queries.shape[0]), cf=active_sources > 0, trending=use_trending
+    )
+    return _Pool(
+        ids, embedding, cf_raw, trend, {item_id: src for item_id, (_, src) in cf_best.items()},
+        emb_cov, cf_cov, trend_cov,
+    )
 
 
 def _blend(
     pool: _Pool, weights: BlendWeights, cf_floor: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Blended relevance (n,) and the three weighted parts.
+    """Blended relevance (n,) and the three weighted parts, all float64 (n,).
+
+    Coverage-aware: an item's blend is ``sum(w_s x s(item)) / sum(w_s over the signals covering it)``
+    (:func:`_coverage`), so an item CF cannot score (new, never co-rated) is ranked on the signals that can
+    score it rather than carrying a 0 for CF; a covered item with no CF relation to the user keeps its 0.
+    Items covered by every signal keep the plain weighted-sum order. The parts are divided by the same
+    per-item denominator (they still sum to the relevance).
 
     Trending is gated by personal relevance (max of the normalised embedding and CF scores): popularity
     lifts what the user would plausibly like, but a hit from an unrelated genre cannot jump the queue on
@@ -363,6 +416,15 @@ def _blend(
     e = weights.embedding * e_norm
     c = weights.cf * c_norm
     t = weights.trending * _minmax(pool.trending) * gate
+    if pool.cf_covered is not None:
+        denom = np.zeros(len(pool.ids), dtype=np.float64)
+        covered = (pool.embedding_covered, pool.cf_covered, pool.trending_covered)
+        for weight, cov in zip((weights.embedding, weights.cf, weights.trending), covered, strict=True):
+            if cov is not None:
+                denom += weight * cov
+        # Nothing covers the item (no query vector and no evidence): it keeps its (zero) sum.
+        denom = np.where(denom > 0, denom, 1.0)
+        e, c, t = e / denom, c / denom, t / denom
     return e + c + t, e, c, t
 
 

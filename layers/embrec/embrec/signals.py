@@ -114,6 +114,10 @@ class Signals:
 
     ``cf_neighbours``: int32 (n, N), positions into ``item_ids``, padded with -1, best first.
     ``cf_scores``: float32 (n, N), descending per row, 0 where padded. ``trending``: float32 (n,) >= 0.
+    ``interacted``: bool (n,), the item had at least one event of any type (dislikes included) in the data
+    the signals were built from; ``None`` (signals saved before it existed) falls back to "has a CF row or
+    trending > 0" in :meth:`interacted_mask`. Ranking uses it to tell a new item (no evidence) from one
+    the users saw and did not co-engage with.
     """
 
     item_ids: tuple[str, ...]
@@ -121,6 +125,7 @@ class Signals:
     cf_scores: np.ndarray
     trending: np.ndarray
     params: Mapping[str, Any] = field(default_factory=dict)
+    interacted: np.ndarray | None = None
     _positions: dict[str, int] = field(init=False, repr=False, compare=False)
     _trending_order: list[np.ndarray] = field(init=False, repr=False, compare=False)
 
@@ -130,6 +135,8 @@ class Signals:
             raise InvalidInputError("cf_neighbours", "shapes do not match item_ids")
         if self.trending.shape != (n,):
             raise InvalidInputError("trending", "shape does not match item_ids")
+        if self.interacted is not None and self.interacted.shape != (n,):
+            raise InvalidInputError("interacted", "shape does not match item_ids")
         object.__setattr__(self, "_positions", {item_id: i for i, item_id in enumerate(self.item_ids)})
         object.__setattr__(self, "_trending_order", [])
 
@@ -157,6 +164,13 @@ class Signals:
         row, scores = self.cf_neighbours[pos], self.cf_scores[pos]
         return [(self.item_ids[j], float(s)) for j, s in zip(row, scores, strict=True) if j >= 0]
 
+    def interacted_mask(self) -> np.ndarray:
+        """bool (n,): items the signals saw any event on (see the class docstring for the fallback)."""
+        if self.interacted is not None:
+            return self.interacted
+        has_row = self.cf_neighbours[:, 0] >= 0 if self.cf_neighbours.shape[1] else np.zeros(len(self), bool)
+        return has_row | (self.trending > 0)
+
     def trending_score(self, item_id: str) -> float:
         pos = self._positions.get(item_id)
         return 0.0 if pos is None else float(self.trending[pos])
@@ -176,6 +190,9 @@ class Signals:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         blob, offsets = _encode_ids(self.item_ids)
+        optional: dict[str, Any] = {}
+        if self.interacted is not None:
+            optional["interacted"] = self.interacted.astype(np.bool_)
         np.savez(
             directory / SIGNALS_FILE,
             format_version=np.asarray(_FORMAT_VERSION, dtype=np.int64),
@@ -185,6 +202,7 @@ class Signals:
             cf_scores=self.cf_scores.astype(np.float32, copy=False),
             trending=self.trending.astype(np.float32, copy=False),
             params_json=np.frombuffer(json.dumps(dict(self.params), sort_keys=True).encode(), dtype=np.uint8),
+            **optional,
         )
         manifest: dict[str, Any] = {
             "files": describe_files(directory, [SIGNALS_FILE]),
@@ -217,6 +235,8 @@ class Signals:
                     cf_scores=data["cf_scores"].astype(np.float32, copy=False),
                     trending=data["trending"].astype(np.float32, copy=False),
                     params=params,
+                    # optional key (added without a format bump): older files fall back in interacted_mask
+                    interacted=data["interacted"].astype(np.bool_) if "interacted" in data.files else None,
                 )
         except (OSError, KeyError, ValueError, InvalidInputError) as error:
             raise IntegrityError(f"{SIGNALS_FILE}: unreadable ({error})") from None
@@ -454,9 +474,12 @@ def compute_signals(
     i_list: list[int] = []
     w_list: list[float] = []
     t_list: list[float] = []
+    interacted = np.zeros(len(ids), dtype=np.bool_)
     type_weights = params.type_weights
     for user_id, event in interactions:
         pos = positions.get(event.item_id)
+        if pos is not None:
+            interacted[pos] = True
         weight = float(type_weights.get(event.type, 0.0))
         if pos is None or not weight > 0 or not math.isfinite(event.timestamp):
             continue
@@ -492,4 +515,4 @@ def compute_signals(
         "n_users": len(users),
         "n_items_with_events": n_active,
     }
-    return Signals(tuple(ids), cf_idx, cf_score, trend, recorded)
+    return Signals(tuple(ids), cf_idx, cf_score, trend, recorded, interacted)

@@ -1,0 +1,135 @@
+"""Coverage-aware blending: items CF/trending have no evidence about are ranked on the signals that cover
+them; ``Signals.interacted`` says which items the signals saw; CF reasons name the most similar source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embrec import ranking
+from embrec.index import VectorIndex
+from embrec.profiles import Interaction
+from embrec.ranking import BlendWeights, RankParams, recommend
+from embrec.signals import SIGNALS_FILE, SignalParams, Signals, compute_signals
+
+DAY = 86_400.0
+NOW = 1_764_000_000.0
+DIM = 8
+
+
+def _pool(embedding: list[float], cf: list[float], covered: list[bool]) -> ranking._Pool:
+    n = len(embedding)
+    cov = np.asarray(covered, dtype=bool)
+    return ranking._Pool(
+        [f"i{j}" for j in range(n)], np.asarray(embedding, float), np.asarray(cf, float), np.zeros(n), {},
+        np.ones(n, dtype=bool), cov, cov,
+    )
+
+
+def test_blend_divides_by_the_weights_of_the_covering_signals() -> None:
+    # Given: i0 is covered by every signal and best on each; i1 is uncovered (new) with the best embedding;
+    # i2 is covered, as good as i1 on embedding, but has no CF relation to the user (a real 0); i3 is the
+    # embedding minimum.
+    pool = _pool([1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.5], [True, False, True, True])
+    weights = BlendWeights(embedding=0.5, cf=1.0, trending=0.2)
+    # When
+    relevance, e, c, t = ranking._blend(pool, weights)
+    # Then: the new item is not dragged down by the CF term it cannot have, the covered zero still counts
+    np.testing.assert_allclose(relevance, e + c + t)
+    full = weights.embedding + weights.cf + weights.trending
+    assert relevance[0] == pytest.approx((0.5 + 1.0) / full)  # trending is constant: min-max 0
+    assert relevance[1] == pytest.approx(1.0)
+    assert relevance[2] == pytest.approx(0.5 / full)
+    assert relevance[1] > relevance[0] > relevance[2]
+
+
+def test_blend_without_coverage_information_is_the_plain_weighted_sum() -> None:
+    pool = _pool([0.2, 0.9], [0.4, 0.1], [True, True])
+    pool.embedding_covered = pool.cf_covered = pool.trending_covered = None
+    relevance, *_ = ranking._blend(pool, BlendWeights(embedding=1.0, cf=2.0, trending=0.0))
+    np.testing.assert_allclose(relevance, [0.0 + 2.0 * 1.0, 1.0 + 2.0 * 0.25])
+
+
+@pytest.fixture(scope="module")
+def world() -> tuple[VectorIndex, Signals]:
+    """Two genres; users co-like within a genre. ``new-a`` (genre a, closest to the genre centre) has no
+    events; ``sour-a`` (genre a) was only disliked."""
+    rng = np.random.default_rng(3)
+    centres = np.eye(DIM)[:2]
+    ids = [f"a{j}" for j in range(20)] + [f"b{j}" for j in range(20)] + ["new-a", "sour-a"]
+    vectors = np.vstack([
+        centres[0] + 0.3 * rng.normal(size=(20, DIM)),
+        centres[1] + 0.3 * rng.normal(size=(20, DIM)),
+        centres[0] + 0.01 * rng.normal(size=(1, DIM)),
+        centres[0] + 0.3 * rng.normal(size=(1, DIM)),
+    ])
+    index = VectorIndex.build(ids, vectors, [{"title": item_id.upper()} for item_id in ids])
+    events: list[tuple[str, Interaction]] = []
+    for u in range(40):
+        genre = "a" if u < 20 else "b"
+        for n, j in enumerate(rng.choice(20, size=6, replace=False)):
+            events.append((f"u{u}", Interaction(f"{genre}{j}", "like", NOW - 10 * DAY + n)))
+    events.append(("u0", Interaction("sour-a", "dislike", NOW - 5 * DAY)))
+    return index, compute_signals(events, ids, SignalParams(neighbours=10), now=NOW)
+
+
+def test_interacted_counts_any_event_type(world: tuple[VectorIndex, Signals]) -> None:
+    _, signals = world
+    mask = signals.interacted_mask()
+    seen = {item_id for item_id, flag in zip(signals.item_ids, mask, strict=True) if flag}
+    assert "new-a" not in seen and "sour-a" in seen  # a dislike is evidence, no event is none
+    assert not signals.neighbours("sour-a")  # ... though only positive events feed CF
+
+
+def test_interacted_round_trips_and_older_files_fall_back(world: tuple[VectorIndex, Signals],
+                                                          tmp_path: Path) -> None:
+    _, signals = world
+    signals.save(tmp_path / "new")
+    loaded = Signals.load(tmp_path / "new")
+    np.testing.assert_array_equal(loaded.interacted_mask(), signals.interacted_mask())
+    # A file written before ``interacted`` existed: items with a CF row or trending > 0 count as seen.
+    with np.load(tmp_path / "new" / SIGNALS_FILE, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files if name != "interacted"}
+    (tmp_path / "old").mkdir()
+    np.savez(tmp_path / "old" / SIGNALS_FILE, **arrays)
+    old = Signals.load(tmp_path / "old")
+    assert old.interacted is None
+    expected = (signals.cf_neighbours[:, 0] >= 0) | (signals.trending > 0)
+    np.testing.assert_array_equal(old.interacted_mask(), expected)
+
+
+def test_a_new_item_is_not_buried_under_warm_items(world: tuple[VectorIndex, Signals]) -> None:
+    # Given: a genre-a history; the item nearest to it has no events at all (added since the rebuild)
+    index, signals = world
+    history = [Interaction(f"a{j}", "like", NOW - 3600 + j) for j in range(5)]
+    params = RankParams(k=5, weights=BlendWeights(embedding=0.5, cf=1.0, trending=0.2))
+    # When
+    ids = [item.item_id for item in recommend(index, signals, history, None, params, NOW).items]
+    # Then: it reaches the top of the list, and the rest stays in the genre
+    assert ids[0] == "new-a"
+    assert all(item_id.endswith("-a") or item_id.startswith("a") for item_id in ids)
+    # CF alone still cannot recommend it (no CF row), embedding alone ranks it first too
+    cf_only = RankParams(k=5, weights=BlendWeights(embedding=0.0, cf=1.0, trending=0.0))
+    assert "new-a" not in [i.item_id for i in recommend(index, signals, history, None, cf_only, NOW).items]
+
+
+def test_cf_reason_names_the_most_similar_history_item(world: tuple[VectorIndex, Signals]) -> None:
+    # Given: a history whose newest event carries most of the (recency-decayed) weight
+    index, signals = world
+    history = [Interaction(f"a{j}", "like", NOW - (30 - 7 * j) * DAY) for j in range(5)]
+    params = RankParams(k=10, explain=True)
+    # When
+    items = recommend(index, signals, history, None, params, NOW).items
+    # Then: each "People who liked X" names the history item with the highest CF similarity to that item
+    named = 0
+    titles = {e.item_id: str(index.metadata(e.item_id)["title"]) for e in history}
+    for item in items:
+        for reason in item.reasons:
+            if reason.startswith("People who liked "):
+                sims = {src: dict(signals.neighbours(src)).get(item.item_id, 0.0) for src in titles}
+                source = next(src for src, title in titles.items() if f"liked {title} " in reason)
+                assert sims[source] == max(sims.values()) > 0
+                named += 1
+    assert named > 0
