@@ -133,3 +133,14 @@ def test_cf_reason_names_the_most_similar_history_item(world: tuple[VectorIndex,
                 assert sims[source] == max(sims.values()) > 0
                 named += 1
     assert named > 0
+
+
+def test_a_dislike_only_item_changes_the_signals_digest() -> None:
+    # The digest stands for the saved signals (a rebuild with an equal digest is skipped), and
+    # ``interacted`` is saved: an event that only flips it must change the digest.
+    ids = ["a", "b", "c"]
+    events = [("u1", Interaction("a", "like", NOW)), ("u1", Interaction("b", "like", NOW + 1))]
+    before = compute_signals(events, ids, now=NOW + 10)
+    after = compute_signals([*events, ("u2", Interaction("c", "dislike", NOW + 2))], ids, now=NOW + 10)
+    assert not before.interacted_mask()[2] and after.interacted_mask()[2]
+    assert before.params["input_sha256"] != after.params["input_sha256"]

@@ -425,15 +425,17 @@ def trending_scores(
 def _input_sha256(
     ids: Sequence[str], users: Mapping[str, int], user_idx: np.ndarray, item_idx: np.ndarray,
     weight: np.ndarray, ts: np.ndarray, now: float, params: SignalParams,
+    interacted: np.ndarray | None = None,
 ) -> str:
     """sha256 of what :func:`compute_signals` is a function of, but for the clock.
 
     Covers the params, the item ids (in order) and the qualifying events as a set (user id, item position,
     weight, timestamp: independent of scan order), plus which events are inside the trending window and which
-    lie in the future. With those equal, a later ``now`` only multiplies every trending score by the same
-    ``0.5 ** (delta / half_life)``, which ranking cancels (trending is min-max scaled, ordered by score), so
-    two rebuilds with the same digest are interchangeable. Future events (clock skew: age clamped to 0) break
-    that, so when there are any, ``now`` itself is part of the digest.
+    lie in the future, and ``interacted`` (items with any event, dislikes included: not among the qualifying
+    events, but saved in the signals). With those equal, a later ``now`` only multiplies every trending
+    score by the same ``0.5 ** (delta / half_life)``, which ranking cancels (trending is min-max scaled,
+    ordered by score), so two rebuilds with the same digest are interchangeable. Future events (clock skew:
+    age clamped to 0) break that, so when there are any, ``now`` itself is part of the digest.
     """
     digest = hashlib.sha256()
     digest.update(json.dumps(params.to_dict(), sort_keys=True, default=str).encode())
@@ -449,6 +451,8 @@ def _input_sha256(
     columns = (user_rank, item_idx, weight, ts, in_window, future)
     for column in columns:
         digest.update(b"\2" + np.ascontiguousarray(column[order]).tobytes())
+    if interacted is not None:
+        digest.update(b"\4" + np.packbits(interacted.astype(np.bool_)).tobytes())
     if future.any():
         digest.update(f"\3{now!r}".encode())
     return digest.hexdigest()
@@ -508,7 +512,9 @@ def compute_signals(
         params.trending_half_life_days, params.trending_window_days,
     )
     recorded = params.to_dict() | {
-        "input_sha256": _input_sha256(ids, users, user_idx, item_idx, weight_arr, ts, anchor, params),
+        "input_sha256": _input_sha256(
+            ids, users, user_idx, item_idx, weight_arr, ts, anchor, params, interacted
+        ),
         "cf_model_used": model,
         "now": anchor,
         "n_events": int(ts.size),
