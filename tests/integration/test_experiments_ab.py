@@ -10,117 +10,24 @@ p < 0.05; and after an A/A experiment replaces it (picked up by the warm contain
 
 from __future__ import annotations
 
-import copy
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
+from deployment import Deployment
 from moto import mock_aws
 
 from embrec import aws, service
-from embrec.artifacts import ArtifactStore
 from embrec.config import Settings
-from embrec.local.runtime import LambdaFunction, function_specs
-from embrec.runtime import Runtime, get_runtime, reset_runtime
-from embrec.template import create_local_resources, load_template, settings_env
+from embrec.runtime import Runtime, get_runtime
 
-ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "tests" / "events"
 CATEGORIES = ("jazz", "hiking", "cooking", "chess")
 
 
-class Stack:
-    """The recommend, events, ingest and rebuild handlers, fed events shaped as AWS sends them."""
-
-    def __init__(self, env: dict[str, str], clients: aws.AwsClients) -> None:
-        self.env = env
-        self.clients = clients
-        self.functions = {
-            spec.module_file.parent.name: LambdaFunction(spec)
-            for spec in function_specs(load_template(), ROOT).values()
-        }
-        self.base_http = json.loads((EVENTS / "http_api_v2.json").read_text())
-
-    def http(
-        self, function: str, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None
-    ) -> tuple[int, dict[str, Any]]:
-        event = copy.deepcopy(self.base_http)
-        event["routeKey"] = event["requestContext"]["routeKey"] = f"{method} {path}"
-        event["rawPath"] = event["requestContext"]["http"]["path"] = path
-        event["requestContext"]["http"]["method"] = method
-        if params:
-            event["rawQueryString"] = urlencode(params)
-            event["queryStringParameters"] = {k: str(v) for k, v in params.items()}
-        if body is not None:
-            event["body"] = json.dumps(body)
-        response = self.functions[function].invoke(event)
-        return response["statusCode"], json.loads(response["body"])
-
-    def put(self, key: str, body: bytes) -> None:
-        self.clients.s3.put_object(Bucket=self.env["EMBREC_BUCKET"], Key=key, Body=body)
-
-    def ingest_and_rebuild(self) -> None:
-        url = self.env["EMBREC_INGEST_QUEUE_URL"]
-        while True:
-            messages = self.clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get(
-                "Messages", []
-            )
-            if not messages:
-                break
-            records = [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": {"ApproximateReceiveCount": "1"},
-                    "messageAttributes": {},
-                    "md5OfBody": m["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:embrec-ingest",
-                    "awsRegion": "us-east-1",
-                }
-                for m in messages
-            ]
-            result = self.functions["ingest"].invoke({"Records": records})
-            assert not result["batchItemFailures"]
-            for m in messages:
-                self.clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        rebuilt = self.functions["rebuild"].invoke(
-            json.loads((EVENTS / "scheduled_rebuild.json").read_text())
-        )
-        assert rebuilt["status"] == "published"
-
-
-@pytest.fixture
-def stack(tmp_path: Path, encoder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("EMBREC_AWS_ENDPOINT", raising=False)
-    with mock_aws():
-        reset_runtime()
-        aws.clients.cache_clear()
-        bootstrap = aws.clients(Settings())
-        template = load_template()
-        resources = create_local_resources(template, bootstrap)
-        env = settings_env(template, resources)
-        env.update(
-            EMBREC_CACHE_DIR=str(tmp_path / "cache"),
-            EMBREC_INDEX_REFRESH_SECONDS="0",
-            EMBREC_SHARED_CACHE_SECONDS="0",
-            EMBREC_ENCODER_THREADS="2",
-        )
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        reset_runtime()
-        ArtifactStore(bootstrap.s3, resources.bucket, tmp_path / "publish").publish_encoder(encoder_dir)
-        yield Stack(env, bootstrap)
-        reset_runtime()
-        aws.clients.cache_clear()
+def _put(stack: Deployment, key: str, body: bytes) -> None:
+    stack.clients.s3.put_object(Bucket=stack.env["EMBREC_BUCKET"], Key=key, Body=body)
 
 
 def _catalog() -> bytes:
@@ -153,7 +60,7 @@ def _experiment(name: str, variants: list[tuple[str, dict[str, Any]]]) -> bytes:
 
 
 def _run(
-    stack: Stack, experiment: str, click_rates: dict[str, float], users: int, lists: int, seed: int
+    stack: Deployment, experiment: str, click_rates: dict[str, float], users: int, lists: int, seed: int
 ) -> dict[str, int]:
     """Each user fetches ``lists`` lists; each list is clicked with its variant's rate. Lists per variant."""
     rng = random.Random(seed)
@@ -162,7 +69,7 @@ def _run(
     for u in range(users):
         user = f"{experiment}-user-{u}"
         for n in range(lists):
-            status, body = stack.http("recommend", "GET", f"/users/{user}/recommendations", {"k": 5})
+            status, body = stack.http("GET", f"/users/{user}/recommendations", {"k": 5})[:2]
             assert status == 200, body
             assert body["experiment"] == experiment and body["variant"] in click_rates
             assert body["recommendation_id"] and body["items"]
@@ -190,21 +97,28 @@ def _run(
                         }
                     )
     for start in range(0, len(events), 50):
-        status, body = stack.http("events", "POST", "/events", body={"events": events[start : start + 50]})
+        status, body = stack.http(
+            "POST", "/events", body={"events": events[start : start + 50]}, function="events"
+        )[:2]
         assert status == 202 and body["rejected"] == 0, body
     return served
 
 
-def test_simulated_ab_then_aa_through_the_handlers(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+def test_simulated_ab_then_aa_through_the_handlers(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = deployment
     # Given an index over a small catalog
-    stack.put("catalog/incoming/catalog.jsonl", _catalog())
-    stack.ingest_and_rebuild()
+    _put(stack, "catalog/incoming/catalog.jsonl", _catalog())
+    stack.drain_ingest_queue()
+    assert stack.rebuild()["status"] == "published"
     # and no experiment: the default variant, an impression recorded all the same
-    status, body = stack.http("recommend", "GET", "/users/nobody/recommendations")
+    status, body = stack.http("GET", "/users/nobody/recommendations")[:2]
     assert status == 200 and body["variant"] == "default" and body["experiment"] is None
 
     # When an A/B experiment is live and users click the treatment's lists far more often
-    stack.put(
+    _put(
+        stack,
         "config/experiments.json",
         _experiment(
             "ab",
@@ -228,7 +142,7 @@ def test_simulated_ab_then_aa_through_the_handlers(stack: Stack, capsys: pytest.
 
     # And the scheduled rebuild writes the live experiment's EMF metrics, one document per variant
     capsys.readouterr()
-    rebuilt = stack.functions["rebuild"].invoke(json.loads((EVENTS / "scheduled_rebuild.json").read_text()))
+    rebuilt = stack.rebuild()
     assert rebuilt["experiment_report"] == "ab"
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"ExperimentCTR"' in line]
     assert {(d["experiment"], d["variant"]) for d in emf} == {("ab", "control"), ("ab", "treatment")}
@@ -236,7 +150,7 @@ def test_simulated_ab_then_aa_through_the_handlers(stack: Stack, capsys: pytest.
     assert by_variant["treatment"]["ExperimentImpressions"] in (served["treatment"], [served["treatment"]])
 
     # When an A/A experiment replaces it (the warm container re-reads the document)
-    stack.put("config/experiments.json", _experiment("aa", [("a", {}), ("a2", {})]))
+    _put(stack, "config/experiments.json", _experiment("aa", [("a", {}), ("a2", {})]))
     served = _run(stack, "aa", {"a": 0.4, "a2": 0.4}, users=30, lists=3, seed=12)
     assert set(served) == {"a", "a2"}
     # Then no difference, and the A/B's numbers are untouched
@@ -246,7 +160,7 @@ def test_simulated_ab_then_aa_through_the_handlers(stack: Stack, capsys: pytest.
     assert service.experiment_report(get_runtime(), "ab").variants == report.variants
 
     # And erasing a user takes their served lists with their events: they leave the report
-    status, body = stack.http("events", "DELETE", "/users/ab-user-0")
+    status, body = stack.http("DELETE", "/users/ab-user-0", function="events")[:2]
     assert status == 200 and body["impressions_deleted"] == 3
     after = service.experiment_report(get_runtime(), "ab")
     assert sum(v.users for v in after.variants) == 29
@@ -260,7 +174,8 @@ def test_a_bad_experiments_document_keeps_the_last_good_one(
         monkeypatch.setenv(name, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with mock_aws():
-        settings = Settings(cache_dir=str(tmp_path), index_refresh_seconds=0)
+        # A bucket of its own: moto's state is process-wide, and this module's deployment has its own.
+        settings = Settings(bucket="embrec-experiments-doc", cache_dir=str(tmp_path), index_refresh_seconds=0)
         clients = aws.clients(settings)
         clients.s3.create_bucket(Bucket=settings.bucket)
         runtime = Runtime(settings, aws=clients)
