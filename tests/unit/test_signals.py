@@ -60,7 +60,9 @@ def test_cooccurrence_is_the_shrunk_cosine() -> None:
     histories = {"u1": ["a", "b"], "u2": ["a", "b"], "u3": ["a", "c"]}
     for shrinkage in (0.0, 10.0):
         signals = compute_signals(
-            _events(histories, "view"), ["a", "b", "c"], SignalParams(neighbours=2, shrinkage=shrinkage)
+            _events(histories, "view"),
+            ["a", "b", "c"],
+            SignalParams(cf_model="cooccurrence", neighbours=2, shrinkage=shrinkage),
         )
         neighbours = dict(signals.neighbours("a"))
         assert neighbours["b"] == pytest.approx(2 / math.sqrt(6) * 2 / (2 + shrinkage), rel=1e-6)
@@ -72,7 +74,7 @@ def test_popular_items_do_not_dominate_cooccurrence() -> None:
     histories = {f"u{u}": ["blockbuster"] for u in range(50)}
     for u in range(5):
         histories[f"u{u}"] += ["x", "y"]
-    params = SignalParams(neighbours=2, shrinkage=1)
+    params = SignalParams(cf_model="cooccurrence", neighbours=2, shrinkage=1)
     signals = compute_signals(_events(histories), ["blockbuster", "x", "y"], params)
     assert [item for item, _ in signals.neighbours("x")] == ["y", "blockbuster"]
 
@@ -112,8 +114,8 @@ def test_ease_above_the_cap_falls_back_to_cooccurrence() -> None:
 def test_blocking_does_not_change_the_result() -> None:
     histories, ids = _block_histories(seed=5)
     events = _events(histories)
-    whole = compute_signals(events, ids, SignalParams(neighbours=6))
-    blocked = compute_signals(events, ids, SignalParams(neighbours=6, pair_budget=1))
+    whole = compute_signals(events, ids, SignalParams(cf_model="cooccurrence", neighbours=6))
+    blocked = compute_signals(events, ids, SignalParams(cf_model="cooccurrence", neighbours=6, pair_budget=1))
     np.testing.assert_array_equal(whole.cf_neighbours, blocked.cf_neighbours)
     np.testing.assert_allclose(whole.cf_scores, blocked.cf_scores)
 
@@ -126,7 +128,8 @@ def test_only_the_most_recent_items_per_user_feed_cf_and_negatives_are_ignored()
         ("u", Interaction("c", "dislike", T0 + 30)),
         ("u", Interaction("ghost", "like", T0 + 40)),  # not in the catalog
     ]
-    signals = compute_signals(events, ["old", "a", "b", "c"], SignalParams(max_items_per_user=2))
+    params = SignalParams(cf_model="cooccurrence", max_items_per_user=2)
+    signals = compute_signals(events, ["old", "a", "b", "c"], params)
     assert [item for item, _ in signals.neighbours("a")] == ["b"]
     assert signals.neighbours("old") == [] and signals.neighbours("c") == []
     assert signals.params["n_events"] == 3
