@@ -131,7 +131,7 @@ def test_missing_files_raise(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def amazon() -> Dataset:
-    return load_amazon2018(AMAZON / "Magazine_Subscriptions.csv", AMAZON / "meta_Magazine_Subscriptions.json")
+    return load_amazon2018(AMAZON / "ratings-synthetic.csv", AMAZON / "meta-synthetic.json")
 
 
 def test_amazon_counts(amazon: Dataset) -> None:
