@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from bench._data import cpu_model
 from embrec.encoder import TextEncoder
 from embrec.encoder_build import build_encoder
 
@@ -68,22 +68,12 @@ def _best_rate(run: Callable[[], object], n_texts: int, repeats: int) -> float:
     return n_texts / best
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     texts, source = bench_texts()
     threads = len(os.sched_getaffinity(0))
     repeats = int(os.environ.get("BENCH_REPEATS", "3"))
     print(
-        f"cpu: {_cpu_model()}, {threads} cores; onnxruntime threads = {threads}; "
+        f"cpu: {cpu_model()}, {threads} cores; onnxruntime threads = {threads}; "
         f"texts: {len(texts)} ({source})"
     )
     with tempfile.TemporaryDirectory(prefix="embrec-bench-") as tmp:

@@ -155,6 +155,21 @@ def _batch_write(client: Any, table: str, requests: Sequence[Mapping[str, Any]])
             raise ServiceUnavailableError(f"{table}: {len(pending)} writes still unprocessed after retries")
 
 
+def _delete_queried(client: Any, table: str, query: dict[str, Any], key_names: Sequence[str]) -> int:
+    """Delete every row a (paginated) query finds, by its primary key ``key_names``; the count deleted."""
+    deleted = 0
+    while True:
+        with aws_errors(table):
+            response = client.query(**query)
+        keys = [{name: row[name] for name in key_names} for row in response.get("Items", [])]
+        _batch_write(client, table, [{"DeleteRequest": {"Key": key}} for key in keys])
+        deleted += len(keys)
+        last = response.get("LastEvaluatedKey")
+        if not last:
+            return deleted
+        query["ExclusiveStartKey"] = last
+
+
 def _batch_get(
     client: Any,
     table: str,
@@ -595,17 +610,7 @@ class InteractionStore:
             "ProjectionExpression": "user_id, sk",
             "ConsistentRead": True,
         }
-        deleted = 0
-        while True:
-            with aws_errors(self._table):
-                response = self._client.query(**kwargs)
-            keys = [{"user_id": r["user_id"], "sk": r["sk"]} for r in response.get("Items", [])]
-            _batch_write(self._client, self._table, [{"DeleteRequest": {"Key": k}} for k in keys])
-            deleted += len(keys)
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                return deleted
-            kwargs["ExclusiveStartKey"] = last
+        return _delete_queried(self._client, self._table, kwargs, ("user_id", "sk"))
 
     def scan_recent(
         self, since: float, segments: int = 4, now: float | None = None
@@ -842,17 +847,7 @@ class ImpressionStore:
             "KeyConditionExpression": "user_id = :u",
             "ExpressionAttributeValues": {":u": {"S": user_id}},
         }
-        deleted = 0
-        while True:
-            with aws_errors(self._table):
-                response = self._client.query(**kwargs)
-            keys = [{"recommendation_id": r["recommendation_id"]} for r in response.get("Items", [])]
-            _batch_write(self._client, self._table, [{"DeleteRequest": {"Key": k}} for k in keys])
-            deleted += len(keys)
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                return deleted
-            kwargs["ExclusiveStartKey"] = last
+        return _delete_queried(self._client, self._table, kwargs, ("recommendation_id",))
 
     def scan_experiment(
         self, experiment: str, since: float | None = None, segments: int = 4, now: float | None = None
