@@ -9,7 +9,6 @@ first use, so the events function never downloads an index and the recommend fun
 from __future__ import annotations
 
 import functools
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -21,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from embrec.artifacts import ArtifactStore, LiveArtifact, WatchedJson
+from embrec.artifacts import ENCODER_MANIFEST, ENCODER_PREFIX, ArtifactStore, LiveArtifact, WatchedJson
 from embrec.aws import AwsClients, aws_errors, clients
 from embrec.config import Settings, get_settings
 from embrec.encoder import TextEncoder
@@ -231,9 +230,15 @@ class Runtime:
             return self._encoders[wanted]
 
     def encoder_manifest(self, encoder_id: str | None = None) -> dict[str, Any]:
-        """``encoder.json`` of an encoder (downloads and verifies it like :meth:`encoder`)."""
-        directory = self.artifacts.fetch_encoder(encoder_id)
-        return dict(json.loads((directory / "encoder.json").read_text(encoding="utf-8")))
+        """``encoder.json`` of an encoder (default: the current one): its id and dim, without the model.
+
+        The rebuild needs only these to check the items' vectors; downloading the 70-90 MB model for it
+        would be work in the wrong place.
+        """
+        wanted = encoder_id or self.artifacts.current_encoder_id()
+        found = self.artifacts.get_json(f"{ENCODER_PREFIX}{wanted}/{ENCODER_MANIFEST}")
+        assert found is not None  # no If-None-Match: never a 304
+        return found[0]
 
     @contextmanager
     def open_catalog(self, key: str, etag: str | None) -> Iterator[BinaryIO]:
