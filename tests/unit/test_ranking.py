@@ -210,6 +210,24 @@ def test_trending_without_activity_fills_with_the_newest(catalog: VectorIndex) -
     assert items[0].reasons == ("New in the catalog",)
 
 
+
+def test_index_changes_reach_the_cached_signal_alignment(signals: Signals) -> None:
+    """The request path caches the signals re-keyed by index position; an upsert or delete between two
+    requests (a warm container applying a delta) must be seen by the next one, CF and trending alike."""
+    rng = np.random.default_rng(3)
+    ids = [_item_id(n) for n in range(N_ITEMS)]
+    index = VectorIndex.build(ids, rng.normal(size=(N_ITEMS, DIM)))
+    first = trending(index, signals, 3)[0].item_id
+    assert _topics_of([first]) == [3]
+    index.delete([first])
+    assert first not in [t.item_id for t in trending(index, signals, 20)]
+    history = _history([3, 7, 11])
+    cf = RankParams(k=20, weights=BlendWeights(embedding=0.0, cf=1.0, trending=0.0))
+    assert first not in [r.item_id for r in recommend(index, signals, history, None, cf, NOW).items]
+    index.upsert([first], rng.normal(size=(1, DIM)))  # back, at a new position
+    assert trending(index, signals, 1)[0].item_id == first
+    assert first in [r.item_id for r in recommend(index, signals, history, None, cf, NOW).items]
+
 def test_params_validation() -> None:
     for bad in ({"k": 0}, {"k": 10_000}, {"diversity": 1.5}, {"strategy": "random"}):
         with pytest.raises(InvalidInputError):

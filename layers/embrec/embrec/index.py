@@ -160,7 +160,10 @@ class VectorIndex:
         self._deleted = deleted  # (capacity,) bool
         self._meta = meta
         self._position: dict[str, int] = {}
-        for position, item_id in enumerate(ids.tolist()):
+        # Decoded ids per position (tombstones included): the dict above already holds these strings, so
+        # the list costs a pointer per item and spares a utf-8 decode per id on the request path.
+        self._id_list: list[str] = ids.tolist()
+        for position, item_id in enumerate(self._id_list):
             if not deleted[position]:
                 self._position[item_id] = position
         self.encoder_id = encoder_id
@@ -257,9 +260,41 @@ class VectorIndex:
         positions = np.array([self._require(item_id) for item_id in item_ids], dtype=np.int64)
         return self._vectors[positions].reshape(len(positions), self.dim)
 
+    # -- positions (the request path's vectorised view: arrays over positions instead of per-id calls) ------
+    @property
+    def generation(self) -> tuple[int, int]:
+        """Changes whenever the live set does: (positions used, live items). Upserts always grow the first,
+        deletes only shrink the second, so a value never repeats: a cache keyed on it cannot go stale."""
+        return (self._n, len(self._position))
+
+    def positions_of(self, item_ids: Sequence[str]) -> np.ndarray:
+        """int64 (len(item_ids),): each live id's position, -1 for unknown or deleted ids."""
+        get = self._position.get
+        return np.fromiter((get(item_id, -1) for item_id in item_ids), dtype=np.int64, count=len(item_ids))
+
+    def ids_at(self, positions: np.ndarray) -> list[str]:
+        """Item ids at ``positions`` (int, any shape flattened)."""
+        id_list = self._id_list
+        return [id_list[p] for p in np.asarray(positions, dtype=np.int64).reshape(-1).tolist()]
+
+    def vectors_at(self, positions: np.ndarray) -> np.ndarray:
+        """(len(positions), dim) float32 unit vectors at ``positions`` (a copy)."""
+        return self._vectors[np.asarray(positions, dtype=np.int64).reshape(-1)]
+
+    def allowed_mask(
+        self, filters: Filters | None, exclude_positions: np.ndarray | None = None
+    ) -> np.ndarray:
+        """bool (positions,): live, passing ``filters``, and not in ``exclude_positions`` (-1 ignored)."""
+        mask = ~self._deleted[: self._n]
+        if filters is not None and not filters.is_empty():
+            mask &= self._meta.mask(filters)
+        if exclude_positions is not None and exclude_positions.size:
+            mask[exclude_positions[exclude_positions >= 0]] = False
+        return mask
+
     def matches(self, item_ids: Sequence[str], filters: Filters | None) -> np.ndarray:
         """bool (len(item_ids),): live and passing ``filters``. Unknown or deleted ids are False."""
-        positions = np.array([self._position.get(item_id, -1) for item_id in item_ids], dtype=np.int64)
+        positions = self.positions_of(item_ids)
         known = positions >= 0
         result = known.copy()
         if filters is not None and not filters.is_empty() and known.any():
@@ -384,6 +419,7 @@ class VectorIndex:
         self._deleted = _grow_rows(self._deleted, end)
         self._deleted[start:end] = False
         self._ids.extend(ids)
+        self._id_list.extend(ids)
         self._meta.append(rows)
         self._n = end
         for offset, item_id in enumerate(ids):

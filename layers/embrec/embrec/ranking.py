@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -239,36 +240,60 @@ def _matching_interest(interests: Sequence[str], metadata: Mapping[str, object])
 # --------------------------------------------------------------------------- candidate sources
 
 
-def _matching(index: VectorIndex, item_ids: Sequence[str], filters: Filters | None) -> list[str]:
-    ids = [item_id for item_id in item_ids if index.contains(item_id)]
-    if filters is None or not ids:
-        return ids
-    mask = index.matches(ids, filters)
-    return [item_id for item_id, ok in zip(ids, mask, strict=True) if ok]
+@dataclass(frozen=True)
+class _Aligned:
+    """The signals re-keyed by index position, so a request works on arrays instead of per-id lookups.
+
+    ``sig_to_pos``: int64 (len(signals),), the index position of each signals item, -1 when not live.
+    ``trending``: float64 (positions,), trending score per position (0 where none). ``interacted``: bool
+    (positions,), :meth:`Signals.interacted_mask` per position. ``trending_order``: int64, live positions with
+    trending > 0, best first, ties by item id (:meth:`Signals.trending_order`).
+    """
+
+    sig_to_pos: np.ndarray
+    trending: np.ndarray
+    interacted: np.ndarray
+    trending_order: np.ndarray
 
 
-def _top_trending(
-    index: VectorIndex, signals: Signals | None, n: int, filters: Filters | None, exclude: Collection[str]
-) -> list[str]:
-    """Up to ``n`` trending item ids (best first) that the index holds, match ``filters``, not excluded."""
-    if signals is None or n <= 0:
-        return []
-    order = signals.trending_order()
-    out: list[str] = []
+# One entry: a container serves one (index, signals) pair at a time. Weak references, so a replaced index
+# is freed at once; keyed on ``index.generation``, which changes with every upsert or delete.
+_ALIGNED: list[tuple[weakref.ref[VectorIndex], tuple[int, int], weakref.ref[Signals], _Aligned]] = []
+
+
+def _aligned(index: VectorIndex, signals: Signals) -> _Aligned:
+    """:class:`_Aligned` for this pair (O(len(signals)) once per index generation, then cached)."""
+    if _ALIGNED:
+        index_ref, generation, signals_ref, cached = _ALIGNED[0]
+        if index_ref() is index and generation == index.generation and signals_ref() is signals:
+            return cached
+    sig_to_pos = index.positions_of(signals.item_ids)
+    live = sig_to_pos >= 0
+    trending = np.zeros(index.positions, dtype=np.float64)
+    trending[sig_to_pos[live]] = signals.trending[live]
+    interacted = np.zeros(index.positions, dtype=bool)
+    interacted[sig_to_pos[live]] = signals.interacted_mask()[live]
+    order = sig_to_pos[signals.trending_order()]
+    aligned = _Aligned(sig_to_pos, trending, interacted, order[order >= 0])
+    _ALIGNED[:] = [(weakref.ref(index), index.generation, weakref.ref(signals), aligned)]
+    return aligned
+
+
+def _first_allowed(positions: np.ndarray, allowed: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` of ``positions`` (int64, in order) where ``allowed`` (bool over positions) holds."""
+    out = np.zeros(0, dtype=np.int64)
     chunk = max(4 * n, 256)
-    for start in range(0, order.size, chunk):
-        ids = [signals.item_ids[p] for p in order[start : start + chunk]]
-        ids = [item_id for item_id in ids if item_id not in exclude]
-        out.extend(_matching(index, ids, filters))
-        if len(out) >= n:
+    for start in range(0, positions.shape[0], chunk):
+        part = positions[start : start + chunk]
+        out = np.concatenate([out, part[allowed[part]]])
+        if out.shape[0] >= n:
             break
     return out[:n]
 
 
-def _newest(index: VectorIndex, n: int, filters: Filters | None, exclude: Collection[str]) -> list[str]:
-    """Fill for a catalog without interactions: newest matching items (created_at desc, then id)."""
-    live = [item_id for item_id in index.live_ids() if item_id not in exclude]
-    live = _matching(index, live, filters)
+def _newest(index: VectorIndex, n: int, allowed: np.ndarray) -> list[str]:
+    """Fill for a catalog without interactions: newest allowed items (created_at desc, then id)."""
+    live = index.ids_at(np.flatnonzero(allowed))
     if len(live) > _NEWEST_SCAN_LIMIT:  # too many to read metadata per request: plain id order
         return sorted(live)[:n]
 
@@ -284,7 +309,7 @@ class _Pool:
     """Candidate scores gathered from every source (raw, before normalisation).
 
     ``*_covered``: bool (n,), whether that signal can score the item at all for this request (see
-    :func:`_coverage`); a covered item with score 0 is a real "no", an uncovered one is "no evidence".
+    :func:`_gather`); a covered item with score 0 is a real "no", an uncovered one is "no evidence".
     """
 
     ids: list[str]
@@ -297,28 +322,49 @@ class _Pool:
     trending_covered: np.ndarray | None = None
 
 
-def _coverage(
-    signals: Signals | None, ids: Sequence[str], *, embedding: bool, cf: bool, trending: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which signals cover each candidate, bool (n,) each.
+@dataclass(frozen=True)
+class _CF:
+    """CF evidence for one request, over index positions: ``positions`` (m,) int64 sorted, ``scores`` (m,)
+    float64 (sum over sources of weight x similarity), ``source`` (m,) the id of the history item most similar
+    to each (ties: the heavier source), ``active`` the number of sources that have neighbours."""
 
-    - embedding covers every candidate when the request has a query vector (every index item has one);
-    - CF and trending cover an item the signals saw any event on when they were built
-      (:meth:`Signals.interacted_mask`), CF only when the request has CF sources with neighbours, trending
-      only when it is used. An item added since the rebuild, or one nobody has touched, is not covered:
-      CF and trending have no evidence about it. An item users did touch but that has no CF neighbours
-      (no co-engagement, only dislikes) is covered, and its CF score 0 counts.
-    """
-    n = len(ids)
-    emb = np.full(n, bool(embedding))
-    seen = np.zeros(n, dtype=bool)
-    if signals is not None and n and (cf or trending):
-        mask = signals.interacted_mask()
-        positions = [signals.position(item_id) for item_id in ids]
-        seen = np.asarray([p is not None and bool(mask[p]) for p in positions], dtype=bool)
-    cf_cov = seen if cf else np.zeros(n, dtype=bool)
-    trend_cov = seen if trending else np.zeros(n, dtype=bool)
-    return emb, cf_cov, trend_cov
+    positions: np.ndarray
+    scores: np.ndarray
+    source: list[str]
+    active: int
+
+
+def _cf(
+    signals: Signals, aligned: _Aligned, cf_sources: Sequence[tuple[str, float]], allowed: np.ndarray
+) -> _CF:
+    sources = [
+        (item_id, weight, pos)
+        for item_id, weight in cf_sources
+        if weight > 0 and (pos := signals.position(item_id)) is not None
+    ]
+    if not sources:
+        return _CF(np.zeros(0, np.int64), np.zeros(0), [], 0)
+    rows = np.asarray([pos for _, _, pos in sources], dtype=np.int64)
+    neighbours = signals.cf_neighbours[rows].astype(np.int64)  # (S, N) signals positions, -1 padded
+    similarity = signals.cf_scores[rows].astype(np.float64)
+    has = neighbours >= 0
+    active = int(np.count_nonzero(has.any(axis=1)))
+    positions = np.where(has, aligned.sig_to_pos[np.maximum(neighbours, 0)], -1)
+    keep = positions >= 0
+    keep[keep] = allowed[positions[keep]]
+    weights = np.asarray([weight for _, weight, _ in sources], dtype=np.float64)
+    flat = positions[keep]
+    contribution = (weights[:, None] * similarity)[keep]
+    source_row = np.nonzero(keep)[0]  # row-major: flat order is source order (heaviest first)
+    unique, inverse = np.unique(flat, return_inverse=True)
+    scores = np.bincount(inverse, weights=contribution, minlength=unique.shape[0])
+    # Per item, the source with the highest similarity (not weight x similarity: the recency decay would
+    # name the newest event for nearly every item); ties keep the heavier source (earlier in the flat order).
+    order = np.lexsort((np.arange(flat.shape[0]), -similarity[keep], inverse))
+    first = order[np.r_[True, inverse[order][1:] != inverse[order][:-1]]] if order.size else order
+    best = np.empty(unique.shape[0], dtype=np.int64)
+    best[inverse[first]] = source_row[first]
+    return _CF(unique, scores, [sources[int(r)][0] for r in best], active)
 
 
 def _gather(
@@ -333,38 +379,37 @@ def _gather(
     use_trending: bool,
 ) -> _Pool:
     """Candidates from the ANN (per query), CF neighbours of ``cf_sources`` ((item id, weight) heaviest
-    first) and trending; raw per-signal scores and coverage (:func:`_coverage`) for each."""
-    candidates: set[str] = set()
+    first) and trending; raw per-signal scores and coverage for each.
+
+    Coverage: embedding covers every candidate when the request has a query vector (every index item has
+    one); CF and trending cover an item the signals saw any event on when they were built
+    (:meth:`Signals.interacted_mask`), CF only when the request has CF sources with neighbours, trending only
+    when it is used. An item added since the rebuild, or one nobody has touched, is not covered: CF and
+    trending have no evidence about it. An item users did touch but that has no CF neighbours (no
+    co-engagement, only dislikes) is covered, and its CF score 0 counts.
+    """
+    allowed = index.allowed_mask(filters, index.positions_of(list(exclude)))
+    found = [np.zeros(0, dtype=np.int64)]
     for q, share in zip(queries, shares, strict=True):
         quota = max(1, math.ceil(pool * float(share)))
-        candidates.update(item_id for item_id, _ in index.search(q, quota, filters=filters, exclude=exclude))
-    cf: dict[str, float] = {}
-    # The reason for a CF candidate names the history item most similar to it (highest CF similarity),
-    # not the one contributing most: contributions carry the recency decay, so the newest event would be
-    # named for nearly every item. (Per-source normalised or recency-flattened *scores* measured worse:
-    # EVALUATION.md, "Blend: coverage and CF aggregation".)
-    cf_best: dict[str, tuple[float, str]] = {}
-    active_sources = 0
-    if signals is not None:
-        for source, weight in cf_sources:
-            if weight <= 0:
-                continue
-            neighbours = signals.neighbours(source)
-            active_sources += bool(neighbours)
-            for neighbour, score in neighbours:
-                if neighbour in exclude:
-                    continue
-                cf[neighbour] = cf.get(neighbour, 0.0) + weight * score
-                if score > cf_best.get(neighbour, (0.0, ""))[0]:  # sources come heaviest first: ties keep it
-                    cf_best[neighbour] = (score, source)
-    if cf:
-        top_cf = sorted(cf, key=lambda item_id: (-cf[item_id], item_id))[: 2 * pool]
-        candidates.update(_matching(index, top_cf, filters))
-    if use_trending:
-        candidates.update(_top_trending(index, signals, pool, filters, exclude))
-    ids = sorted(item_id for item_id in candidates if item_id not in exclude and index.contains(item_id))
+        hits = index.search(q, quota, filters=filters, exclude=exclude)
+        found.append(index.positions_of([item_id for item_id, _ in hits]))
+    aligned = _aligned(index, signals) if signals is not None else None
+    cf = _CF(np.zeros(0, np.int64), np.zeros(0), [], 0)
+    if aligned is not None and signals is not None:
+        cf = _cf(signals, aligned, cf_sources, allowed)
+        top = np.lexsort((cf.positions, -cf.scores))[: 2 * pool]
+        found.append(cf.positions[top])
+        if use_trending:
+            found.append(_first_allowed(aligned.trending_order, allowed, pool))
+    candidates = np.unique(np.concatenate(found))
+    candidates = candidates[allowed[candidates]]
+    unsorted_ids = index.ids_at(candidates)
+    by_id = sorted(range(len(unsorted_ids)), key=unsorted_ids.__getitem__)
+    candidates = candidates[np.asarray(by_id, dtype=np.int64)]
+    ids = [unsorted_ids[i] for i in by_id]
     if queries.shape[0] and ids:
-        cosines = index.vectors_for(ids).astype(np.float64) @ queries.T.astype(np.float64)  # (pool, m)
+        cosines = index.vectors_at(candidates).astype(np.float64) @ queries.T.astype(np.float64)  # (pool, m)
         if queries.shape[0] > 1:
             # Rank-based per interest: interest m owns the top share_m of the pool, so the list interleaves
             # interests in proportion to their weight instead of letting the tightest cluster crowd out the
@@ -380,19 +425,23 @@ def _gather(
         embedding = np.zeros(len(ids))
     # CF as the weighted mean similarity to the history: an absolute scale, so thin evidence (a pair seen
     # by one user, damped by shrinkage) stays small instead of being stretched to 1 by min-max.
+    at = np.minimum(np.searchsorted(cf.positions, candidates), max(cf.positions.shape[0] - 1, 0))
+    has_cf = cf.positions[at] == candidates if cf.positions.size else np.zeros(len(ids), dtype=bool)
+    cf_raw = np.where(has_cf, cf.scores[at] if cf.scores.size else 0.0, 0.0)
     source_weight = sum(w for _, w in cf_sources if w > 0)
-    cf_raw = np.asarray([cf.get(item_id, 0.0) for item_id in ids], dtype=np.float64)
     if source_weight > 0:
         cf_raw /= source_weight
-    trend = np.asarray(
-        [signals.trending_score(item_id) if signals is not None else 0.0 for item_id in ids], dtype=np.float64
-    )
-    emb_cov, cf_cov, trend_cov = _coverage(
-        signals, ids, embedding=bool(queries.shape[0]), cf=active_sources > 0, trending=use_trending
-    )
+    cf_source = {ids[i]: cf.source[int(at[i])] for i in np.flatnonzero(has_cf)}
+    if aligned is not None:
+        trend = aligned.trending[candidates]
+        seen = aligned.interacted[candidates]
+    else:
+        trend, seen = np.zeros(len(ids)), np.zeros(len(ids), dtype=bool)
     return _Pool(
-        ids, embedding, cf_raw, trend, {item_id: src for item_id, (_, src) in cf_best.items()},
-        emb_cov, cf_cov, trend_cov,
+        ids, embedding, cf_raw, trend, cf_source,
+        np.full(len(ids), bool(queries.shape[0])),
+        seen if cf.active > 0 else np.zeros(len(ids), dtype=bool),
+        seen if use_trending else np.zeros(len(ids), dtype=bool),
     )
 
 
@@ -618,8 +667,10 @@ def trending(
     When fewer than ``k`` items have trending activity (a new deployment) the list is filled with the
     newest matching items (score 0).
     """
-    exclude = exclude if isinstance(exclude, set | frozenset) else frozenset(exclude)
-    top = _top_trending(index, signals, k, filters, exclude)
+    allowed = index.allowed_mask(filters, index.positions_of(list(exclude)))
+    top: list[str] = []
+    if signals is not None:
+        top = index.ids_at(_first_allowed(_aligned(index, signals).trending_order, allowed, k))
     items = [
         Recommendation(
             item_id,
@@ -629,7 +680,8 @@ def trending(
         for item_id in top
     ]
     if len(items) < k:
-        fill = _newest(index, k, filters, exclude | set(top))[: k - len(items)]
+        allowed[index.positions_of(top)] = False
+        fill = _newest(index, k - len(items), allowed)
         items.extend(Recommendation(item_id, 0.0, (REASON_NEW,) if explain else ()) for item_id in fill)
     return items
 
