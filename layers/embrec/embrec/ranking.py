@@ -514,7 +514,8 @@ def recommend(
         replace(event, timestamp=min(float(event.timestamp), now)) if event.timestamp > now else event
         for event in recent_history(history, profile.max_history)
     ]
-    known = [event for event in recent if index.contains(event.item_id)]
+    live = index.positions_of([event.item_id for event in recent]) >= 0
+    known = [event for event, is_live in zip(recent, live.tolist(), strict=True) if is_live]
     if profile_vector is not None:
         profile_vector = np.asarray(profile_vector, dtype=np.float32).reshape(-1)
         if profile_vector.shape[0] != index.dim or not np.all(np.isfinite(profile_vector)):
@@ -543,7 +544,7 @@ def _personalized(
 ) -> RankedList | None:
     profile = params.profile
     weights = interaction_weights([e.type for e in known], [e.timestamp for e in known], profile)
-    history_vectors = index.vectors_for([e.item_id for e in known]).astype(np.float64)
+    history_vectors = index.vectors_at(index.positions_of([e.item_id for e in known])).astype(np.float64)
     queries, shares = interest_vectors(
         history_vectors, weights, profile.max_interests, diversity_threshold=profile.diversity_threshold
     )
