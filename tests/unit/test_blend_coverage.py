@@ -10,6 +10,7 @@ import pytest
 
 from embrec import ranking
 from embrec.index import VectorIndex
+from embrec.manifest import describe_files
 from embrec.profiles import Interaction
 from embrec.ranking import BlendWeights, RankParams, recommend
 from embrec.signals import SIGNALS_FILE, SignalParams, Signals, compute_signals
@@ -94,7 +95,7 @@ def test_interacted_round_trips_and_older_files_fall_back(world: tuple[VectorInd
         arrays = {name: data[name] for name in data.files if name != "interacted"}
     (tmp_path / "old").mkdir()
     np.savez(tmp_path / "old" / SIGNALS_FILE, **arrays)
-    old = Signals.load(tmp_path / "old")
+    old = Signals.load(tmp_path / "old", describe_files(tmp_path / "old", [SIGNALS_FILE]))
     assert old.interacted is None
     expected = (signals.cf_neighbours[:, 0] >= 0) | (signals.trending > 0)
     np.testing.assert_array_equal(old.interacted_mask(), expected)

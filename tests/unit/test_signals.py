@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from embrec import signals as signals_module
-from embrec.errors import IntegrityError, InvalidInputError
+from embrec.errors import CompatibilityError, IntegrityError, InvalidInputError
+from embrec.manifest import describe_files, write_json
 from embrec.profiles import Interaction
 from embrec.signals import CF_MODELS, SignalParams, Signals, compute_signals
 
@@ -201,3 +202,114 @@ def test_params_validation_and_duplicate_ids() -> None:
     signals = compute_signals([], ["a", "a", "b"])
     assert signals.item_ids == ("a", "b") and len(Signals.empty(["x"])) == 1
     assert np.all(signals.trending == 0)
+
+
+# --------------------------------------------------------------------------- on-disk format
+
+
+def _ragged_signals() -> Signals:
+    """Rows with 3, 1 and 0 neighbours (width 3), as compute_signals leaves them: best first, -1 padded."""
+    return Signals(
+        item_ids=("a", "b", "c"),
+        cf_neighbours=np.array([[1, 2, 0], [0, -1, -1], [-1, -1, -1]], dtype=np.int32),
+        cf_scores=np.array([[0.9, 0.5, 0.25], [0.75, 0, 0], [0, 0, 0]], dtype=np.float32),
+        trending=np.array([0.0, 2.0, 0.5], dtype=np.float32),
+        params={"neighbours": 3},
+        interacted=np.array([True, True, False]),
+    )
+
+
+def test_ragged_rows_round_trip_and_store_no_padding(tmp_path: Path) -> None:
+    signals = _ragged_signals()
+
+    manifest = signals.save(tmp_path)
+    loaded = Signals.load(tmp_path)
+
+    assert manifest["format_version"] == 2
+    np.testing.assert_array_equal(loaded.cf_neighbours, signals.cf_neighbours)
+    np.testing.assert_array_equal(loaded.cf_scores, signals.cf_scores)
+    assert loaded.cf_neighbours.dtype == np.int32 and loaded.cf_scores.dtype == np.float32
+    assert [loaded.neighbours(i) for i in "abc"] == [signals.neighbours(i) for i in "abc"]
+    with np.load(tmp_path / signals_module.SIGNALS_FILE, allow_pickle=False) as data:
+        assert data["cf_counts"].tolist() == [3, 1, 0] and data["cf_counts"].dtype == np.uint8
+        pairs = data["cf_neighbour_ids"]
+        assert pairs.tolist() == [1, 2, 0, 0] and pairs.dtype == np.uint8
+        assert "cf_neighbours" not in data.files
+
+
+def test_a_sparse_catalog_costs_a_count_per_item_not_a_padded_row(tmp_path: Path) -> None:
+    # 10k items, one in ten with 50 neighbours (the 100k-item bench has 9% of its items with a CF row)
+    n, width = 10_000, 50
+    rng = np.random.default_rng(0)
+    neighbours = np.full((n, width), -1, dtype=np.int32)
+    scores = np.zeros((n, width), dtype=np.float32)
+    rows = np.arange(0, n, 10)
+    neighbours[rows] = rng.integers(0, n, size=(rows.size, width))
+    scores[rows] = np.sort(rng.random((rows.size, width)), axis=1)[:, ::-1]
+    ids = tuple(f"item-{i}" for i in range(n))
+    signals = Signals(ids, neighbours, scores, np.zeros(n, np.float32))
+
+    signals.save(tmp_path)
+    loaded = Signals.load(tmp_path)
+
+    np.testing.assert_array_equal(loaded.cf_neighbours, neighbours)
+    np.testing.assert_array_equal(loaded.cf_scores, scores)
+    dense_cf_bytes = n * width * 8
+    assert (tmp_path / signals_module.SIGNALS_FILE).stat().st_size < dense_cf_bytes / 5
+
+
+def _write_format_1(signals: Signals, directory: Path) -> None:
+    """A signals directory as the code before format 2 wrote it: dense padded rows, int64 id offsets."""
+    directory.mkdir(parents=True)
+    blob = np.frombuffer("".join(signals.item_ids).encode(), dtype=np.uint8)
+    offsets = np.r_[0, np.cumsum([len(i.encode()) for i in signals.item_ids])].astype(np.int64)
+    np.savez(
+        directory / signals_module.SIGNALS_FILE,
+        format_version=np.asarray(1, dtype=np.int64),
+        item_id_blob=blob,
+        item_id_offsets=offsets,
+        cf_neighbours=signals.cf_neighbours,
+        cf_scores=signals.cf_scores,
+        trending=signals.trending,
+        params_json=np.frombuffer(json.dumps(dict(signals.params)).encode(), dtype=np.uint8),
+    )
+    files = describe_files(directory, [signals_module.SIGNALS_FILE])
+    write_json(directory / "manifest.json", {"files": files, "format_version": 1})
+
+
+def test_format_1_files_still_load(tmp_path: Path) -> None:
+    signals = _ragged_signals()
+    _write_format_1(signals, tmp_path / "v1")
+
+    loaded = Signals.load(tmp_path / "v1")
+
+    assert loaded.item_ids == signals.item_ids
+    np.testing.assert_array_equal(loaded.cf_neighbours, signals.cf_neighbours)
+    np.testing.assert_array_equal(loaded.cf_scores, signals.cf_scores)
+    assert loaded.interacted is None  # not in format 1 files: interacted_mask falls back
+
+
+def test_a_newer_format_is_a_compatibility_error_and_a_malformed_one_an_integrity_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "v3").mkdir()
+    np.savez(tmp_path / "v3" / signals_module.SIGNALS_FILE, format_version=np.asarray(3, dtype=np.int64))
+    files = describe_files(tmp_path / "v3", [signals_module.SIGNALS_FILE])
+    with pytest.raises(CompatibilityError, match="format version 3"):
+        Signals.load(tmp_path / "v3", files)
+
+    _ragged_signals().save(tmp_path / "bad")
+    with np.load(tmp_path / "bad" / signals_module.SIGNALS_FILE, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["cf_counts"] = np.array([3, 2, 0], dtype=np.uint8)  # one pair more than stored
+    np.savez(tmp_path / "bad" / signals_module.SIGNALS_FILE, **arrays)
+    files = describe_files(tmp_path / "bad", [signals_module.SIGNALS_FILE])
+    with pytest.raises(IntegrityError, match="CF rows"):
+        Signals.load(tmp_path / "bad", files)
+
+
+def test_load_hashes_against_its_manifest_when_given_a_plain_path(tmp_path: Path) -> None:
+    _ragged_signals().save(tmp_path)
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(IntegrityError, match="manifest"):  # no manifest: nothing to check against
+        Signals.load(tmp_path)

@@ -29,16 +29,20 @@ or after ``items_as_of`` (re-applying an upsert is idempotent); since a delta na
 visible later (upload time, clock skew), refreshes look back :data:`DELTA_LOOKBACK_MS` before the last
 applied one and skip names already applied.
 
-Loading: :class:`ArtifactStore` downloads a version into ``cache_dir`` and verifies every sha256 against
-the manifest before returning the directory; :class:`LiveArtifact` keeps the loaded value of a warm
-container fresh (conditional GET of the pointer at most every ``refresh_seconds``; a new version is loaded
-completely, then swapped in by reference; a corrupt one is refused and reported, the old one kept).
+Loading: :class:`ArtifactStore` downloads a version into ``cache_dir``, hashing each file's bytes as they are
+written (one pass, overlapping the transfer), compares every sha256 and size with the manifest and returns a
+:class:`~embrec.manifest.VerifiedDirectory`: the loaders trust those files without hashing them again, while
+a directory they are given as a plain path is always hashed (see :mod:`embrec.manifest`).
+:class:`LiveArtifact` keeps the loaded value of a warm container fresh (conditional GET of the pointer at
+most every ``refresh_seconds``; a new version is loaded completely, then swapped in by reference; a corrupt
+one is refused and reported, the old one kept).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import io
 import json
 import shutil
 import threading
@@ -59,7 +63,7 @@ from embrec.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
-from embrec.manifest import read_json, sha256_file, verify_files
+from embrec.manifest import FileDigest, VerifiedDirectory, read_json, sha256_file, verify_files
 
 __all__ = [
     "CURRENT_ENCODER_KEY",
@@ -220,6 +224,42 @@ def input_identity(directory: Path) -> str:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class _HashingSink(io.RawIOBase):
+    """A write-only, non-seekable file that hashes what it writes, in order.
+
+    Non-seekable on purpose: s3transfer then still fetches a large object in parallel ranged parts, but
+    hands them to ``write`` in file order (its non-seekable output manager), so one sha256 pass runs while
+    the transfer is in flight instead of a second read of the file afterwards.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._stream = open(path, "wb")  # noqa: SIM115 (closed in close())
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._digest.update(view)
+        self._stream.write(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()
+
+    def observed(self) -> FileDigest:
+        return FileDigest(self._digest.hexdigest(), self.size)
 
 
 def _etag(value: Any) -> str:
@@ -419,31 +459,39 @@ class ArtifactStore:
                 self._s3.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id)
             raise
 
-    def _download(self, key: str, path: Path) -> None:
+    def _download(self, key: str, path: Path) -> FileDigest:
+        """Download one object to ``path``; the sha256 and size of the bytes written (hashed in flight)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        with aws_errors(f"s3://{self._bucket}/{key}"):
-            self._s3.download_file(self._bucket, key, str(path))
+        with _HashingSink(path) as sink, aws_errors(f"s3://{self._bucket}/{key}"):
+            self._s3.download_fileobj(self._bucket, key, sink)
+        return sink.observed()
 
-    def _download_verified(self, prefix: str, files: Mapping[str, Mapping[str, Any]], target: Path) -> None:
+    def _download_verified(
+        self, prefix: str, files: Mapping[str, Mapping[str, Any]], target: Path
+    ) -> VerifiedDirectory:
         """Download ``files`` from ``prefix`` into ``target`` via a temporary sibling, verified, then renamed.
 
-        An existing ``target`` that verifies is reused (a warm container re-loading, or a shared cache).
+        Each file is hashed once, as it is written; nothing is renamed into place unless every digest and
+        size matches. An existing ``target`` is reused only after hashing it on disk (a warm container
+        re-loading, or a shared cache): a directory that was not just written is never trusted as is.
         """
         if target.is_dir():
             try:
-                verify_files(target, files)
-                return
+                return verify_files(target, files)
             except IntegrityError:
                 shutil.rmtree(target, ignore_errors=True)
         work = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}"
         try:
+            names = sorted(files)
             with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
-                list(pool.map(lambda name: self._download(prefix + name, work / name), sorted(files)))
-            verify_files(work, files)
+                digests = list(pool.map(lambda name: self._download(prefix + name, work / name), names))
+            observed = dict(zip(names, digests, strict=True))
+            VerifiedDirectory.from_digests(work, files, observed)  # IntegrityError before the rename
             try:
                 work.rename(target)
-            except OSError:  # a concurrent download won the rename: use (and re-verify) its copy
-                verify_files(target, files)
+            except OSError:  # a concurrent download won the rename: use its copy, hashed on disk
+                return verify_files(target, files)
+            return VerifiedDirectory.from_digests(target, files, observed)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -562,18 +610,20 @@ class ArtifactStore:
             return PublishResult(version, "lost_race", manifest, None)
         return PublishResult(version, "published", manifest, etag)
 
-    def download_version(self, version: str) -> tuple[Path, dict[str, Any]]:
+    def download_version(self, version: str) -> tuple[VerifiedDirectory, dict[str, Any]]:
         """Download ``index/<version>/`` into ``cache_dir/index/<version>/``, verified; ``(dir, manifest)``.
 
-        Raises :class:`IntegrityError` (and leaves nothing behind) when any file does not match the manifest.
+        The directory comes back as a :class:`VerifiedDirectory` (``.path`` is the ``Path``), which
+        :func:`embrec.rebuild.load_version` trusts without hashing the files again. Raises
+        :class:`IntegrityError` (and leaves nothing behind) when any file does not match the manifest.
         """
         prefix = f"{INDEX_PREFIX}{version}/"
         manifest = self._read_manifest(prefix)
         target = self._cache / "index" / version
         target.parent.mkdir(parents=True, exist_ok=True)
-        self._download_verified(prefix, manifest["files"], target)
+        verified = self._download_verified(prefix, manifest["files"], target)
         (target / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        return target, manifest
+        return verified, manifest
 
     def list_versions(self) -> list[VersionInfo]:
         """Every version prefix, newest published first (incomplete ones last)."""
@@ -780,8 +830,9 @@ class LoadedArtifact(Generic[T]):
 class LiveArtifact(Generic[T]):
     """The current index version of one container, loaded once and kept fresh without dropping requests.
 
-    ``load(directory, manifest) -> T`` builds the in-memory value from a *verified* directory (e.g. the
-    index and signals); ``apply_delta(value, delta_dir) -> T | None`` applies one verified delta (returning
+    ``load(directory, manifest) -> T`` builds the in-memory value from a verified directory (a
+    :class:`~embrec.manifest.VerifiedDirectory`: the loaders need not hash it again; e.g. the index and
+    signals); ``apply_delta(value, delta_dir) -> T | None`` applies one verified delta (returning
     a new value, or None after mutating in place). ``on_event(name, fields)`` hears ``"loaded"``,
     ``"refused"`` (a new version or delta failed verification or loading: the old one is kept) and
     ``"delta_applied"``; wire it to metrics.
@@ -794,7 +845,7 @@ class LiveArtifact(Generic[T]):
     def __init__(
         self,
         store: ArtifactStore,
-        load: Callable[[Path, Mapping[str, Any]], T],
+        load: Callable[[VerifiedDirectory, Mapping[str, Any]], T],
         *,
         refresh_seconds: float,
         apply_delta: Callable[[T, Path], T | None] | None = None,
@@ -909,10 +960,10 @@ class LiveArtifact(Generic[T]):
 
     def _load_version(self, pointer: Pointer) -> LoadedArtifact[T]:
         started = time.monotonic()
-        directory, manifest = self._store.download_version(pointer.version)
-        value = self._load(directory, manifest)
+        verified, manifest = self._store.download_version(pointer.version)
+        value = self._load(verified, manifest)
         loaded: LoadedArtifact[T] = LoadedArtifact(
-            pointer.version, directory, manifest, value, time.time(), pointer.etag
+            pointer.version, verified.path, manifest, value, time.time(), pointer.etag
         )
         loaded = self._apply_new_deltas(loaded)
         self._emit(

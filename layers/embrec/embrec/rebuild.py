@@ -18,6 +18,7 @@ import numpy as np
 from embrec.errors import CompatibilityError
 from embrec.fusion import FusionConfig, fuse_rows, index_fusion, plan_fusion
 from embrec.index import VectorIndex
+from embrec.manifest import VerifiedDirectory, subdirectory
 from embrec.profiles import Interaction
 from embrec.signals import SignalParams, Signals, compute_signals
 from embrec.store import StoredItem
@@ -102,9 +103,16 @@ def build_version(
     )
 
 
-def load_version(directory: Path, expected_encoder_id: str | None = None) -> tuple[VectorIndex, Signals]:
-    """Load a verified version directory (hashes are checked again by each loader)."""
-    index = VectorIndex.load(Path(directory) / INDEX_DIR, expected_encoder_id=expected_encoder_id)
+def load_version(
+    directory: Path | VerifiedDirectory, expected_encoder_id: str | None = None
+) -> tuple[VectorIndex, Signals]:
+    """Load the index and signals of a version directory, each file checked against its manifest.
+
+    Pass what :meth:`~embrec.artifacts.ArtifactStore.download_version` returned (a
+    :class:`~embrec.manifest.VerifiedDirectory`: its files were hashed as they were downloaded, so they are
+    not hashed again); a plain ``Path`` (a cache dir, a local build) is hashed here, file by file.
+    """
+    index = VectorIndex.load(subdirectory(directory, INDEX_DIR), expected_encoder_id=expected_encoder_id)
     index_fusion(index)  # a layout this code cannot read is refused here, not at the first query
-    signals = Signals.load(Path(directory) / SIGNALS_DIR)
+    signals = Signals.load(subdirectory(directory, SIGNALS_DIR))
     return index, signals

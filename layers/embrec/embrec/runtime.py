@@ -28,6 +28,7 @@ from embrec.errors import InvalidInputError, NotFoundError
 from embrec.experiments import EXPERIMENTS_KEY, ExperimentConfig, parse_experiments
 from embrec.fusion import fuse_delta, text_dim
 from embrec.index import IndexDelta, VectorIndex
+from embrec.manifest import VerifiedDirectory
 from embrec.observability import (
     METRIC_COLD_START_LOAD_MS,
     METRIC_INDEX_FALLBACK,
@@ -92,8 +93,8 @@ class SharedCache:
         return value
 
 
-def _load_model(directory: Path, manifest: Mapping[str, Any]) -> tuple[VectorIndex, Signals]:
-    return load_version(directory)
+def _load_model(directory: VerifiedDirectory, manifest: Mapping[str, Any]) -> tuple[VectorIndex, Signals]:
+    return load_version(directory)  # hashed as downloaded: not hashed again
 
 
 def _apply_delta(value: tuple[VectorIndex, Signals], delta_dir: Path) -> None:
