@@ -1,34 +1,52 @@
 """ANN vs exact: ``python -m bench ann``.
 
-recall@10 and single-query latency (one thread) of hnswlib against exact numpy search (float32 matrix-vector
-product + argpartition) on the same vectors, in the same process:
+recall@10 and single-query latency of hnswlib against exact numpy search (float32 matrix-vector product +
+argpartition, numpy's BLAS with its own threads) on the same vectors, in the same process:
 
 - 100k real: the PyPI summary MiniLM vectors; the last 1,000 rows are held out as queries, 99,000 indexed.
-  The graph is the product's (``VectorIndex.build`` defaults); the ef sweep calls its hnswlib graph directly.
-- a re-ranking variant: HNSW over the top-D principal directions (uncentred second moment, so inner products
-  keep the mean direction), a short candidate list re-ranked exactly in 384-d.
+  The product graph (``VectorIndex.build`` defaults) with an ef sweep on its hnswlib graph (the library call
+  ``VectorIndex`` makes), ``VectorIndex.search`` end to end, and other graph parameters (``BENCH_ANN_M``,
+  default 12,24: M values built with ef_construction 200 beside the product's M=16).
+- a re-ranking variant: HNSW over the top-D principal directions (``BENCH_ANN_PCA``, default 192,256;
+  uncentred second moment, so inner products keep the mean direction), a short candidate list re-ranked
+  exactly on the 384-d vectors.
 - filtered search (``VectorIndex.search`` with ``Filters``) at 10% and 1% selectivity, recall against exact
   search over the allowed items.
 - 1M synthetic: vectors drawn from N(mean, cov) of the real ones and normalised (``BENCH_ANN_LARGE`` items,
-  default 1,000,000; ``0`` skips), built with a smaller ef_construction to fit the time budget.
+  default 1,000,000; ``0`` skips), built with ef_construction ``BENCH_ANN_LARGE_EFC`` (default 100) to fit
+  the time budget; build time, resident memory, exact numpy at 1M.
+- another hnswlib build (``BENCH_ANN_ALT_HNSWLIB``: a directory holding a locally built ``hnswlib`` extension,
+  e.g. the x86-64-v3 build described in BENCHMARKS.md): the product graph is saved and a subprocess with that
+  directory first on ``sys.path`` repeats the exact baseline and the ef sweep on the same graph and queries.
+
+Latency is wall clock per query, one thread for hnswlib; every figure (ours and the baseline alike) is the
+best of ``BENCH_ANN_ROUNDS`` (default 3) passes over the queries, because the 2 cores are shared with other
+work and a pass that lost the CPU measures the neighbours, not the search.
 """
 
 from __future__ import annotations
 
 import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import hnswlib
 import numpy as np
 
-from bench._data import machine_line, pypi_vectors, synthetic_like
-from embrec.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_M, Filters, VectorIndex
+from bench._data import ROOT, machine_line, pypi_vectors, synthetic_like
+from embrec.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_M, Filters, VectorIndex, library_version
 
-__all__ = ["exact_top", "main", "recall_at"]
+__all__ = ["exact_top", "hnswlib_build", "main", "recall_at"]
 
 K = 10
 SEED = 5
+EF_SWEEP = (32, 48, 64, 80, 96, 128, 192)
 
 
 def exact_top(base: np.ndarray, queries: np.ndarray, k: int = K, chunk: int = 256) -> np.ndarray:
@@ -50,15 +68,36 @@ def recall_at(found: list[np.ndarray] | np.ndarray, truth: np.ndarray, k: int = 
     return hits / (k * len(truth))
 
 
+def hnswlib_build() -> str:
+    """Which hnswlib extension this process imported, and whether its code uses AVX registers."""
+    path = Path(hnswlib.__file__).resolve()
+    where = "installed wheel" if "site-packages" in path.parts else f"local build {path.parent}"
+    isa = "objdump not installed"
+    if shutil.which("objdump"):
+        listing = subprocess.run(
+            ["objdump", "-d", "--no-show-raw-insn", str(path)], capture_output=True, text=True, check=False
+        ).stdout
+        isa = "AVX-512" if "%zmm" in listing else "AVX" if "%ymm" in listing else "SSE only, no AVX"
+    return f"chroma-hnswlib {library_version()} ({where}; {isa})"
+
+
+def _rounds() -> int:
+    return max(1, int(os.environ.get("BENCH_ANN_ROUNDS", "3")))
+
+
 def _timed(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray) -> tuple[list[np.ndarray], float]:
-    """Results and mean single-query latency in ms (one warm-up pass over 20 queries first)."""
+    """Results and single-query latency in ms: the best of ``_rounds()`` passes (20-query warm-up first)."""
     for q in queries[:20]:
         search(q)
-    found = []
-    started = time.perf_counter()
-    for q in queries:
-        found.append(search(q))
-    return found, (time.perf_counter() - started) * 1e3 / len(queries)
+    best = float("inf")
+    found: list[np.ndarray] = []
+    for _ in range(_rounds()):
+        found = []
+        started = time.perf_counter()
+        for q in queries:
+            found.append(search(q))
+        best = min(best, (time.perf_counter() - started) * 1e3 / len(queries))
+    return found, best
 
 
 def _exact_single(base: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -91,7 +130,28 @@ def _rerank_single(
 
 
 def _line(label: str, recall: float, ms: float, exact_ms: float) -> None:
-    print(f"  {label:44s} recall@10 {recall:.3f}  {ms:7.3f} ms/query  x{exact_ms / ms:6.1f} exact throughput")
+    print(
+        f"  {label:52s} recall@10 {recall:.3f}  {ms:7.3f} ms/query  x{exact_ms / ms:6.1f} exact throughput",
+        flush=True,
+    )
+
+
+def _ef_sweep(
+    graph: hnswlib.Index, label: str, queries: np.ndarray, truth: np.ndarray, exact_ms: float
+) -> None:
+    for ef in EF_SWEEP:
+        graph.set_ef(ef)
+        found, ms = _timed(_graph_single(graph), queries)
+        _line(f"{label} ef={ef}", recall_at(found, truth), ms, exact_ms)
+
+
+def _raw_graph(data: np.ndarray, M: int, ef_construction: int) -> tuple[hnswlib.Index, float]:
+    """An hnswlib graph over ``data`` (labels = rows) and its build time in s (all cores)."""
+    graph = hnswlib.Index(space="ip", dim=data.shape[1])
+    graph.init_index(max_elements=data.shape[0], M=M, ef_construction=ef_construction, random_seed=100)
+    started = time.perf_counter()
+    graph.add_items(data, np.arange(data.shape[0]))
+    return graph, time.perf_counter() - started
 
 
 def _sweep_real(base: np.ndarray, queries: np.ndarray) -> None:
@@ -112,35 +172,49 @@ def _sweep_real(base: np.ndarray, queries: np.ndarray) -> None:
         f"({n / build_s:,.0f} items/s, all cores)"
     )
     graph = index._graph  # the product's graph: the sweep measures the library call VectorIndex makes
-    for ef in (32, 48, 64, 96, 128, 192):
-        graph.set_ef(ef)
-        found, ms = _timed(_graph_single(graph), queries)
-        _line(f"hnswlib M={DEFAULT_M} ef={ef}", recall_at(found, truth), ms, exact_ms)
+    _ef_sweep(graph, f"hnswlib M={DEFAULT_M}", queries, truth, exact_ms)
+    alt = os.environ.get("BENCH_ANN_ALT_HNSWLIB")
+    if alt:
+        _alt_build(graph, Path(alt), len(queries))
     position = {item_id: i for i, item_id in enumerate(ids)}
-    found, ms = _timed(
-        lambda q: np.array([position[i] for i, _ in index.search(q, K)], dtype=np.int64), queries
-    )
-    _line(
-        f"VectorIndex.search (ef_search={index.ef_search}, end to end)", recall_at(found, truth), ms, exact_ms
-    )
+    seen = ids[:: n // 200][:200]  # a user's 200 interactions: what the request path excludes
+    unseen = np.ones(n, dtype=bool)
+    unseen[[position[i] for i in seen]] = False
+    truth_unseen = np.flatnonzero(unseen)[exact_top(base[unseen], queries)]
+    default_ef = index.ef_search
+    for ef in sorted({96, default_ef}):
+        index.ef_search = ef
+        for label, exclude, expected in (("", (), truth), (", 200 seen excluded", seen, truth_unseen)):
 
-    # Re-ranking: HNSW on D principal directions, exact re-rank of a short list.
+            def ours(q: np.ndarray, e: list[str] | tuple[()] = exclude) -> np.ndarray:
+                return np.array([position[i] for i, _ in index.search(q, K, exclude=e)], dtype=np.int64)
+
+            found, ms = _timed(ours, queries)
+            _line(f"VectorIndex.search ef_search={ef}{label}", recall_at(found, expected), ms, exact_ms)
+    index.ef_search = default_ef
+    for M in (int(m) for m in os.environ.get("BENCH_ANN_M", "12,24").split(",") if m):
+        other, build_s = _raw_graph(base, M, DEFAULT_EF_CONSTRUCTION)
+        print(f"  hnswlib M={M} ef_construction={DEFAULT_EF_CONSTRUCTION} built in {build_s:.1f} s")
+        _ef_sweep(other, f"hnswlib M={M}", queries, truth, exact_ms)
+        del other
+    _pca_rerank(base, queries, truth, exact_ms)
+    _filtered(index, base, queries, cats)
+
+
+def _pca_rerank(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, exact_ms: float) -> None:
+    """HNSW on D principal directions, exact re-rank of a short list on the full vectors."""
+    n = base.shape[0]
     second_moment = (base.T.astype(np.float64) @ base.astype(np.float64)) / n
     eigval, eigvec = np.linalg.eigh(second_moment)
     order = np.argsort(eigval)[::-1]
-    for dims in (int(d) for d in os.environ.get("BENCH_ANN_PCA", "96,128").split(",") if d):
+    for dims in (int(d) for d in os.environ.get("BENCH_ANN_PCA", "192,256").split(",") if d):
         projection = np.ascontiguousarray(eigvec[:, order[:dims]].astype(np.float32))
         kept = float(eigval[order[:dims]].sum() / eigval.sum())
-        projected = np.ascontiguousarray(base @ projection)
-        started = time.perf_counter()
-        small = hnswlib.Index(space="ip", dim=dims)
-        small.init_index(
-            max_elements=n, M=DEFAULT_M, ef_construction=DEFAULT_EF_CONSTRUCTION, random_seed=100
+        small, build_s = _raw_graph(
+            np.ascontiguousarray(base @ projection), DEFAULT_M, DEFAULT_EF_CONSTRUCTION
         )
-        small.add_items(projected, np.arange(n))
-        build = time.perf_counter() - started
-        print(f"  PCA-{dims} graph ({kept:.1%} of the energy) built in {build:.1f} s")
-        for ef, shortlist in ((48, 32), (64, 40), (96, 50)):
+        print(f"  PCA-{dims} graph ({kept:.1%} of the energy) built in {build_s:.1f} s")
+        for ef, shortlist in ((48, 32), (64, 40), (64, 64), (96, 50), (96, 96)):
             small.set_ef(ef)
             found, ms = _timed(_rerank_single(small, projection, base, shortlist), queries)
             _line(
@@ -149,7 +223,28 @@ def _sweep_real(base: np.ndarray, queries: np.ndarray) -> None:
                 ms,
                 exact_ms,
             )
-    _filtered(index, base, queries, cats)
+
+
+def _alt_build(graph: hnswlib.Index, directory: Path, n_queries: int) -> None:
+    """Repeat the exact baseline and the ef sweep on the same graph with another hnswlib build."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "graph.hnsw"
+        graph.save_index(str(path))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(directory), str(ROOT)]))
+        env["BENCH_ANN_QUERIES"] = str(n_queries)
+        subprocess.run([sys.executable, "-m", "bench.ann", "--graph", str(path)], env=env, check=True)
+
+
+def _graph_only(path: Path) -> None:
+    """Subprocess side of :func:`_alt_build`: load ``path`` with whichever hnswlib is first on sys.path."""
+    base, queries = _split()
+    truth = exact_top(base, queries)
+    found, exact_ms = _timed(_exact_single(base), queries)
+    print(f"  -- same graph and queries, {hnswlib_build()}:")
+    _line("exact numpy (baseline, this process)", recall_at(found, truth), exact_ms, exact_ms)
+    graph = hnswlib.Index(space="ip", dim=base.shape[1])
+    graph.load_index(str(path), max_elements=base.shape[0])
+    _ef_sweep(graph, f"hnswlib M={DEFAULT_M} (this build)", queries, truth, exact_ms)
 
 
 def _filtered(index: VectorIndex, base: np.ndarray, queries: np.ndarray, cats: np.ndarray) -> None:
@@ -181,7 +276,8 @@ def _filtered(index: VectorIndex, base: np.ndarray, queries: np.ndarray, cats: n
         print(
             f"  filtered {label:>3s} ({len(allowed):,} allowed, {path}): VectorIndex.search recall@10 "
             f"{recall_at(found, truth):.3f} {ms:.3f} ms; exact masked numpy {exact_ms:.3f} ms "
-            f"(x{exact_ms / ms:.1f})"
+            f"(x{exact_ms / ms:.1f})",
+            flush=True,
         )
 
 
@@ -192,41 +288,62 @@ def _masked_exact(base: np.ndarray, mask: np.ndarray, q: np.ndarray) -> np.ndarr
     return top[np.argsort(-scores[top])]
 
 
+def _rss_mb() -> float:
+    """Current resident set size in MB (Linux /proc)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
 def _large(real: np.ndarray, n: int) -> None:
-    ef_construction = int(os.environ.get("BENCH_ANN_LARGE_EFC", "64"))
+    ef_construction = int(os.environ.get("BENCH_ANN_LARGE_EFC", "100"))
     started = time.perf_counter()
     data = synthetic_like(real, n + 300, seed=SEED)
     base, queries = data[:n], data[n:]
-    print(f"{n:,} synthetic (covariance of the real vectors; drawn in {time.perf_counter() - started:.0f} s)")
+    print(
+        f"{n:,} synthetic (covariance of the real vectors; drawn in {time.perf_counter() - started:.0f} s; "
+        f"vectors {base.nbytes / 1e6:,.0f} MB)",
+        flush=True,
+    )
     truth = exact_top(base, queries)
     found, exact_ms = _timed(_exact_single(base), queries[:100])
     _line("exact numpy (baseline, 100 queries)", recall_at(found, truth[:100]), exact_ms, exact_ms)
-    graph = hnswlib.Index(space="ip", dim=base.shape[1])
-    graph.init_index(max_elements=n, M=DEFAULT_M, ef_construction=ef_construction, random_seed=100)
-    started = time.perf_counter()
-    graph.add_items(base, np.arange(n))
-    build_s = time.perf_counter() - started
+    before = _rss_mb()
+    graph, build_s = _raw_graph(base, DEFAULT_M, ef_construction)
+    graph_mb = _rss_mb() - before
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
     print(
         f"  build M={DEFAULT_M} ef_construction={ef_construction}: {build_s:.0f} s "
-        f"({n / build_s:,.0f} items/s)"
+        f"({n / build_s:,.0f} items/s, all cores); graph {graph_mb:,.0f} MB resident "
+        f"({graph_mb * 1e6 / n:,.0f} bytes/item); process peak RSS {peak_mb:,.0f} MB",
+        flush=True,
     )
-    for ef in (64, 128, 256):
+    for ef in (64, 96, 128, 192, 256):
         graph.set_ef(ef)
         found, ms = _timed(_graph_single(graph), queries)
         _line(f"hnswlib M={DEFAULT_M} efc={ef_construction} ef={ef}", recall_at(found, truth), ms, exact_ms)
 
 
+def _split() -> tuple[np.ndarray, np.ndarray]:
+    """(base, queries): 99,000 indexed PyPI vectors and the first BENCH_ANN_QUERIES of the last 1,000."""
+    vectors, _ = pypi_vectors()
+    n_queries = int(os.environ.get("BENCH_ANN_QUERIES", "500"))
+    return np.ascontiguousarray(vectors[:-1000]), np.ascontiguousarray(vectors[-1000:][:n_queries])
+
+
 def main() -> None:
     print(machine_line())
-    vectors, encoder_id = pypi_vectors()
-    print(f"vectors: {vectors.shape[0]:,} PyPI summaries, encoder {encoder_id}")
-    base, queries = vectors[:-1000], vectors[-1000:]
-    n_queries = int(os.environ.get("BENCH_ANN_QUERIES", "500"))
-    _sweep_real(np.ascontiguousarray(base), np.ascontiguousarray(queries[:n_queries]))
+    print(f"hnswlib: {hnswlib_build()}")
+    _, encoder_id = pypi_vectors()
+    base, queries = _split()
+    print(f"vectors: {base.shape[0] + 1000:,} PyPI summaries, encoder {encoder_id}")
+    _sweep_real(base, queries)
     large = int(os.environ.get("BENCH_ANN_LARGE", "1000000"))
     if large:
         _large(base, large)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--graph"]:
+        _graph_only(Path(sys.argv[2]))
+    else:
+        main()
