@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from embrec.errors import IntegrityError
-from embrec.index import read_graph_vectors
+from embrec.index import VectorIndex, read_graph_vectors
 
 
 def _graph_file(path: Path, vectors: np.ndarray, labels: np.ndarray) -> None:
@@ -63,3 +63,25 @@ def test_read_graph_vectors_refuses_labels_that_are_not_the_positions(tmp_path: 
     assert record > label_offset
     with pytest.raises(IntegrityError, match="labels"):
         read_graph_vectors(tmp_path / "dup.hnsw", 8, 20)
+
+
+def test_a_loaded_index_searches_from_the_mapped_file_and_still_takes_upserts(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(200, 16)).astype(np.float32)
+    ids = [f"item-{i:03d}" for i in range(200)]
+    built = VectorIndex.build(ids, vectors, num_threads=1)
+    built.save(tmp_path / "v")
+
+    loaded = VectorIndex.load(tmp_path / "v")
+
+    # The vectors were not copied out of the graph file (read-only view on its memory map) ...
+    assert not loaded._vectors.flags.writeable and not loaded._vectors.flags.c_contiguous
+    np.testing.assert_array_equal(loaded.vectors_for(ids[:5]), built.vectors_for(ids[:5]))
+    query = rng.normal(size=16).astype(np.float32)
+    exclude = ids[:150]  # a small allowed set: the exact path over the stored vectors
+    assert loaded.search(query, 10) == built.search(query, 10)
+    assert loaded.search(query, 10, exclude=exclude) == built.search(query, 10, exclude=exclude)
+    # ... and an upsert moves them into memory instead of writing into the file
+    loaded.upsert(["new"], query.reshape(1, -1))
+    assert loaded.search(query, 1) == [("new", pytest.approx(1.0))]
+    assert VectorIndex.load(tmp_path / "v").search(query, 10) == built.search(query, 10)
