@@ -57,7 +57,7 @@ def test_parses_the_documented_format() -> None:
     assert active is not None and active.name == "blend-cf-heavy"  # the first enabled one
     heavy = active.variant("cf-heavy")
     assert heavy.weight == 30
-    assert heavy.overrides.weights == BlendWeights(embedding=0.5, cf=2.0, trending=0.0)  # missing: default
+    assert heavy.overrides.weights == BlendWeights(embedding=BlendWeights().embedding, cf=2.0, trending=0.0)
     assert heavy.overrides.diversity == 0.3 and heavy.overrides.strategy is None
     assert config.get("later").control == "a"  # default control: the first variant
     with pytest.raises(NotFoundError):
@@ -196,7 +196,8 @@ def test_overrides_become_rank_params_and_explicit_diversity_wins() -> None:
     control = next(u for u in _users(200) if assign(config, u).variant == "control")
     base = RankParams(k=5, diversity=0.0)
     params = assign(config, heavy).overrides.apply(base)
-    assert params.weights == BlendWeights(0.5, 2.0, 0.0) and params.diversity == 0.3 and params.k == 5
+    assert params.weights == BlendWeights(BlendWeights().embedding, 2.0, 0.0)
+    assert params.diversity == 0.3 and params.k == 5
     assert (
         assign(config, heavy).overrides.apply(RankParams(diversity=0.9), diversity_explicit=True).diversity
         == 0.9

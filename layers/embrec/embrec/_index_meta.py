@@ -278,6 +278,10 @@ class MetadataColumns:
             "created_at": None if math.isnan(created_at) else created_at,
         }
 
+    def created_at(self, rows: np.ndarray) -> np.ndarray:
+        """float64 (len(rows),): ``created_at`` at positions ``rows``, NaN where missing."""
+        return self._created_at[rows]
+
     def mask(self, filters: Filters, rows: np.ndarray | None = None) -> np.ndarray:
         """bool: which positions pass ``filters`` (tombstones are the caller's business). Vectorised.
 

@@ -167,12 +167,21 @@ class Case:
 
 @dataclass(frozen=True)
 class Split:
-    """``train``: the interactions signals are built from; ``cases``: test users sorted by user id."""
+    """``train``: the interactions signals are built from; ``cases``: test users sorted by user id;
+    ``new_items``: items that joined the catalog after the signals were built (the rebuild did not know
+    them; they are still in the index, as ingestion puts them there at once)."""
 
     protocol: str
     train: list[tuple[str, Interaction]]
     cases: list[Case]
     info: dict[str, Any] = field(default_factory=dict)
+    new_items: frozenset[str] = frozenset()
+
+    def signals(self, index: VectorIndex, params: SignalParams | None = None) -> Signals:
+        """The signals a rebuild would have made: from ``train``, over the index's items but ``new_items``;
+        popularity is all-time (:func:`eval_signal_params`)."""
+        items = [item_id for item_id in index.live_ids() if item_id not in self.new_items]
+        return compute_signals(self.train, items, eval_signal_params(params))
 
 
 def _event_order(event: Interaction) -> tuple[float, str, str]:
@@ -235,7 +244,7 @@ def item_cold_start(interactions: Iterable[tuple[str, Interaction]], fraction: f
         if warm and targets:
             cases.append(Case(user, warm, targets, float(events[-1].timestamp)))
     info = {"fraction": fraction, "cold_items": len(cold), "test_users": len(cases)}
-    return Split("item-cold-start", train, cases, info)
+    return Split("item-cold-start", train, cases, info, new_items=cold)
 
 
 def sample_cases(cases: Sequence[Case], n: int | None, seed: int = 0) -> list[Case]:
@@ -358,7 +367,7 @@ def evaluate(
 ) -> dict[str, dict[str, float]]:
     """Metrics per strategy for ``cases``; signals computed from ``split.train`` unless given."""
     if signals is None:
-        signals = compute_signals(split.train, index.live_ids(), eval_signal_params(signal_params))
+        signals = split.signals(index, signal_params)
     popularity, n_users = _popularity(split.train)
     return {
         name: evaluate_strategy(
@@ -477,21 +486,20 @@ def tune(
     default_sp = SignalParams()
     cf_grid = list(cf_grid) if cf_grid is not None else [
         default_sp,
-        replace(default_sp, shrinkage=50.0, neighbours=100),
-        replace(default_sp, cf_model="ease", ease_lambda=500.0),
+        replace(default_sp, cf_model="cooccurrence"),
+        replace(default_sp, cf_model="ease", ease_lambda=1000.0),
     ]
     weight_grid = weight_grid or {
-        "cf": (1.0, 3.0),
-        "embedding": (0.1, 0.25),
-        "trending": (0.0, 0.5),
+        "embedding": (0.05, 0.1, 0.5),
+        "trending": (0.05, 0.1, 0.5),
+        "cf": (0.5, 2.0),
     }
     trials: list[dict[str, Any]] = []
-    ids = index.live_ids()
     signals_cache: dict[int, Signals] = {}
 
     def score(sp_i: int, weights: BlendWeights, profile: ProfileParams) -> dict[str, float]:
         if sp_i not in signals_cache:
-            signals_cache[sp_i] = compute_signals(validation.train, ids, eval_signal_params(cf_grid[sp_i]))
+            signals_cache[sp_i] = validation.signals(index, cf_grid[sp_i])
         params = strategy_params("hybrid", weights=weights, profile=profile)
         metrics = evaluate_strategy(index, signals_cache[sp_i], cases, params, popularity, n_users)
         sp = cf_grid[sp_i]
@@ -626,7 +634,7 @@ def run(
     tuned: TuneResult | None = None
     if do_tune:
         tuned = tune(index, split, users=tune_users, seed=seed, log=log)
-        signals = compute_signals(split.train, index.live_ids(), eval_signal_params(tuned.signal_params))
+        signals = split.signals(index, tuned.signal_params)
         profile = replace(ProfileParams(), half_life_days=tuned.half_life_days)
         popularity, n_users = _popularity(split.train)
         for name in ("hybrid", "multi-interest"):

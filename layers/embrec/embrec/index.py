@@ -291,6 +291,10 @@ class VectorIndex:
         """(len(positions), dim) float32 unit vectors at ``positions`` (a copy)."""
         return self._vectors[np.asarray(positions, dtype=np.int64).reshape(-1)]
 
+    def created_at_of(self, positions: np.ndarray) -> np.ndarray:
+        """float64 (len(positions),): ``created_at`` epoch seconds at ``positions``, NaN where missing."""
+        return self._meta.created_at(np.asarray(positions, dtype=np.int64).reshape(-1))
+
     def allowed_mask(
         self, filters: Filters | None, exclude_positions: np.ndarray | None = None
     ) -> np.ndarray:

@@ -37,6 +37,7 @@ import numpy as np
 from embrec.errors import InvalidInputError, NotFoundError
 from embrec.profiles import (
     INTERACTION_VERBS,
+    SECONDS_PER_DAY,
     Interaction,
     ProfileParams,
     blend_with_profile,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from embrec.index import Filters, VectorIndex
 
 __all__ = [
+    "SIMILAR_WEIGHTS",
     "STRATEGIES",
     "BlendWeights",
     "RankParams",
@@ -73,11 +75,10 @@ _NEWEST_SCAN_LIMIT = 50_000
 class BlendWeights:
     """Weights of the normalised signals in the blend (any non-negative numbers; not required to sum to 1)."""
 
-    # Tuned with `embrec eval --tune` on a validation split of MovieLens training data (EVALUATION.md):
-    # 0.5 / 1.0 / 0.2 lifted leave-last-out HR@10 from 0.033 (0.5 / 0.3 / 0.2) to 0.080, above CF alone.
-    # Applied coverage-aware (see _blend), so the heavy CF weight does not bury new items (item cold start
-    # HR@10 0.067 -> 0.447 on Amazon; MovieLens leave-last-out now measures 0.080, CF alone 0.077).
-    embedding: float = 0.5
+    # Chosen on the validation split of MovieLens training data (leave-last-out of each user's training
+    # events; EVALUATION.md, "Tuning"), with EASE as the CF model: content is a light touch on a catalog
+    # whose users' next item CF predicts far better (embedding alone HR@10 0.007, EASE 0.090).
+    embedding: float = 0.2
     cf: float = 1.0
     trending: float = 0.2
 
@@ -88,6 +89,11 @@ class BlendWeights:
                 raise InvalidInputError(f"weights.{name}", f"must be a finite number >= 0, got {value}")
         if self.embedding + self.cf + self.trending <= 0:
             raise InvalidInputError("weights", "at least one weight must be > 0")
+
+
+#: /similar's blend: "items like this one" leans on content more than a personal list does (the weights
+#: the personal blend used before its re-tuning; not tuned for /similar on its own).
+SIMILAR_WEIGHTS = BlendWeights(embedding=0.5, cf=1.0, trending=0.0)
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,9 @@ class RankParams:
     many candidates each signal contributes before blending. ``cf_floor``: CF scores are divided by
     ``max(pool maximum, cf_floor)``; 0 (scale-free) measured best on MovieLens (a floor of 0.3 cost a
     quarter of HR@10), a floor keeps thin co-occurrence evidence from being stretched to 1.
+    ``new_item_days``: an item is *new* when the signals were built without it (added since the rebuild) or
+    its ``created_at`` is at most this many days before ``now``; a new item nobody has touched yet is ranked
+    on its content alone (see :func:`_gather`), an old untouched one carries its CF and trending 0.
     """
 
     k: int = 10
@@ -114,6 +123,7 @@ class RankParams:
     profile: ProfileParams = field(default_factory=ProfileParams)
     max_cf_sources: int = 50
     cf_floor: float = 0.0
+    new_item_days: float = 30.0
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
@@ -127,6 +137,8 @@ class RankParams:
             raise InvalidInputError("candidate_pool", "must be >= 1")
         if not (math.isfinite(self.cf_floor) and self.cf_floor >= 0):
             raise InvalidInputError("cf_floor", f"must be a finite number >= 0, got {self.cf_floor}")
+        if not (isinstance(self.new_item_days, int | float) and 0.0 <= self.new_item_days < math.inf):
+            raise InvalidInputError("new_item_days", f"must be a number >= 0, got {self.new_item_days!r}")
 
     def effective_filters(self) -> Filters | None:
         if self.include_unavailable or (self.filters is not None and self.filters.available is not None):
@@ -245,12 +257,17 @@ class _Aligned:
     """The signals re-keyed by index position, so a request works on arrays instead of per-id lookups.
 
     ``sig_to_pos``: int64 (len(signals),), the index position of each signals item, -1 when not live.
+    ``known``: bool (positions,), the signals were built with the item (False: added since the rebuild).
+    ``silence``: the share of the known live items that have any event, i.e. how much an item's *lack* of
+    events says (near 1 on a mature catalog, near 0 on a young one).
     ``trending``: float64 (positions,), trending score per position (0 where none). ``interacted``: bool
     (positions,), :meth:`Signals.interacted_mask` per position. ``trending_order``: int64, live positions with
     trending > 0, best first, ties by item id (:meth:`Signals.trending_order`).
     """
 
     sig_to_pos: np.ndarray
+    known: np.ndarray
+    silence: float
     trending: np.ndarray
     interacted: np.ndarray
     trending_order: np.ndarray
@@ -269,12 +286,15 @@ def _aligned(index: VectorIndex, signals: Signals) -> _Aligned:
             return cached
     sig_to_pos = index.positions_of(signals.item_ids)
     live = sig_to_pos >= 0
+    known = np.zeros(index.positions, dtype=bool)
+    known[sig_to_pos[live]] = True
     trending = np.zeros(index.positions, dtype=np.float64)
     trending[sig_to_pos[live]] = signals.trending[live]
     interacted = np.zeros(index.positions, dtype=bool)
     interacted[sig_to_pos[live]] = signals.interacted_mask()[live]
     order = sig_to_pos[signals.trending_order()]
-    aligned = _Aligned(sig_to_pos, trending, interacted, order[order >= 0])
+    silence = float(interacted[known].mean()) if known.any() else 0.0
+    aligned = _Aligned(sig_to_pos, known, silence, trending, interacted, order[order >= 0])
     _ALIGNED[:] = [(weakref.ref(index), index.generation, weakref.ref(signals), aligned)]
     return aligned
 
@@ -308,8 +328,8 @@ def _newest(index: VectorIndex, n: int, allowed: np.ndarray) -> list[str]:
 class _Pool:
     """Candidate scores gathered from every source (raw, before normalisation).
 
-    ``*_covered``: bool (n,), whether that signal can score the item at all for this request (see
-    :func:`_gather`); a covered item with score 0 is a real "no", an uncovered one is "no evidence".
+    ``*_covered``: float (n,) in [0, 1], how far that signal's score counts for the item in this request
+    (see :func:`_gather`): 1 = a covered item whose 0 is a real "no", 0 = no evidence at all.
     """
 
     ids: list[str]
@@ -377,16 +397,21 @@ def _gather(
     filters: Filters | None,
     exclude: Collection[str],
     use_trending: bool,
+    new_since: float,
 ) -> _Pool:
     """Candidates from the ANN (per query), CF neighbours of ``cf_sources`` ((item id, weight) heaviest
     first) and trending; raw per-signal scores and coverage for each.
 
-    Coverage: embedding covers every candidate when the request has a query vector (every index item has
-    one); CF and trending cover an item the signals saw any event on when they were built
-    (:meth:`Signals.interacted_mask`), CF only when the request has CF sources with neighbours, trending only
-    when it is used. An item added since the rebuild, or one nobody has touched, is not covered: CF and
-    trending have no evidence about it. An item users did touch but that has no CF neighbours (no
-    co-engagement, only dislikes) is covered, and its CF score 0 counts.
+    Coverage (float (n,) per signal, the share of the signal's weight an item's score counts against; see
+    :func:`_blend`): embedding covers every candidate (1) when the request has a query vector. CF and
+    trending cover (1) an item the signals saw any event on (:meth:`Signals.interacted_mask`; its CF 0 is a
+    real "no"). An item nobody has touched is covered in proportion to what that silence says:
+    ``_Aligned.silence`` (the share of the catalog with events) for an old item, 0 for a *new* one — the
+    signals were built without it (added since the rebuild) or its ``created_at`` is at or after
+    ``new_since`` (epoch s) — which has had no chance to gather evidence and is ranked on its content. So on
+    a mature catalog an untouched old item carries its 0s, on a young one (few events) content leads, and a
+    new item can reach a list at once. CF covers only when the request has CF sources with neighbours,
+    trending only when it is used.
     """
     allowed = index.allowed_mask(filters, index.positions_of(list(exclude)))
     found = [np.zeros(0, dtype=np.int64)]
@@ -434,14 +459,18 @@ def _gather(
     cf_source = {ids[i]: cf.source[int(at[i])] for i in np.flatnonzero(has_cf)}
     if aligned is not None:
         trend = aligned.trending[candidates]
-        seen = aligned.interacted[candidates]
+        with np.errstate(invalid="ignore"):  # NaN (no created_at) is not new by its date
+            new = ~aligned.known[candidates] | (index.created_at_of(candidates) >= new_since)
+        silent = np.where(new, 0.0, aligned.silence)
+        evidence = np.where(aligned.interacted[candidates], 1.0, silent)
     else:
-        trend, seen = np.zeros(len(ids)), np.zeros(len(ids), dtype=bool)
+        trend, evidence = np.zeros(len(ids)), np.zeros(len(ids))
+    none = np.zeros(len(ids))
     return _Pool(
         ids, embedding, cf_raw, trend, cf_source,
-        np.full(len(ids), bool(queries.shape[0])),
-        seen if cf.active > 0 else np.zeros(len(ids), dtype=bool),
-        seen if use_trending else np.zeros(len(ids), dtype=bool),
+        np.full(len(ids), float(bool(queries.shape[0]))),
+        evidence if cf.active > 0 else none,
+        evidence if use_trending else none,
     )
 
 
@@ -451,10 +480,10 @@ def _blend(
     """Blended relevance (n,) and the three weighted parts, all float64 (n,).
 
     Coverage-aware: an item's blend is ``sum(w_s x s(item)) / sum(w_s over the signals covering it)``
-    (:func:`_coverage`), so an item CF cannot score (new, never co-rated) is ranked on the signals that can
-    score it rather than carrying a 0 for CF; a covered item with no CF relation to the user keeps its 0.
-    Items covered by every signal keep the plain weighted-sum order. The parts are divided by the same
-    per-item denominator (they still sum to the relevance).
+    (coverage: :func:`_gather`), so a new item CF cannot score yet is ranked on the signals that can score
+    it rather than carrying a 0 for CF; a covered item with no CF relation to the user keeps its 0. Items
+    covered by every signal keep the plain weighted-sum order. The parts are divided by the same per-item
+    denominator (they still sum to the relevance).
 
     Trending is gated by personal relevance (max of the normalised embedding and CF scores): popularity
     lifts what the user would plausibly like, but a hit from an unrelated genre cannot jump the queue on
@@ -520,14 +549,19 @@ def recommend(
         profile_vector = np.asarray(profile_vector, dtype=np.float32).reshape(-1)
         if profile_vector.shape[0] != index.dim or not np.all(np.isfinite(profile_vector)):
             profile_vector = None  # a stale profile from another encoder must not break the request
+    new_since = now - params.new_item_days * SECONDS_PER_DAY
     start = STRATEGIES.index(params.strategy) if params.strategy else 0
     for strategy in STRATEGIES[start:]:
         if strategy == "personalized" and known:
-            result = _personalized(index, signals, recent, known, profile_vector, params, filters, seen)
+            result = _personalized(
+                index, signals, recent, known, profile_vector, params, filters, seen, new_since
+            )
             if result is not None:
                 return result
         elif strategy == "onboarding" and profile_vector is not None:
-            return _onboarding(index, signals, profile_vector, profile_interests, params, filters, seen)
+            return _onboarding(
+                index, signals, profile_vector, profile_interests, params, filters, seen, new_since
+            )
     items = trending(index, signals, params.k, filters, exclude=seen, explain=params.explain)
     return RankedList("trending", items)
 
@@ -541,6 +575,7 @@ def _personalized(
     params: RankParams,
     filters: Filters | None,
     seen: frozenset[str],
+    new_since: float,
 ) -> RankedList | None:
     profile = params.profile
     weights = interaction_weights([e.type for e in known], [e.timestamp for e in known], profile)
@@ -566,7 +601,9 @@ def _personalized(
         shares = np.ones(queries.shape[0]) / max(queries.shape[0], 1)
     pool_size = max(params.candidate_pool, 3 * params.k)
     use_trending = params.weights.trending > 0
-    pool = _gather(index, signals, queries, shares, cf_sources, pool_size, filters, seen, use_trending)
+    pool = _gather(
+        index, signals, queries, shares, cf_sources, pool_size, filters, seen, use_trending, new_since
+    )
     if not pool.ids:
         return RankedList("personalized", [])
     relevance, e, c, t = _blend(pool, params.weights, params.cf_floor)
@@ -625,12 +662,13 @@ def _onboarding(
     params: RankParams,
     filters: Filters | None,
     seen: frozenset[str],
+    new_since: float,
 ) -> RankedList:
     norm = float(np.linalg.norm(profile_vector))
     query = (profile_vector / norm).reshape(1, -1) if norm > 0 else np.zeros((0, index.dim), np.float32)
     pool = _gather(
         index, signals, query, np.ones(query.shape[0]), (), max(params.candidate_pool, 3 * params.k),
-        filters, seen, use_trending=params.weights.trending > 0,
+        filters, seen, use_trending=params.weights.trending > 0, new_since=new_since,
     )
     if not pool.ids:
         return RankedList("onboarding", [])
@@ -714,21 +752,25 @@ def similar_items(
     weights: BlendWeights | None = None,
     explain: bool = False,
     candidate_pool: int = 100,
+    now: float | None = None,
+    new_item_days: float = RankParams.new_item_days,
 ) -> list[Recommendation]:
     """Items like ``item_id``: embedding neighbours blended with CF neighbours (trending not used).
 
-    Unknown ``item_id`` raises :class:`NotFoundError`. Blend weights default to ``BlendWeights()``'s
-    embedding and cf weights.
+    Unknown ``item_id`` raises :class:`NotFoundError`. Blend weights default to :data:`SIMILAR_WEIGHTS`.
+    ``now`` (epoch s) with ``new_item_days`` tells new items by ``created_at`` (see :func:`_gather`); without
+    it only items added since the rebuild count as new.
     """
     if not 1 <= k <= MAX_K:
         raise InvalidInputError("k", f"must be in 1..{MAX_K}, got {k}")
     if not index.contains(item_id):
         raise NotFoundError(f"item {item_id!r} is not in the index")
-    weights = weights or BlendWeights()
+    weights = weights or SIMILAR_WEIGHTS
     query = index.vectors_for([item_id]).astype(np.float32)
     pool = _gather(
         index, signals, query, np.ones(1), ((item_id, 1.0),), max(candidate_pool, 3 * k), filters,
         frozenset({item_id}), use_trending=False,
+        new_since=math.inf if now is None else now - new_item_days * SECONDS_PER_DAY,
     )
     if not pool.ids:
         return []

@@ -168,7 +168,8 @@ def similar(runtime: Runtime, item_id: str, params: dict[str, str] | None) -> di
 
     def compute() -> dict[str, Any]:
         found = ranking.similar_items(
-            model.index, model.signals, item_id, query.k, query.filters, explain=query.explain
+            model.index, model.signals, item_id, query.k, query.filters, explain=query.explain,
+            now=runtime.clock(),
         )
         items = _items(model, found, query.explain)
         return {"item_id": item_id, "index_version": model.version, "items": items}
