@@ -275,6 +275,19 @@ def _small(n: int = 6, dim: int = 8) -> VectorIndex:
     )
 
 
+def test_query_scale_dtype_and_shape_do_not_change_the_answer() -> None:
+    # Given one query direction as float32 (dim,), as float64 (1, dim), and scaled by tiny and huge factors
+    index = _small()
+    query = np.random.default_rng(3).standard_normal(8).astype(np.float32)
+    expected = index.search(query, 6)
+    # Then every form returns the same ids and cosine scores (the query is normalised in float64 first)
+    for variant in (query.astype(np.float64).reshape(1, 8), query * 1e-30, query * 1e30, list(query)):
+        got = index.search(variant, 6)  # type: ignore[arg-type]
+        assert [item_id for item_id, _ in got] == [item_id for item_id, _ in expected]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=0, atol=1e-6)
+    assert all(-1.0 <= score <= 1.0 for _, score in expected)
+
+
 def test_k_larger_than_live_count_returns_what_there_is() -> None:
     index = _small()
     query = np.ones(8, dtype=np.float32)

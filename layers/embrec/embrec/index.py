@@ -125,6 +125,21 @@ def _unit_rows(vectors: Any, dim: int | None, field_name: str = "vectors") -> np
     return np.ascontiguousarray(array / norms, dtype=np.float32)
 
 
+def _unit_query(vector: Any, dim: int) -> np.ndarray:
+    """(dim,) float32 unit vector from any array of ``dim`` values: :func:`_unit_rows` for one row, without
+    its per-call reductions (one float64 dot product covers NaN, infinity and zero)."""
+    array = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if array.shape[0] != dim or dim == 0:
+        raise InvalidInputError("vector", f"expected shape (1, {dim}), got {(1, array.shape[0])}")
+    wide = array.astype(np.float64)
+    norm = math.sqrt(float(wide @ wide))  # inf/NaN if any value is; float32 squares fit in float64
+    if not math.isfinite(norm):
+        raise InvalidInputError("vector", "contains NaN or infinity")
+    if norm == 0.0:
+        raise InvalidInputError("vector", "contains a zero vector")
+    return (wide / norm).astype(np.float32)
+
+
 def _parse_rows(metadata: Sequence[Mapping[str, Any]] | None, n: int) -> list[dict[str, Any]]:
     if metadata is None:
         return [parse_metadata(None) for _ in range(n)]
@@ -330,7 +345,7 @@ class VectorIndex:
         """
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidInputError("k", "must be a positive integer")
-        query = _unit_rows(np.asarray(vector, dtype=np.float32).reshape(1, -1), self.dim, "vector")[0]
+        query = _unit_query(vector, self.dim)
         mask = self._allowed(filters, exclude)
         allowed = len(self) if mask is None else int(np.count_nonzero(mask))
         if allowed == 0:
@@ -352,7 +367,7 @@ class VectorIndex:
     def _allowed(self, filters: Filters | None, exclude: Collection[str]) -> np.ndarray | None:
         """bool (n,): positions that may be returned; None when only tombstones restrict (graph has those)."""
         has_filter = filters is not None and not filters.is_empty()
-        excluded = [p for p in (self._position.get(item_id) for item_id in exclude) if p is not None]
+        excluded = [p for p in map(self._position.get, exclude) if p is not None]
         if not has_filter and not excluded:
             return None
         mask = ~self._deleted[: self._n]
@@ -401,9 +416,11 @@ class VectorIndex:
         return self._ranked(query, candidates, k)
 
     def _ranked(self, query: np.ndarray, positions: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Top ``k`` of ``positions`` by float64 score, ties by item id (the ordering every path returns)."""
         scores = self._vectors[positions].astype(np.float64) @ query.astype(np.float64)
+        id_list = self._id_list
         pairs = sorted(
-            ((self._ids[int(p)], float(s)) for p, s in zip(positions.tolist(), scores.tolist(), strict=True)),
+            zip([id_list[p] for p in positions.tolist()], scores.tolist(), strict=True),
             key=lambda pair: (-pair[1], pair[0]),
         )
         return pairs[:k]
