@@ -27,12 +27,17 @@ def test_read_graph_vectors_orders_rows_by_label(tmp_path: Path, order: str) -> 
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     labels = np.arange(n) if order == "labels ascending" else rng.permutation(n)
     _graph_file(tmp_path / "graph.hnsw", vectors, labels)
+    on_disk = (tmp_path / "graph.hnsw").read_bytes()
 
     read = read_graph_vectors(tmp_path / "graph.hnsw", dim, n)
 
     expected = np.empty_like(vectors)
     expected[labels] = vectors
     np.testing.assert_array_equal(read, expected)
+    # rows moved into label order in a private mapping: the verified file itself is never written
+    assert not read.flags.writeable
+    del read
+    assert (tmp_path / "graph.hnsw").read_bytes() == on_disk
 
 
 def test_read_graph_vectors_refuses_a_layout_it_does_not_understand(tmp_path: Path) -> None:

@@ -629,19 +629,20 @@ def read_graph_vectors(path: Path, dim: int, positions: int) -> np.ndarray:
     ``[links][vector dim*4][label u64]``. Every header field we rely on is checked; a layout we do not
     understand is an :class:`IntegrityError`, never a silent misread.
 
-    hnswlib stores records in insertion order, and a build inserts positions 0..n-1 in order (give or take
-    a race between its threads). When the labels are exactly 0..n-1 the result is a read-only strided view
-    on a memory map of the file: no copy and no fresh memory at cold start (the file was just written, so
-    its pages are in the page cache; first-touching 150 MB of new memory cost 0.2-1 s on this VM), and
-    numpy's BLAS products read it in place (row stride = record size). Otherwise the rows are copied into
-    label order. The file must not be rewritten in place while the view lives (the artifact store never
-    does: a re-download goes to a new directory, renamed into place).
+    The result is a read-only strided view on a copy-on-write memory map of the file: no copy and no fresh
+    memory at cold start (the file was just written, so its pages are in the page cache; first-touching a
+    new 150 MB matrix cost 0.2-1 s on this VM), and numpy's BLAS products read it in place (row stride =
+    record size). hnswlib stores records in insertion order; a multi-threaded build inserts positions
+    0..n-1 in order but for a few races (36 of 100k in one build), so the few misplaced rows are moved into
+    label order in the private mapping (their pages become private copies; the file is never written).
+    The file must not be rewritten in place while the view lives (the artifact store never does: a
+    re-download goes to a new directory, renamed into place).
     """
     path = Path(path)
     size = path.stat().st_size
     if size < _HNSW_HEADER_BYTES:
         raise IntegrityError(f"{path.name}: too short for an hnswlib header")
-    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    raw = np.memmap(path, dtype=np.uint8, mode="c")
     offset_level0, _, count, record, label_offset, data_offset = (
         int(x) for x in np.frombuffer(raw[:48].tobytes(), dtype="<u8")
     )
@@ -659,13 +660,15 @@ def read_graph_vectors(path: Path, dim: int, positions: int) -> np.ndarray:
         return np.zeros((0, dim), dtype=np.float32)
     records = raw[_HNSW_HEADER_BYTES : _HNSW_HEADER_BYTES + count * record].reshape(count, record)
     labels = records[:, label_offset:record].view("<u8").reshape(count)
-    stored = records[:, data_offset:label_offset].view("<f4")
-    if np.array_equal(labels, np.arange(count, dtype=np.uint64)):
-        return stored
-    if labels.max() >= count or np.bincount(labels.astype(np.int64), minlength=count).max() != 1:
-        raise IntegrityError(f"{path.name}: labels are not the positions 0..{count - 1}")
-    vectors = np.empty((count, dim), dtype=np.float32)
-    vectors[labels.astype(np.int64)] = stored
+    vectors = records[:, data_offset:label_offset].view("<f4")
+    misplaced = np.flatnonzero(labels != np.arange(count, dtype=np.uint64))
+    if misplaced.size:
+        targets = labels[misplaced]
+        # labels are the positions 0..n-1 iff the misplaced records' labels are the misplaced positions
+        if targets.max() >= count or not np.array_equal(np.sort(targets.astype(np.int64)), misplaced):
+            raise IntegrityError(f"{path.name}: labels are not the positions 0..{count - 1}")
+        vectors[targets.astype(np.int64)] = vectors[misplaced]  # the right side is a copy: cycles are safe
+    vectors.flags.writeable = False
     return vectors
 
 
