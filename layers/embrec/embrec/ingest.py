@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
@@ -151,8 +152,11 @@ def ingest_rows(
     """Validate, skip unchanged, encode changed, upsert; returns the counts, rejections and the index delta.
 
     Rows are processed in batches of ``batch_size``: one ``hashes_for`` read, one encode call and one batch
-    write per batch. ``should_stop`` is asked between batches (the caller's time budget); when it says stop,
-    the outcome is ``finished=False`` with ``last_row`` set so a continuation can resume there.
+    write per batch. The write of a batch runs in a background thread while the next batch is read and
+    encoded (one write in flight at most; in AWS it is network wait), and every write has finished before
+    this returns; a failed write raises here. ``should_stop`` is asked between batches (the caller's time
+    budget); when it says stop, the outcome is ``finished=False`` with ``last_row`` set so a continuation can
+    resume there.
     """
     counts = IngestCounts()
     rejected: list[dict[str, Any]] = []
@@ -164,8 +168,9 @@ def ingest_rows(
     consumed = 0
     batch: list[RowResult] = []
     finished = True
+    writes: list[Future[int]] = []
 
-    def flush() -> None:
+    def flush(writer: ThreadPoolExecutor) -> None:
         good = [row.item for row in batch if row.item is not None]
         stored = items.hashes_for(item.item_id for item in good)
         changed = [(item, content_hash(item)) for item in good]
@@ -185,7 +190,9 @@ def ingest_rows(
             delta_vectors.append(vector)
             delta_meta.append(index_metadata(item))
             delta_images.append(item.image_embedding)
-        items.upsert(records)
+        if writes:
+            writes.pop().result()  # one write in flight: raises that write's error, if any
+        writes.append(writer.submit(items.upsert, records))
         for item, _ in changed:
             if item.deleted:
                 deletes.append(item.item_id)
@@ -194,21 +201,24 @@ def ingest_rows(
         counts.encoded += len(live)
         batch.clear()
 
-    for row in rows:
-        consumed += 1
-        counts.total += 1
-        if row.item is None:
-            counts.rejected += 1
-            rejected.append(_rejection(row))
-            continue
-        batch.append(row)
-        if len(batch) >= batch_size:
-            flush()
-            if should_stop():
-                finished = False
-                break
-    if batch:
-        flush()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embrec-ingest-write") as writer:
+        for row in rows:
+            consumed += 1
+            counts.total += 1
+            if row.item is None:
+                counts.rejected += 1
+                rejected.append(_rejection(row))
+                continue
+            batch.append(row)
+            if len(batch) >= batch_size:
+                flush(writer)
+                if should_stop():
+                    finished = False
+                    break
+        if batch:
+            flush(writer)
+        if writes:
+            writes.pop().result()
     delta = None
     if delta_ids or deletes:
         # The readers reject a repeated item_id within a file, so no id is both upserted and deleted here.
