@@ -2,8 +2,8 @@
 
 Two collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_model``):
 
-- ``"cooccurrence"`` (scales to large catalogs; used above the EASE cap): ``sim(i, j) = S_ij / sqrt(S_ii S_jj) x
-  c_ij / (c_ij + shrinkage)`` where ``S = X^T X`` over users' (weighted, positive) item rows and ``c_ij``
+- ``"cooccurrence"`` (scales to large catalogs; used above the EASE cap):
+  ``sim(i, j) = S_ij / sqrt(S_ii S_jj) x c_ij / (c_ij + shrinkage)`` where ``S = X^T X`` over users' (weighted, positive) item rows and ``c_ij``
   the number of users who have both. The cosine keeps popular items from dominating, the shrinkage damps
   pairs seen by very few users. Computed blockwise over source items with sort-and-reduce in numpy (no
   n x n matrix, no scipy), memory bounded by ``pair_budget``.
