@@ -3,10 +3,10 @@
 Two collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_model``):
 
 - ``"cooccurrence"`` (scales to large catalogs; used above the EASE cap):
-  ``sim(i, j) = S_ij / sqrt(S_ii S_jj) x c_ij / (c_ij + shrinkage)`` where ``S = X^T X`` over users' (weighted, positive) item rows and ``c_ij``
-  the number of users who have both. The cosine keeps popular items from dominating, the shrinkage damps
-  pairs seen by very few users. Computed blockwise over source items with sort-and-reduce in numpy (no
-  n x n matrix, no scipy), memory bounded by ``pair_budget``.
+  ``sim(i, j) = S_ij / sqrt(S_ii S_jj) x c_ij / (c_ij + shrinkage)`` where ``S = X^T X`` over users'
+  (weighted, positive) item rows and ``c_ij`` the number of users who have both. The cosine keeps popular
+  items from dominating, the shrinkage damps pairs seen by very few users. Computed blockwise over source
+  items with sort-and-reduce in numpy (no n x n matrix, no scipy), memory bounded by ``pair_budget``.
 - ``"ease"`` (default; Steck 2019, closed form): ``P = (X^T X + lambda I)^-1``, ``B = I - P / diag(P)``
   (diag 0). Better on MovieLens leave-last-out (CF alone HR@10 0.090 vs 0.072; EVALUATION.md). Dense (two
   float64 m x m matrices, O(m^3) time: 20-40 s on 2 cores for m = 8.7k), so only when the number of items
