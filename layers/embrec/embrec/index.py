@@ -669,7 +669,7 @@ def read_graph_vectors(path: Path, dim: int, positions: int) -> np.ndarray:
             raise IntegrityError(f"{path.name}: labels are not the positions 0..{count - 1}")
         vectors[targets.astype(np.int64)] = vectors[misplaced]  # the right side is a copy: cycles are safe
     vectors.flags.writeable = False
-    return vectors
+    return vectors.view(np.ndarray)  # same memory; a plain ndarray indexes without np.memmap's Python layer
 
 
 @dataclass(frozen=True)
