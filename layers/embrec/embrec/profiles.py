@@ -203,16 +203,18 @@ def _kmeans_from(
         closest = np.maximum(closest, x @ x[seeds[-1]])
     centroids = x[seeds].copy()
     labels = np.full(x.shape[0], -1)
+    rows = np.arange(x.shape[0])
+    membership = np.zeros((x.shape[0], k), dtype=x.dtype)
     for _ in range(iterations):
         new_labels = np.argmax(x @ centroids.T, axis=1)
         if np.array_equal(new_labels, labels):
             break
         labels = new_labels
-        for c in range(k):
-            members = labels == c
-            if members.any():
-                centroids[c] = (w[members] @ x[members]).astype(x.dtype)
-        centroids = _normalise_rows(centroids)
+        membership[:] = 0.0
+        membership[rows, labels] = w
+        sums = membership.T @ x  # (k, d): each cluster's weighted sum, one product for all clusters
+        filled = np.bincount(labels, minlength=k) > 0
+        centroids = _normalise_rows(np.where(filled[:, None], sums, centroids))  # an empty cluster stays put
     return labels, centroids
 
 
