@@ -8,9 +8,10 @@ Two collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_m
   items from dominating, the shrinkage damps pairs seen by very few users. Computed blockwise over source
   items with sort-and-reduce in numpy (no n x n matrix, no scipy), memory bounded by ``pair_budget``.
 - ``"ease"`` (default; Steck 2019, closed form): ``P = (X^T X + lambda I)^-1``, ``B = I - P / diag(P)``
-  (diag 0). Better on MovieLens leave-last-out (CF alone HR@10 0.090 vs 0.072; EVALUATION.md). Dense (two
-  float64 m x m matrices, O(m^3) time: 20-40 s on 2 cores for m = 8.7k), so only when the number of items
-  with interactions is <= ``ease_max_items`` (10k); above that cap the co-occurrence model is used and
+  (diag 0), over the items at least ``ease_min_users`` (2) users touched: a single user's item co-occurs
+  with nothing. Better on MovieLens leave-last-out (CF alone HR@10 0.092 vs 0.072; EVALUATION.md). Dense
+  (two float64 m x m matrices, O(m^3) time: ~10 s on 2 cores for MovieLens' m = 6.3k, ~39 s at 8.7k), so
+  only when m <= ``ease_max_items`` (10k); above that cap the co-occurrence model is used and
   ``params["cf_model_used"]`` says so.
 
 Trending: per item, the sum over users of the (positive) type weight x ``0.5 ** (age / half_life)`` of
@@ -81,6 +82,7 @@ class SignalParams:
     shrinkage: float = 10.0
     ease_lambda: float = 500.0
     ease_max_items: int = 10_000
+    ease_min_users: int = 2
     max_items_per_user: int = 500
     min_support: int = 1
     pair_budget: int = 4_000_000
@@ -101,6 +103,8 @@ class SignalParams:
             raise InvalidInputError("trending_half_life_days", "half-life and window must be > 0")
         if self.max_items_per_user < 2 or self.pair_budget < 1 or self.ease_max_items < 1:
             raise InvalidInputError("max_items_per_user", "must be >= 2 (and budgets >= 1)")
+        if self.ease_min_users < 1:
+            raise InvalidInputError("ease_min_users", f"must be >= 1, got {self.ease_min_users}")
 
     def to_dict(self) -> dict[str, Any]:
         document = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -436,8 +440,12 @@ def cooccurrence_neighbours(
     return out_idx, out_score
 
 
-def ease_neighbours(rows: _UserRows, top_n: int, lam: float = 500.0) -> tuple[np.ndarray, np.ndarray]:
-    """EASE item-item weights restricted to items with interactions; top-N positive ``B[i, :]`` per item.
+def ease_neighbours(
+    rows: _UserRows, top_n: int, lam: float = 500.0, min_users: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """EASE item-item weights restricted to items with >= ``min_users`` users; top-N positive ``B[i, :]``
+    per item. An item a single user touched co-occurs with nothing, so it has no neighbours to learn, yet it
+    costs the O(m^3) solve as much as any other (on MovieLens a third of the rated items, 9.7k -> 6.3k).
 
     ``B[i, j]`` is how much having ``i`` adds to ``j``'s score, so row ``i`` is "people who liked i".
     Memory: two dense float64 (m, m) matrices at peak, m = items with interactions (users are streamed
@@ -446,11 +454,13 @@ def ease_neighbours(rows: _UserRows, top_n: int, lam: float = 500.0) -> tuple[np
     n_items = rows.n_items
     out_idx = np.full((n_items, top_n), -1, dtype=np.int32)
     out_score = np.zeros((n_items, top_n), dtype=np.float32)
-    active = np.unique(rows.indices)
+    users_per_item = np.bincount(rows.indices, minlength=n_items)  # a user's row holds an item once
+    active = np.flatnonzero(users_per_item >= max(1, min_users))
     m = int(active.size)
     if m < 2:
         return out_idx, out_score
     local = np.searchsorted(active, rows.indices)
+    kept = (local < m) & (active[np.minimum(local, m - 1)] == rows.indices)
     n_users = rows.indptr.size - 1
     gram = np.zeros((m, m), dtype=np.float64)
     block = max(1, min(n_users, _EASE_BLOCK_CELLS // m))  # dense user blocks of ~16 MB
@@ -458,7 +468,9 @@ def ease_neighbours(rows: _UserRows, top_n: int, lam: float = 500.0) -> tuple[np
         hi = min(n_users, lo + block)
         a, b = rows.indptr[lo], rows.indptr[hi]
         x = np.zeros((hi - lo, m), dtype=np.float64)
-        x[np.repeat(np.arange(hi - lo), np.diff(rows.indptr[lo : hi + 1])), local[a:b]] = rows.data[a:b]
+        user = np.repeat(np.arange(hi - lo), np.diff(rows.indptr[lo : hi + 1]))
+        keep = kept[a:b]
+        x[user[keep], local[a:b][keep]] = rows.data[a:b][keep]
         gram += x.T @ x
     gram[np.diag_indices_from(gram)] += lam
     p = np.linalg.inv(gram)
@@ -576,11 +588,11 @@ def compute_signals(
     anchor = float(now) if now is not None else (float(ts.max()) if ts.size else 0.0)
     rows = _user_rows(user_idx, item_idx, weight_arr, ts, len(ids), params.max_items_per_user)
     model = params.cf_model
-    n_active = int(np.unique(rows.indices).size)
+    n_active = int(np.count_nonzero(np.bincount(rows.indices) >= params.ease_min_users))
     if model == "ease" and n_active > params.ease_max_items:
         model = "cooccurrence"
     if model == "ease":
-        cf_idx, cf_score = ease_neighbours(rows, params.neighbours, params.ease_lambda)
+        cf_idx, cf_score = ease_neighbours(rows, params.neighbours, params.ease_lambda, params.ease_min_users)
     else:
         cf_idx, cf_score = cooccurrence_neighbours(
             rows, params.neighbours, params.shrinkage, params.min_support, params.pair_budget
