@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ __all__ = [
     "load_encoder",
     "local_aws",
     "machine_line",
+    "peak_rss_mb",
     "percentiles_ms",
     "pypi_texts",
     "pypi_vectors",
@@ -267,3 +269,15 @@ if __name__ == "__main__":  # python -m bench._data [WORKER WORKERS]: encode PyP
         encode_pypi_parts(worker=int(sys.argv[1]), workers=int(sys.argv[2]))
     else:
         print(pypi_vectors()[0].shape)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), MB; ru_maxrss only where /proc is missing: Linux
+    carries a parent's peak into a child it starts, so a child's ru_maxrss can be the parent's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench._data import ROOT, machine_line, pypi_texts, pypi_vectors
+from bench._data import ROOT, machine_line, peak_rss_mb, pypi_texts, pypi_vectors
 
 __all__ = ["main"]
 
@@ -49,16 +48,6 @@ def _s3(url: str) -> Any:
     )
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM), MB; ru_maxrss where /proc is missing."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
 
 def _child_ours(url: str, cache: str) -> None:
     started = time.perf_counter()
@@ -75,7 +64,7 @@ def _child_ours(url: str, cache: str) -> None:
     downloaded = time.perf_counter()
     index, signals = load_version(verified)
     loaded = time.perf_counter()
-    rss = _peak_rss_mb()
+    rss = peak_rss_mb()
     history = [Interaction(f"pypi-{i}", "click", NOW - 3600 * i, event_id=str(i)) for i in range(20)]
     result = recommend(index, signals, history, None, RankParams(k=10), NOW)
     assert len(result.items) == 10

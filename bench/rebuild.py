@@ -2,7 +2,7 @@
 
 Ours: ``rebuild.build_version`` (index + CF/trending signals + save, as the rebuild function runs it after its
 DynamoDB scan) over ``BENCH_REBUILD_ITEMS`` (default 100,000) PyPI summary vectors and 90k synthetic events,
-in a fresh subprocess so its peak resident memory (ru_maxrss) is its own. Baseline, also in a fresh
+in a fresh subprocess so its peak resident memory (VmHWM) is its own. Baseline, also in a fresh
 subprocess: hnswlib ``add_items`` alone on the same vectors with the same parameters (the library floor).
 The built version is kept under .cache/bench/ for ``bench cold_start``.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._data import BENCH_CACHE, ROOT, machine_line, pypi_texts, pypi_vectors
+from bench._data import BENCH_CACHE, ROOT, machine_line, peak_rss_mb, pypi_texts, pypi_vectors
 
 __all__ = ["build_bench_version", "main", "version_dir"]
 
@@ -29,10 +28,6 @@ NOW = 1_790_000_000.0
 
 def version_dir(n: int, encoder_id: str) -> Path:
     return BENCH_CACHE / f"version-{n}-{encoder_id}"
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
 def build_bench_version(
@@ -57,13 +52,14 @@ def build_bench_version(
     events = synthetic_interactions(ids)
     staging = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    rss_before = _rss_mb()
+    rss_before = peak_rss_mb()
     started = time.perf_counter()
     built = build_version(items, events, staging, encoder_id=encoder_id, now=NOW)
     elapsed = time.perf_counter() - started
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
-    return {"seconds": elapsed, "items": built.items, "rss_before_mb": rss_before, "peak_rss_mb": _rss_mb()}
+    peak = peak_rss_mb()
+    return {"seconds": elapsed, "items": built.items, "rss_before_mb": rss_before, "peak_rss_mb": peak}
 
 
 def _child(mode: str, n: int) -> None:
@@ -76,7 +72,7 @@ def _child(mode: str, n: int) -> None:
 
         from embrec.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_M
 
-        rss_before = _rss_mb()
+        rss_before = peak_rss_mb()
         started = time.perf_counter()
         graph = hnswlib.Index(space="ip", dim=vectors.shape[1])
         graph.init_index(
@@ -87,7 +83,7 @@ def _child(mode: str, n: int) -> None:
             "seconds": time.perf_counter() - started,
             "items": n,
             "rss_before_mb": rss_before,
-            "peak_rss_mb": _rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
         }
     print(json.dumps(result))
 
