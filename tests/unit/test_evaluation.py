@@ -27,6 +27,8 @@ from embrec.evaluation import (
     markdown_table,
     ndcg,
     novelty,
+    paired_difference,
+    paired_table,
     recall,
     reciprocal_rank,
     sample_cases,
@@ -222,3 +224,24 @@ def test_cli_registers_eval() -> None:
         ["eval", "--dataset", "movielens", "--path", "x", "--protocol", "item-cold-start", "--users", "5"]
     )
     assert args.protocol == "item-cold-start" and args.users == 5 and not args.tune
+
+
+def test_paired_difference_separates_a_real_gap_from_noise() -> None:
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 2, size=600).astype(float)  # per-user hits of one strategy
+    # A strategy that hits 60 more users: the interval lies above 0
+    better = base.copy()
+    better[np.flatnonzero(base == 0)[:60]] = 1.0
+    mean, low, high = paired_difference(better, base)
+    assert mean == pytest.approx(0.1) and 0 < low < mean < high
+    # One that swaps 10 hits for 10 misses (same mean): the interval holds 0
+    shuffled = base.copy()
+    shuffled[np.flatnonzero(base == 1)[:10]] = 0.0
+    shuffled[np.flatnonzero(base == 0)[:10]] = 1.0
+    mean, low, high = paired_difference(shuffled, base)
+    assert mean == 0.0 and low < 0 < high
+    assert paired_difference(shuffled, base) == paired_difference(shuffled, base)  # seeded
+    assert paired_difference([], []) == (0.0, 0.0, 0.0)
+    table = paired_table({"cf": {"HR@10": (0.1, 0.05, 0.15), "NDCG@10": (-0.01, -0.02, 0.0)}})
+    assert "| hybrid - cf | +0.1000 [+0.0500, +0.1500] | -0.0100 [-0.0200, +0.0000] |" in table
+

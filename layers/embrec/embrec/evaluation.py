@@ -67,6 +67,8 @@ __all__ = [
     "markdown_table",
     "ndcg",
     "novelty",
+    "paired_difference",
+    "paired_table",
     "recall",
     "reciprocal_rank",
     "run",
@@ -308,11 +310,23 @@ class EvalResult:
     users: int
     metrics: dict[str, dict[str, float]]
     info: dict[str, Any] = field(default_factory=dict)
+    per_case: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def paired(self, versus: str = "hybrid") -> dict[str, dict[str, tuple[float, float, float]]]:
+        """``versus`` minus each other strategy: HR@10 / NDCG@10 ``(mean, low, high)``
+        (:func:`paired_difference`); empty without ``versus``."""
+        if versus not in self.per_case:
+            return {}
+        return {
+            name: {m: paired_difference(self.per_case[versus][m], values[m]) for m in ("HR@10", "NDCG@10")}
+            for name, values in self.per_case.items()
+            if name != versus
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset, "protocol": self.protocol, "users": self.users,
-            "metrics": self.metrics, "info": self.info,
+            "metrics": self.metrics, "info": self.info, "hybrid_minus": self.paired(),
         }
 
 
@@ -332,16 +346,23 @@ def evaluate_strategy(
     params: RankParams,
     popularity: Mapping[str, int],
     n_users: int,
+    per_case: dict[str, list[float]] | None = None,
 ) -> dict[str, float]:
-    """Run ``recommend`` for every case and average the metrics (coverage over the index's live items)."""
+    """Run ``recommend`` for every case and average the metrics (coverage over the index's live items).
+    ``per_case``: when given, each case's HR@10 and NDCG@10 are appended under those names (in case
+    order), for paired comparisons (:func:`paired_difference`)."""
     sums: dict[str, float] = dict.fromkeys(METRICS, 0.0)
     lists: list[list[str]] = []
     for case in cases:
         result = recommend(index, signals, case.history, None, params, case.now)
         ranked = [item.item_id for item in result.items]
         lists.append(ranked)
-        sums["HR@10"] += hit_rate(ranked, case.targets, 10)
-        sums["NDCG@10"] += ndcg(ranked, case.targets, 10)
+        hit, gain = hit_rate(ranked, case.targets, 10), ndcg(ranked, case.targets, 10)
+        if per_case is not None:
+            per_case.setdefault("HR@10", []).append(hit)
+            per_case.setdefault("NDCG@10", []).append(gain)
+        sums["HR@10"] += hit
+        sums["NDCG@10"] += gain
         sums["Recall@20"] += recall(ranked, case.targets, 20)
         sums["MRR"] += reciprocal_rank(ranked, case.targets)
         top = ranked[:10]
@@ -364,18 +385,49 @@ def evaluate(
     weights: BlendWeights | None = None,
     profile: ProfileParams | None = None,
     signals: Signals | None = None,
+    per_case: dict[str, dict[str, list[float]]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Metrics per strategy for ``cases``; signals computed from ``split.train`` unless given."""
+    """Metrics per strategy for ``cases``; signals computed from ``split.train`` unless given.
+    ``per_case``: filled with each strategy's per-case HR@10 / NDCG@10 (see :func:`evaluate_strategy`)."""
     if signals is None:
         signals = split.signals(index, signal_params)
     popularity, n_users = _popularity(split.train)
     return {
         name: evaluate_strategy(
             index, signals, cases, strategy_params(name, weights=weights, profile=profile),
-            popularity, n_users,
+            popularity, n_users, None if per_case is None else per_case.setdefault(name, {}),
         )
         for name in strategies
     }
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], *, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over paired cases and its 95% percentile-bootstrap interval (``resamples`` draws of
+    the cases with replacement, ``numpy.random.default_rng(seed)``): ``(mean, low, high)``. An interval that
+    holds 0 says the two strategies are not told apart by these cases."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if diff.size == 0:
+        return 0.0, 0.0, 0.0
+    draws = np.random.default_rng(seed).integers(0, diff.size, size=(resamples, diff.size))
+    means = diff[draws].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(diff.mean()), float(low), float(high)
+
+
+def paired_table(
+    paired: Mapping[str, Mapping[str, tuple[float, float, float]]], versus: str = "hybrid"
+) -> str:
+    """Markdown of :meth:`EvalResult.paired`: mean difference [95% bootstrap interval] per strategy."""
+    rows = [
+        f"| {versus} - strategy | HR@10 difference [95% CI] | NDCG@10 difference [95% CI] |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, metrics in paired.items():
+        cells = [f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]" for mean, low, high in metrics.values()]
+        rows.append(f"| {versus} - {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 # --------------------------------------------------------------------------- data + vectors
@@ -629,7 +681,8 @@ def run(
     cases = sample_cases(split.cases, users, seed)
     log(f"loaded {dataset.name}: {len(ids)} items, {len(split.cases)} test users, {len(cases)} evaluated "
         f"({time.perf_counter() - started:.1f}s)")
-    metrics = evaluate(index, split, cases, strategies=strategies)
+    per_case: dict[str, dict[str, list[float]]] = {}
+    metrics = evaluate(index, split, cases, strategies=strategies, per_case=per_case)
     log(markdown_table(metrics) + f"\n({time.perf_counter() - started:.1f}s)")
     tuned: TuneResult | None = None
     if do_tune:
@@ -647,7 +700,7 @@ def run(
         "train_interactions": len(split.train), "encoder_id": encoder.encoder_id,
         "seconds": round(time.perf_counter() - started, 1), **split.info,
     }
-    return EvalResult(dataset_name, protocol, len(cases), metrics, info), tuned
+    return EvalResult(dataset_name, protocol, len(cases), metrics, info, per_case), tuned
 
 
 def _cli(args: argparse.Namespace) -> int:
@@ -668,6 +721,10 @@ def _cli(args: argparse.Namespace) -> int:
         print(f"## {result.dataset} — {result.protocol} — {result.users} users (seed {args.seed}), "
               f"{result.info['items']} items, lists of {EVAL_K}\n")
         print(markdown_table(result.metrics))
+        paired = result.paired()
+        if paired:
+            print("\nPaired over the same users (mean difference, 95% bootstrap interval, 2,000 draws):\n")
+            print(paired_table(paired))
         if tuned is not None:
             chosen = {k: v for k, v in tuned.to_dict().items() if k not in ("trials", "validation")}
             print("\nTuned on the validation split (each user's last training event):")
