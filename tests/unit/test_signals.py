@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,25 +95,27 @@ def test_ease_matches_the_closed_form() -> None:
         assert dict(signals.neighbours(item)) == pytest.approx(expected, rel=1e-5)
 
 
-def test_ease_leaves_out_items_a_single_user_touched() -> None:
+def test_ease_leaves_out_items_a_single_user_touched_above_the_prune_size() -> None:
     # Given: the closed-form example plus "d", which only u1 touched
     histories = {"u1": ["a", "b", "d"], "u2": ["a", "b", "c"], "u3": ["b", "c"], "u4": ["a", "c"]}
     lam = 0.5
     x = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1], [1, 0, 1]], dtype=np.float64)
     p = np.linalg.inv(x.T @ x + lam * np.eye(3))
     b = -p / np.diag(p)[None, :]
-    # When: the default keeps items with >= 2 users out of the solve
-    params = SignalParams(cf_model="ease", ease_lambda=lam)
-    signals = compute_signals(_events(histories, "view"), ["a", "b", "c", "d"], params)
+    events, ids = _events(histories, "view"), ["a", "b", "c", "d"]
+    # When: the catalog counts as large (more items touched than ease_prune_above)
+    pruned = compute_signals(events, ids, SignalParams(cf_model="ease", ease_lambda=lam, ease_prune_above=3))
     # Then: "d" has no neighbours and is nobody's, and a, b, c are exactly the model without it
-    assert signals.neighbours("d") == []
+    assert pruned.neighbours("d") == []
     for i, item in enumerate("abc"):
         expected = {other: b[i, j] for j, other in enumerate("abc") if j != i and b[i, j] > 0}
-        assert dict(signals.neighbours(item)) == pytest.approx(expected, rel=1e-5)
-    assert signals.interacted_mask()[3]  # still known as touched (it is not "new")
-    # ... and with ease_min_users=1 it joins the solve
-    all_items = replace(params, ease_min_users=1)
-    assert compute_signals(_events(histories, "view"), ["a", "b", "c", "d"], all_items).neighbours("d")
+        assert dict(pruned.neighbours(item)) == pytest.approx(expected, rel=1e-5)
+    assert pruned.interacted_mask()[3]  # still known as touched (it is not "new")
+    # ... while a small catalog (the default prune size, 2,000) keeps it: its solve is cheap
+    assert compute_signals(events, ids, SignalParams(cf_model="ease", ease_lambda=lam)).neighbours("d")
+    # ... and so does ease_min_users=1 at any size
+    every = SignalParams(cf_model="ease", ease_lambda=lam, ease_prune_above=3, ease_min_users=1)
+    assert compute_signals(events, ids, every).neighbours("d")
 
 
 def test_ease_streams_users_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:

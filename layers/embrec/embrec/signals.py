@@ -8,11 +8,14 @@ Two collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_m
   items from dominating, the shrinkage damps pairs seen by very few users. Computed blockwise over source
   items with sort-and-reduce in numpy (no n x n matrix, no scipy), memory bounded by ``pair_budget``.
 - ``"ease"`` (default; Steck 2019, closed form): ``P = (X^T X + lambda I)^-1``, ``B = I - P / diag(P)``
-  (diag 0), over the items at least ``ease_min_users`` (2) users touched: a single user's item co-occurs
-  with nothing. Better on MovieLens leave-last-out (CF alone HR@10 0.092 vs 0.072; EVALUATION.md). Dense
-  (two float64 m x m matrices, O(m^3) time: ~10 s on 2 cores for MovieLens' m = 6.3k, ~39 s at 8.7k), so
-  only when m <= ``ease_max_items`` (10k); above that cap the co-occurrence model is used and
-  ``params["cf_model_used"]`` says so.
+  (diag 0). Better on MovieLens leave-last-out (CF alone HR@10 0.092 vs 0.072; EVALUATION.md). Dense (two
+  float64 m x m matrices, O(m^3) time: ~10 s on 2 cores for m = 6.3k, ~39 s at 8.7k). When more than
+  ``ease_prune_above`` (2,000) items have events, the solve keeps only the items at least ``ease_min_users``
+  (2) users touched: an item one user touched is known only through that user's other items, the weakest
+  evidence, at full cost (MovieLens: 9.7k -> 6.3k items, EASE alone HR@10 0.0902 -> 0.0918; the 100k bench:
+  8.7k -> 2.2k, 53 s -> 2 s). A small catalog keeps every item: its solve is cheap and one user's
+  co-occurrences may be all the evidence there is. EASE runs only when m <= ``ease_max_items`` (10k); above
+  that cap the co-occurrence model is used and ``params["cf_model_used"]`` says so.
 
 Trending: per item, the sum over users of the (positive) type weight x ``0.5 ** (age / half_life)`` of
 their most recent qualifying event inside the window before ``now`` (one user counts once per item, so a
@@ -83,6 +86,7 @@ class SignalParams:
     ease_lambda: float = 500.0
     ease_max_items: int = 10_000
     ease_min_users: int = 2
+    ease_prune_above: int = 2_000
     max_items_per_user: int = 500
     min_support: int = 1
     pair_budget: int = 4_000_000
@@ -103,8 +107,8 @@ class SignalParams:
             raise InvalidInputError("trending_half_life_days", "half-life and window must be > 0")
         if self.max_items_per_user < 2 or self.pair_budget < 1 or self.ease_max_items < 1:
             raise InvalidInputError("max_items_per_user", "must be >= 2 (and budgets >= 1)")
-        if self.ease_min_users < 1:
-            raise InvalidInputError("ease_min_users", f"must be >= 1, got {self.ease_min_users}")
+        if self.ease_min_users < 1 or self.ease_prune_above < 0:
+            raise InvalidInputError("ease_min_users", "must be >= 1 (and ease_prune_above >= 0)")
 
     def to_dict(self) -> dict[str, Any]:
         document = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -444,8 +448,8 @@ def ease_neighbours(
     rows: _UserRows, top_n: int, lam: float = 500.0, min_users: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """EASE item-item weights restricted to items with >= ``min_users`` users; top-N positive ``B[i, :]``
-    per item. An item a single user touched co-occurs with nothing, so it has no neighbours to learn, yet it
-    costs the O(m^3) solve as much as any other (on MovieLens a third of the rated items, 9.7k -> 6.3k).
+    per item. An item one user touched is known only through that user's other items, the weakest evidence
+    there is, yet it costs the O(m^3) solve as much as any other item (a third of MovieLens' rated items).
 
     ``B[i, j]`` is how much having ``i`` adds to ``j``'s score, so row ``i`` is "people who liked i".
     Memory: two dense float64 (m, m) matrices at peak, m = items with interactions (users are streamed
@@ -588,11 +592,14 @@ def compute_signals(
     anchor = float(now) if now is not None else (float(ts.max()) if ts.size else 0.0)
     rows = _user_rows(user_idx, item_idx, weight_arr, ts, len(ids), params.max_items_per_user)
     model = params.cf_model
-    n_active = int(np.count_nonzero(np.bincount(rows.indices) >= params.ease_min_users))
+    users_per_item = np.bincount(rows.indices)
+    touched = int(np.count_nonzero(users_per_item))
+    min_users = params.ease_min_users if touched > params.ease_prune_above else 1
+    n_active = int(np.count_nonzero(users_per_item >= min_users))
     if model == "ease" and n_active > params.ease_max_items:
         model = "cooccurrence"
     if model == "ease":
-        cf_idx, cf_score = ease_neighbours(rows, params.neighbours, params.ease_lambda, params.ease_min_users)
+        cf_idx, cf_score = ease_neighbours(rows, params.neighbours, params.ease_lambda, min_users)
     else:
         cf_idx, cf_score = cooccurrence_neighbours(
             rows, params.neighbours, params.shrinkage, params.min_support, params.pair_budget
