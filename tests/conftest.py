@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from embrec import manifest
 from embrec.encoder import TextEncoder
 from embrec.encoder_build import cached_build
 
@@ -40,3 +41,18 @@ def int8_encoder_dir() -> Path:
 def encoder(encoder_dir: Path) -> TextEncoder:
     """The fp32 encoder, loaded once per session (2 threads: the test machine is shared)."""
     return TextEncoder.load(encoder_dir, threads=2)
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every file hashed on disk, in order (wraps manifest.sha256_file, which every verification of a
+    directory calls): lets a test tell a verified load from one that reads files back to hash them."""
+    calls: list[Path] = []
+    original = manifest.sha256_file
+
+    def counting(path: Path) -> str:
+        calls.append(Path(path))
+        return original(path)
+
+    monkeypatch.setattr(manifest, "sha256_file", counting)
+    return calls

@@ -32,20 +32,6 @@ def store(aws_clients: AwsClients, settings: Settings) -> ArtifactStore:
     return ArtifactStore(aws_clients.s3, settings.bucket, settings.cache_dir)
 
 
-@pytest.fixture
-def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Files hashed on disk (manifest.sha256_file: what every verification of a directory calls)."""
-    calls: list[Path] = []
-    original = manifest.sha256_file
-
-    def counting(path: Path) -> str:
-        calls.append(Path(path))
-        return original(path)
-
-    monkeypatch.setattr(manifest, "sha256_file", counting)
-    return calls
-
-
 def _version(root: Path) -> Path:
     rng = np.random.default_rng(7)
     items = [

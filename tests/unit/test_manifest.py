@@ -27,20 +27,6 @@ def _tree(root: Path) -> dict[str, manifest.FileEntry]:
     return describe_files(root, ["index/graph.bin", "signals/signals.npz"])
 
 
-@pytest.fixture
-def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every file hashed on disk, in order (wraps manifest.sha256_file, which verify_files calls)."""
-    calls: list[Path] = []
-    original = manifest.sha256_file
-
-    def counting(path: Path) -> str:
-        calls.append(Path(path))
-        return original(path)
-
-    monkeypatch.setattr(manifest, "sha256_file", counting)
-    return calls
-
-
 def test_verify_files_returns_a_token_covering_exactly_what_it_hashed(
     tmp_path: Path, hashed: list[Path]
 ) -> None:
