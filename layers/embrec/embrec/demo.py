@@ -564,8 +564,9 @@ def _print_ready(tour: _Tour, env: Any, health: Mapping[str, Any], *, sample: bo
 
 def _serve(tour: _Tour, env: Any) -> None:
     env.start_schedules()
-    tour.say(f"serving until Ctrl-C (scheduled rebuild every {env.rebuild_seconds:.0f}s)")
-    env.serve_forever()
+    env.serve_forever(
+        lambda: tour.say(f"serving until Ctrl-C (scheduled rebuild every {env.rebuild_seconds:.0f}s)")
+    )
     tour.say("stopped")
 
 

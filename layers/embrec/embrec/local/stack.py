@@ -279,8 +279,10 @@ class LocalEnvironment:
         self.resources = None
         self._state = "stopped"
 
-    def serve_forever(self) -> None:
-        """Block until Ctrl-C or SIGTERM, then stop cleanly (start first if needed)."""
+    def serve_forever(self, on_serving: Callable[[], None] | None = None) -> None:
+        """Block until Ctrl-C or SIGTERM, then stop cleanly (start first if needed). ``on_serving`` is called
+        once the stop handling is in place: from then on a Ctrl-C or SIGTERM stops the stack cleanly (one
+        that arrives before it interrupts the caller instead)."""
         if not self.ready:
             self.start()
         done = threading.Event()
@@ -288,6 +290,8 @@ class LocalEnvironment:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
         try:
+            if on_serving is not None:
+                on_serving()
             while not done.wait(0.5):
                 pass
         except KeyboardInterrupt:
