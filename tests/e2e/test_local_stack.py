@@ -250,12 +250,19 @@ def test_busy_ports_fail_with_a_clear_error() -> None:
             AwsEndpoint(port=port).start()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    ("signum", "sigint_ignored"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["ctrl-c", "sigterm", "ctrl-c-started-with-sigint-ignored"],
+)
 def test_serve_forever_stops_cleanly_on_ctrl_c_and_sigterm(
-    tmp_path: Path, make_project: Callable[[Path], Path], signum: int
+    tmp_path: Path, make_project: Callable[[Path], Path], signum: int, sigint_ignored: bool
 ) -> None:
     make_project(tmp_path)
-    script = (
+    # A background job (or a parent that ignores SIGINT) hands the process SIGINT ignored, and then Python
+    # never raises KeyboardInterrupt: serve_forever must still stop on Ctrl-C.
+    ignore = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n" if sigint_ignored else ""
+    script = ignore + (
         "import sys\n"
         "from pathlib import Path\n"
         "from embrec.local import LocalEnvironment\n"

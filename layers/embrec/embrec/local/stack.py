@@ -286,9 +286,12 @@ class LocalEnvironment:
         if not self.ready:
             self.start()
         done = threading.Event()
-        previous = None
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+            # SIGINT too, not only KeyboardInterrupt: a process started with SIGINT ignored (a background job,
+            # a parent that ignores it) inherits that, and Python then never raises KeyboardInterrupt.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, lambda *_: done.set())
         try:
             if on_serving is not None:
                 on_serving()
@@ -297,8 +300,8 @@ class LocalEnvironment:
         except KeyboardInterrupt:
             pass
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for stopped_by, handler in previous.items():
+                signal.signal(stopped_by, handler)
             self.stop()
 
     # ---- operations
