@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def _block_histories(seed: int = 0) -> tuple[dict[str, list[str]], list[str]]:
 @pytest.mark.parametrize("model", CF_MODELS)
 def test_neighbours_stay_inside_the_community(model: str) -> None:
     histories, ids = _block_histories()
-    params = SignalParams(cf_model=model, neighbours=5, ease_lambda=5.0)
+    params = SignalParams(cf_model=model, neighbours=5, ease_lambda=5.0, ease_min_total_users=0)
     signals = compute_signals(_events(histories), ids, params)
     assert signals.params["cf_model_used"] == model
     for item_id in ids[:-1]:
@@ -88,7 +89,7 @@ def test_ease_matches_the_closed_form() -> None:
     b = -p / np.diag(p)[None, :]
     np.fill_diagonal(b, 0)
     # "view" weighs 1, so the user-item matrix is exactly x
-    params = SignalParams(cf_model="ease", ease_lambda=lam)
+    params = SignalParams(cf_model="ease", ease_min_total_users=0, ease_lambda=lam)
     signals = compute_signals(_events(histories, "view"), ["a", "b", "c"], params)
     for i, item in enumerate("abc"):
         expected = {other: b[i, j] for j, other in enumerate("abc") if j != i and b[i, j] > 0}
@@ -104,7 +105,8 @@ def test_ease_leaves_out_items_a_single_user_touched_above_the_prune_size() -> N
     b = -p / np.diag(p)[None, :]
     events, ids = _events(histories, "view"), ["a", "b", "c", "d"]
     # When: the catalog counts as large (more items touched than ease_prune_above)
-    pruned = compute_signals(events, ids, SignalParams(cf_model="ease", ease_lambda=lam, ease_prune_above=3))
+    ease = SignalParams(cf_model="ease", ease_min_total_users=0, ease_lambda=lam)
+    pruned = compute_signals(events, ids, replace(ease, ease_prune_above=3))
     # Then: "d" has no neighbours and is nobody's, and a, b, c are exactly the model without it
     assert pruned.neighbours("d") == []
     for i, item in enumerate("abc"):
@@ -112,15 +114,15 @@ def test_ease_leaves_out_items_a_single_user_touched_above_the_prune_size() -> N
         assert dict(pruned.neighbours(item)) == pytest.approx(expected, rel=1e-5)
     assert pruned.interacted_mask()[3]  # still known as touched (it is not "new")
     # ... while a small catalog (the default prune size, 2,000) keeps it: its solve is cheap
-    assert compute_signals(events, ids, SignalParams(cf_model="ease", ease_lambda=lam)).neighbours("d")
+    assert compute_signals(events, ids, ease).neighbours("d")
     # ... and so does ease_min_users=1 at any size
-    every = SignalParams(cf_model="ease", ease_lambda=lam, ease_prune_above=3, ease_min_users=1)
+    every = replace(ease, ease_prune_above=3, ease_min_users=1)
     assert compute_signals(events, ids, every).neighbours("d")
 
 
 def test_ease_streams_users_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     histories, ids = _block_histories(seed=2)
-    params = SignalParams(cf_model="ease", neighbours=4, ease_lambda=5.0)
+    params = SignalParams(cf_model="ease", ease_min_total_users=0, neighbours=4, ease_lambda=5.0)
     whole = compute_signals(_events(histories), ids, params)
     monkeypatch.setattr(signals_module, "_EASE_BLOCK_CELLS", 1)  # one user per block
     blocked = compute_signals(_events(histories), ids, params)
@@ -128,9 +130,20 @@ def test_ease_streams_users_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_allclose(whole.cf_scores, blocked.cf_scores, rtol=1e-6)
 
 
+def test_ease_needs_enough_users_and_falls_back_to_cooccurrence_below() -> None:
+    # Given: the block communities of 40-odd users; EASE's default needs 100 users with events
+    histories, ids = _block_histories()
+    few = compute_signals(_events(histories), ids, SignalParams(cf_model="ease"))
+    enough = compute_signals(_events(histories), ids, SignalParams(cf_model="ease", ease_min_total_users=10))
+    # Then: too few users -> the co-occurrence model, recorded; enough -> EASE
+    assert few.params["cf_model_used"] == "cooccurrence"
+    assert enough.params["cf_model_used"] == "ease"
+
+
 def test_ease_above_the_cap_falls_back_to_cooccurrence() -> None:
     histories, ids = _block_histories()
-    signals = compute_signals(_events(histories), ids, SignalParams(cf_model="ease", ease_max_items=4))
+    capped = SignalParams(cf_model="ease", ease_min_total_users=0, ease_max_items=4)
+    signals = compute_signals(_events(histories), ids, capped)
     assert signals.params["cf_model_used"] == "cooccurrence"
     assert signals.params["cf_model"] == "ease"
 

@@ -14,8 +14,11 @@ Two collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_m
   (2) users touched: an item one user touched is known only through that user's other items, the weakest
   evidence, at full cost (MovieLens: 9.7k -> 6.3k items, EASE alone HR@10 0.0902 -> 0.0918; the 100k bench:
   8.7k -> 2.2k, 53 s -> 2 s). A small catalog keeps every item: its solve is cheap and one user's
-  co-occurrences may be all the evidence there is. EASE runs only when m <= ``ease_max_items`` (10k); above
-  that cap the co-occurrence model is used and ``params["cf_model_used"]`` says so.
+  co-occurrences may be all the evidence there is. EASE runs only when m <= ``ease_max_items`` (10k) and at
+  least ``ease_min_total_users`` (100) users have events: its λ = 500 is sized for hundreds of users, and on
+  a handful its weights are nearly raw co-occurrence counts, so the most popular items top every list (the
+  demo's 18 users: Schindler's List first for the sci-fi and the thriller fan alike). Otherwise the
+  co-occurrence model (cosine, shrunk) is used and ``params["cf_model_used"]`` says so.
 
 Trending: per item, the sum over users of the (positive) type weight x ``0.5 ** (age / half_life)`` of
 their most recent qualifying event inside the window before ``now`` (one user counts once per item, so a
@@ -87,6 +90,7 @@ class SignalParams:
     ease_max_items: int = 10_000
     ease_min_users: int = 2
     ease_prune_above: int = 2_000
+    ease_min_total_users: int = 100
     max_items_per_user: int = 500
     min_support: int = 1
     pair_budget: int = 4_000_000
@@ -107,7 +111,7 @@ class SignalParams:
             raise InvalidInputError("trending_half_life_days", "half-life and window must be > 0")
         if self.max_items_per_user < 2 or self.pair_budget < 1 or self.ease_max_items < 1:
             raise InvalidInputError("max_items_per_user", "must be >= 2 (and budgets >= 1)")
-        if self.ease_min_users < 1 or self.ease_prune_above < 0:
+        if self.ease_min_users < 1 or self.ease_prune_above < 0 or self.ease_min_total_users < 0:
             raise InvalidInputError("ease_min_users", "must be >= 1 (and ease_prune_above >= 0)")
 
     def to_dict(self) -> dict[str, Any]:
@@ -596,7 +600,8 @@ def compute_signals(
     touched = int(np.count_nonzero(users_per_item))
     min_users = params.ease_min_users if touched > params.ease_prune_above else 1
     n_active = int(np.count_nonzero(users_per_item >= min_users))
-    if model == "ease" and n_active > params.ease_max_items:
+    n_users = int(np.count_nonzero(np.diff(rows.indptr)))
+    if model == "ease" and (n_active > params.ease_max_items or n_users < params.ease_min_total_users):
         model = "cooccurrence"
     if model == "ease":
         cf_idx, cf_score = ease_neighbours(rows, params.neighbours, params.ease_lambda, min_users)
