@@ -17,7 +17,7 @@ Two collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_m
   co-occurrences may be all the evidence there is. EASE runs only when m <= ``ease_max_items`` (10k) and at
   least ``ease_min_total_users`` (100) users have events: its λ = 500 is sized for hundreds of users, and on
   a handful its weights are nearly raw co-occurrence counts, so the most popular items top every list (the
-  demo's 18 users: Schindler's List first for the sci-fi and the thriller fan alike). Otherwise the
+  replay of 18 demo users: Schindler's List first for sci-fi and thriller fans alike). Otherwise the
   co-occurrence model (cosine, shrunk) is used and ``params["cf_model_used"]`` says so.
 
 Trending: per item, the sum over users of the (positive) type weight x ``0.5 ** (age / half_life)`` of
