@@ -365,17 +365,12 @@ class VectorIndex:
         return self._ranked(query, positions, k)
 
     def _allowed(self, filters: Filters | None, exclude: Collection[str]) -> np.ndarray | None:
-        """bool (n,): positions that may be returned; None when only tombstones restrict (graph has those)."""
-        has_filter = filters is not None and not filters.is_empty()
-        excluded = [p for p in map(self._position.get, exclude) if p is not None]
-        if not has_filter and not excluded:
+        """:meth:`allowed_mask` for ``exclude`` ids; None when only tombstones restrict (hnswlib has them)."""
+        excluded = self.positions_of(list(exclude))
+        excluded = excluded[excluded >= 0]
+        if (filters is None or filters.is_empty()) and not excluded.size:
             return None
-        mask = ~self._deleted[: self._n]
-        if filters is not None and has_filter:
-            mask &= self._meta.mask(filters)
-        if excluded:
-            mask[np.array(excluded, dtype=np.int64)] = False
-        return mask
+        return self.allowed_mask(filters, excluded)
 
     def _overfetch(self, query: np.ndarray, k: int, mask: np.ndarray, allowed: int) -> np.ndarray | None:
         """Top ``k`` allowed positions from an unfiltered query for more; None if too few survive the mask."""
