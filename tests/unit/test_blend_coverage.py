@@ -11,7 +11,7 @@ import pytest
 from embrec import ranking
 from embrec.index import VectorIndex
 from embrec.manifest import describe_files
-from embrec.profiles import Interaction
+from embrec.profiles import Interaction, ProfileParams
 from embrec.ranking import BlendWeights, RankParams, recommend
 from embrec.signals import SIGNALS_FILE, SignalParams, Signals, compute_signals
 
@@ -153,7 +153,11 @@ def test_on_a_young_catalog_silence_says_little_and_content_leads() -> None:
     events = [(f"u{u}", Interaction(f"a{j}", "like", NOW - DAY + u)) for u in range(6) for j in range(3)]
     signals = compute_signals(events, ids, SignalParams(neighbours=10), now=NOW)
     history = [Interaction("a0", "like", NOW - 3600), Interaction("a1", "like", NOW - 3500)]
-    params = RankParams(k=5, weights=BlendWeights(embedding=0.5, cf=1.0, trending=0.2))
+    # (both history items weigh the same: no position decay, so "nearest to the history" is to their mean)
+    params = RankParams(
+        k=5, weights=BlendWeights(embedding=0.5, cf=1.0, trending=0.2),
+        profile=ProfileParams(half_life_events=None),
+    )
     # When
     got = [item.item_id for item in recommend(index, signals, history, None, params, NOW).items]
     # Then: the one item co-liked with the history leads, and untouched items follow on content: new-a, the

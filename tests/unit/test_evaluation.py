@@ -35,7 +35,7 @@ from embrec.evaluation import (
     strategy_params,
     tune,
 )
-from embrec.profiles import Interaction
+from embrec.profiles import Interaction, ProfileParams
 from embrec.ranking import BlendWeights
 from embrec.signals import SignalParams
 
@@ -198,10 +198,12 @@ def test_tune_uses_only_training_data(encoder: TextEncoder, tmp_path: Path) -> N
     result = tune(
         index, split, users=None, cf_grid=[SignalParams(), SignalParams(shrinkage=0.0)],
         # a grid value equal to the current default is skipped by design, so derive one that differs
-        half_lives=(30.0,), weight_grid={"cf": (BlendWeights().cf + 1.0,)},
+        half_lives=(30.0,), event_half_lives=(None,), weight_grid={"cf": (BlendWeights().cf + 1.0,)},
     )
     assert result.validation["tuned"]["NDCG@10"] >= result.validation["default"]["NDCG@10"]
-    assert len(result.trials) == 2 + 1 + 1  # CF grid, half-life, one weight (one pass)
+    assert len(result.trials) == 2 + 1 + 1 + 1  # CF grid, half-life in days, in events, one weight
+    assert {trial["half_life_events"] for trial in result.trials} == {ProfileParams().half_life_events, None}
+    assert result.to_dict()["half_life_events"] == result.profile.half_life_events
     # the validation split is carved from training: no test (user, item) is a validation target
     validation = leave_last_out(split.train)
     assert not {(c.user_id, t) for c in validation.cases for t in c.targets} & held_out

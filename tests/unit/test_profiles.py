@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -30,17 +31,35 @@ def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_default_params_decay_like_exp_minus_0_1_per_day() -> None:
+def test_default_params_decay_like_exp_minus_0_1_per_day_and_halve_every_3_events() -> None:
     params = ProfileParams()
     assert params.decay_per_day == pytest.approx(0.1)
+    assert params.half_life_events == 3.0
     assert ProfileParams.with_decay(0.1).half_life_days == pytest.approx(params.half_life_days)
     weights = interaction_weights(["view", "view"], [10 * DAY, 0.0], params)
     assert weights[0] == pytest.approx(1.0)
-    assert weights[1] == pytest.approx(math.exp(-1.0))
+    assert weights[1] == pytest.approx(math.exp(-1.0) * 0.5 ** (1 / 3))
+
+
+def test_position_decay_halves_every_h_newer_events_whatever_the_clock() -> None:
+    # Given six events of one session (the same second), listed newest first, and no time decay
+    params = ProfileParams(half_life_days=None, half_life_events=2.0)
+    weights = interaction_weights(["view"] * 6, [5 * DAY] * 6, params)
+    # Then an event counts half for every 2 events after it: the order of the session still counts
+    np.testing.assert_allclose(weights, [0.5 ** (rank / 2) for rank in range(6)])
+    # And the rank comes from the timestamps, not the input order, when they differ
+    shuffled = interaction_weights(["view", "view", "view"], [1 * DAY, 3 * DAY, 2 * DAY], params)
+    np.testing.assert_allclose(shuffled, [0.5, 1.0, 0.5**0.5])
+    # And time and position decay multiply
+    both = interaction_weights(["like", "like"], [10 * DAY, 0.0], replace(params, half_life_days=10.0))
+    np.testing.assert_allclose(both, [3.0, 3.0 * 0.5 * 0.5**0.5])
+    # And None turns it off
+    off = interaction_weights(["view"] * 3, [DAY] * 3, replace(params, half_life_events=None))
+    np.testing.assert_allclose(off, [1.0, 1.0, 1.0])
 
 
 def test_type_weights_and_half_life() -> None:
-    params = ProfileParams(half_life_days=2.0)
+    params = ProfileParams(half_life_days=2.0, half_life_events=None)
     now = 1_000 * DAY
     types = ["view", "click", "add_to_cart", "like", "purchase", "dislike", "unknown"]
     weights = interaction_weights(types, [now] * len(types), params)
@@ -75,6 +94,9 @@ def test_params_validation() -> None:
         ProfileParams(half_life_days=0.0)
     with pytest.raises(InvalidInputError):
         ProfileParams(max_history=0)
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(InvalidInputError, match="half_life_events"):
+            ProfileParams(half_life_events=bad)
     with pytest.raises(InvalidInputError):
         ProfileParams(type_weights={"view": float("inf")})
 

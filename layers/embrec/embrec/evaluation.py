@@ -12,8 +12,9 @@ the ranking excludes every history item and ranks all other items of the catalog
 Popularity for the evaluation is all-time (``eval_signal_params``): the datasets span years, so the API's
 14-day trending window, anchored at the newest event, would be empty for almost every test user.
 
-Tuning (:func:`tune`) searches CF parameters, the profile half-life and the blend weights on a validation
-split carved from the training interactions only (each user's last *training* event), never the test split.
+Tuning (:func:`tune`) searches CF parameters, the profile half-lives (in days and in events) and the blend
+weights on a validation split carved from the training interactions only (each user's last *training*
+event), never the test split.
 """
 
 from __future__ import annotations
@@ -498,7 +499,7 @@ class TuneResult:
 
     signal_params: SignalParams
     weights: BlendWeights
-    half_life_days: float | None
+    profile: ProfileParams
     validation: dict[str, dict[str, float]]
     trials: list[dict[str, Any]]
 
@@ -509,7 +510,8 @@ class TuneResult:
             "ease_lambda": sp.ease_lambda,
             "weights": {"embedding": self.weights.embedding, "cf": self.weights.cf,
                         "trending": self.weights.trending},
-            "half_life_days": self.half_life_days, "validation": self.validation, "trials": self.trials,
+            "half_life_days": self.profile.half_life_days, "half_life_events": self.profile.half_life_events,
+            "validation": self.validation, "trials": self.trials,
         }
 
 
@@ -525,13 +527,15 @@ def tune(
     seed: int = 0,
     cf_grid: Sequence[SignalParams] | None = None,
     half_lives: Sequence[float | None] = (30.0, None),
+    event_half_lives: Sequence[float | None] = (6.0, None),
     passes: int = 1,
     weight_grid: Mapping[str, Sequence[float]] | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> TuneResult:
     """Coordinate search on a validation split = :func:`leave_last_out` of ``split.train`` (each user's last
     *training* event), hybrid strategy, objective NDCG@10 then HR@10: CF parameters first (with default
-    weights), then the profile half-life, then each blend weight in turn (``passes`` passes)."""
+    weights), then the profile half-life in days, then in events, then each blend weight in turn (``passes``
+    passes)."""
     validation = leave_last_out(split.train)
     cases = sample_cases(validation.cases, users, seed)
     popularity, n_users = _popularity(validation.train)
@@ -558,6 +562,7 @@ def tune(
         trial = {
             "cf_model": sp.cf_model, "neighbours": sp.neighbours, "shrinkage": sp.shrinkage,
             "ease_lambda": sp.ease_lambda, "half_life_days": profile.half_life_days,
+            "half_life_events": profile.half_life_events,
             "weights": [weights.embedding, weights.cf, weights.trending],
             "NDCG@10": metrics["NDCG@10"], "HR@10": metrics["HR@10"],
         }
@@ -572,13 +577,14 @@ def tune(
         m = score(i, weights, profile)
         if _objective(m) > _objective(best):
             best_sp, best = i, m
-    for half_life in half_lives:
-        candidate = replace(profile, half_life_days=half_life)
-        if candidate == profile:
-            continue
-        m = score(best_sp, weights, candidate)
-        if _objective(m) > _objective(best):
-            profile, best = candidate, m
+    for name, values in (("half_life_days", half_lives), ("half_life_events", event_half_lives)):
+        for value in values:
+            candidate = replace(profile, **{name: value})
+            if candidate == profile:
+                continue
+            m = score(best_sp, weights, candidate)
+            if _objective(m) > _objective(best):
+                profile, best = candidate, m
     for _ in range(passes):
         for name, values in weight_grid.items():
             for value in values:
@@ -592,7 +598,7 @@ def tune(
                 if _objective(m) > _objective(best):
                     weights, best = candidate_w, m
     return TuneResult(
-        cf_grid[best_sp], weights, profile.half_life_days,
+        cf_grid[best_sp], weights, profile,
         {"default": baseline, "tuned": best, "users": {"count": len(cases), "seed": seed}}, trials,
     )
 
@@ -688,10 +694,9 @@ def run(
     if do_tune:
         tuned = tune(index, split, users=tune_users, seed=seed, log=log)
         signals = split.signals(index, tuned.signal_params)
-        profile = replace(ProfileParams(), half_life_days=tuned.half_life_days)
         popularity, n_users = _popularity(split.train)
         for name in ("hybrid", "multi-interest"):
-            params = strategy_params(name, weights=tuned.weights, profile=profile)
+            params = strategy_params(name, weights=tuned.weights, profile=tuned.profile)
             metrics[f"{name} (tuned)"] = evaluate_strategy(
                 index, signals, cases, params, popularity, n_users
             )
