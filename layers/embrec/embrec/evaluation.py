@@ -577,14 +577,17 @@ def tune(
         m = score(i, weights, profile)
         if _objective(m) > _objective(best):
             best_sp, best = i, m
-    for name, values in (("half_life_days", half_lives), ("half_life_events", event_half_lives)):
-        for value in values:
-            candidate = replace(profile, **{name: value})
-            if candidate == profile:
-                continue
-            m = score(best_sp, weights, candidate)
-            if _objective(m) > _objective(best):
-                profile, best = candidate, m
+    recency = [("days", value) for value in half_lives] + [("events", value) for value in event_half_lives]
+    for unit, value in recency:
+        if unit == "days":
+            candidate = replace(profile, half_life_days=value)
+        else:
+            candidate = replace(profile, half_life_events=value)
+        if candidate == profile:
+            continue
+        m = score(best_sp, weights, candidate)
+        if _objective(m) > _objective(best):
+            profile, best = candidate, m
     for _ in range(passes):
         for name, values in weight_grid.items():
             for value in values:
