@@ -15,6 +15,7 @@ from embrec.encoder import TextEncoder
 from embrec.evaluation import (
     METRICS,
     STRATEGIES,
+    Split,
     build_index,
     coverage,
     encode_catalog,
@@ -35,9 +36,10 @@ from embrec.evaluation import (
     strategy_params,
     tune,
 )
+from embrec.index import VectorIndex
 from embrec.profiles import Interaction, ProfileParams
 from embrec.ranking import BlendWeights
-from embrec.signals import SignalParams
+from embrec.signals import SignalParams, compute_signals
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -137,6 +139,29 @@ def test_item_cold_start_withholds_the_newest_items_from_all_training() -> None:
     for case in split.cases:
         assert case.targets <= cold
         assert not {e.item_id for e in case.history} & cold
+
+
+def test_replay_serves_trending_as_a_rebuild_at_each_request_time() -> None:
+    # Given: three users' events over 60 days on a small catalog, and an index over it
+    day = 86_400.0
+    train = [
+        _ev(f"u{u}", f"i{(u * 7 + n) % 12}", (u * 5 + n * 3) * day, "like" if n % 3 else "view")
+        for u in range(3) for n in range(12)
+    ]
+    ids = [f"i{j}" for j in range(12)]
+    index = VectorIndex.build(ids, np.eye(12, dtype=np.float32), [{} for _ in ids])
+    split = Split("leave-last-out", train, [])
+    params = SignalParams(trending_window_days=10.0, trending_half_life_days=2.0)
+    replay = split.replay(index, params)
+    for now in (0.0, 17.5 * day, 33 * day, 90 * day):
+        # When: the signals a request at `now` is served
+        served = replay.at(now)
+        # Then: trending is a rebuild's at `now` over the events up to `now`; CF is the whole run's
+        rebuilt = compute_signals([e for e in train if e[1].timestamp <= now], ids, params, now=now)
+        np.testing.assert_allclose(served.trending, rebuilt.trending, rtol=1e-6)
+        assert served.cf_neighbours is replay.signals.cf_neighbours
+    assert replay.at(90 * day).trending.sum() == 0.0  # the window has passed every event
+    assert replay.at(17.5 * day).trending.sum() > 0.0
 
 
 def test_sample_cases_is_seeded_and_sorted() -> None:

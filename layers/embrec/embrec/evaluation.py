@@ -9,8 +9,10 @@ ranking implementation. Metrics (:func:`hit_rate`, :func:`ndcg`, :func:`recall`,
 
 Every interaction counts as relevant (a rating says the user engaged with the item, whatever the stars);
 the ranking excludes every history item and ranks all other items of the catalog (``EVAL_K`` long lists).
-Popularity for the evaluation is all-time (``eval_signal_params``): the datasets span years, so the API's
-14-day trending window, anchored at the newest event, would be empty for almost every test user.
+Trending is replayed as the API would have served it at each test user's request (:class:`Replay`): the
+training events inside the product's window (``SignalParams``: 14 days, half-life 3) before the held-out
+event's time, not one figure anchored at the dataset's last day (the datasets span decades, so that window
+would hold nothing for almost every user) nor all-time counts (what a deployment never serves).
 
 Tuning (:func:`tune`) searches CF parameters, the profile half-lives (in days and in events) and the blend
 weights on a validation split carved from the training interactions only (each user's last *training*
@@ -39,9 +41,9 @@ from embrec.datasets import Dataset, load_amazon2018, load_movielens
 from embrec.errors import InvalidInputError
 from embrec.fusion import DEFAULT_META_WEIGHT, FusionConfig, fuse_rows, plan_fusion
 from embrec.index import VectorIndex
-from embrec.profiles import Interaction, ProfileParams
+from embrec.profiles import SECONDS_PER_DAY, Interaction, ProfileParams
 from embrec.ranking import BlendWeights, RankParams, recommend
-from embrec.signals import SignalParams, Signals, compute_signals
+from embrec.signals import SignalParams, Signals, compute_signals, trending_scores
 
 __all__ = [
     "DATASETS",
@@ -51,15 +53,15 @@ __all__ = [
     "STRATEGIES",
     "Case",
     "EvalResult",
+    "Replay",
     "Split",
     "TuneResult",
     "add_cli",
     "build_index",
     "coverage",
     "encode_catalog",
-    "eval_signal_params",
     "evaluate",
-    "evaluate_strategy",
+    "evaluate_strategies",
     "hit_rate",
     "intra_list_diversity",
     "item_cold_start",
@@ -180,11 +182,47 @@ class Split:
     info: dict[str, Any] = field(default_factory=dict)
     new_items: frozenset[str] = frozenset()
 
-    def signals(self, index: VectorIndex, params: SignalParams | None = None) -> Signals:
-        """The signals a rebuild would have made: from ``train``, over the index's items but ``new_items``;
-        popularity is all-time (:func:`eval_signal_params`)."""
+    def replay(self, index: VectorIndex, params: SignalParams | None = None) -> Replay:
+        """The signals a rebuild would have made from ``train``, over the index's items but ``new_items``,
+        with trending replayed per request time (:class:`Replay`)."""
         items = [item_id for item_id in index.live_ids() if item_id not in self.new_items]
-        return compute_signals(self.train, items, eval_signal_params(params))
+        params = params or SignalParams()
+        return Replay(compute_signals(self.train, items, params), self.train, params)
+
+
+class Replay:
+    """The signals each test request would have been served: CF from the whole of ``train`` (leave-last-out's
+    usual reading: other users' later events count), trending from the training events at or before the
+    request time ``now``, with ``params``' window, half-life and type weights
+    (:func:`signals.trending_scores`, as a rebuild at ``now`` computes it). :meth:`at` costs O(events in the
+    window) plus a copy of the signals' id map."""
+
+    def __init__(
+        self, signals: Signals, train: Iterable[tuple[str, Interaction]], params: SignalParams
+    ) -> None:
+        self.signals, self.params = signals, params
+        users: dict[str, int] = {}
+        rows = [
+            (users.setdefault(user, len(users)), pos, float(params.type_weights.get(event.type, 0.0)),
+             float(event.timestamp))
+            for user, event in train
+            if (pos := signals.position(event.item_id)) is not None
+        ]
+        columns = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+        order = np.argsort(columns[:, 3], kind="stable")
+        self._users, self._items = columns[order, 0].astype(np.int64), columns[order, 1].astype(np.int64)
+        self._weights, self._times = columns[order, 2], columns[order, 3]
+
+    def at(self, now: float) -> Signals:
+        """The signals with trending as of ``now`` (epoch s)."""
+        start = int(np.searchsorted(self._times, now - self.params.trending_window_days * SECONDS_PER_DAY))
+        stop = int(np.searchsorted(self._times, now, side="right"))
+        part = slice(start, stop)
+        trending = trending_scores(
+            self._users[part], self._items[part], self._weights[part], self._times[part], len(self.signals),
+            now, self.params.trending_half_life_days, self.params.trending_window_days,
+        )
+        return replace(self.signals, trending=trending)
 
 
 def _event_order(event: Interaction) -> tuple[float, str, str]:
@@ -262,11 +300,6 @@ def sample_cases(cases: Sequence[Case], n: int | None, seed: int = 0) -> list[Ca
 # --------------------------------------------------------------------------- strategies
 
 
-def eval_signal_params(base: SignalParams | None = None) -> SignalParams:
-    """``base`` with all-time popularity as the trending signal (window and half-life ~ 2700 years)."""
-    return replace(base or SignalParams(), trending_window_days=1e6, trending_half_life_days=1e6)
-
-
 def strategy_params(
     name: str,
     *,
@@ -340,24 +373,45 @@ def _popularity(train: Iterable[tuple[str, Interaction]]) -> tuple[Counter[str],
     return Counter({item: len(u) for item, u in users_per_item.items()}), len(users)
 
 
-def evaluate_strategy(
+def evaluate_strategies(
     index: VectorIndex,
-    signals: Signals,
+    replay: Replay,
     cases: Sequence[Case],
-    params: RankParams,
+    params: Mapping[str, RankParams],
     popularity: Mapping[str, int],
     n_users: int,
-    per_case: dict[str, list[float]] | None = None,
-) -> dict[str, float]:
-    """Run ``recommend`` for every case and average the metrics (coverage over the index's live items).
-    ``per_case``: when given, each case's HR@10 and NDCG@10 are appended under those names (in case
-    order), for paired comparisons (:func:`paired_difference`)."""
-    sums: dict[str, float] = dict.fromkeys(METRICS, 0.0)
-    lists: list[list[str]] = []
+    per_case: dict[str, dict[str, list[float]]] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Run ``recommend`` for every case under each named ``params`` and average the metrics per name
+    (coverage over the index's live items). Case by case, so each request's replayed signals
+    (:meth:`Replay.at`) are built once for every strategy. ``per_case``: when given, each case's HR@10 and
+    NDCG@10 are appended under ``per_case[name]["HR@10"]`` etc. (in case order), for paired comparisons
+    (:func:`paired_difference`)."""
+    lists: dict[str, list[list[str]]] = {name: [] for name in params}
     for case in cases:
-        result = recommend(index, signals, case.history, None, params, case.now)
-        ranked = [item.item_id for item in result.items]
-        lists.append(ranked)
+        signals = replay.at(case.now)
+        for name, rank_params in params.items():
+            result = recommend(index, signals, case.history, None, rank_params, case.now)
+            lists[name].append([item.item_id for item in result.items])
+    return {
+        name: _metrics(
+            index, cases, lists[name], popularity, n_users,
+            None if per_case is None else per_case.setdefault(name, {}),
+        )
+        for name in params
+    }
+
+
+def _metrics(
+    index: VectorIndex,
+    cases: Sequence[Case],
+    lists: Sequence[Sequence[str]],
+    popularity: Mapping[str, int],
+    n_users: int,
+    per_case: dict[str, list[float]] | None,
+) -> dict[str, float]:
+    sums: dict[str, float] = dict.fromkeys(METRICS, 0.0)
+    for case, ranked in zip(cases, lists, strict=True):
         hit, gain = hit_rate(ranked, case.targets, 10), ndcg(ranked, case.targets, 10)
         if per_case is not None:
             per_case.setdefault("HR@10", []).append(hit)
@@ -368,7 +422,7 @@ def evaluate_strategy(
         sums["MRR"] += reciprocal_rank(ranked, case.targets)
         top = ranked[:10]
         if len(top) >= 2:
-            sums["diversity@10"] += intra_list_diversity(index.vectors_for(top))
+            sums["diversity@10"] += intra_list_diversity(index.vectors_for(list(top)))
         sums["novelty@10"] += novelty(ranked, popularity, n_users, 10)
     n = max(len(cases), 1)
     out = {name: value / n for name, value in sums.items()}
@@ -385,21 +439,16 @@ def evaluate(
     signal_params: SignalParams | None = None,
     weights: BlendWeights | None = None,
     profile: ProfileParams | None = None,
-    signals: Signals | None = None,
+    replay: Replay | None = None,
     per_case: dict[str, dict[str, list[float]]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Metrics per strategy for ``cases``; signals computed from ``split.train`` unless given.
-    ``per_case``: filled with each strategy's per-case HR@10 / NDCG@10 (see :func:`evaluate_strategy`)."""
-    if signals is None:
-        signals = split.signals(index, signal_params)
+    """Metrics per strategy for ``cases``; signals from ``split.train`` (:meth:`Split.replay`) unless given.
+    ``per_case``: filled with each strategy's per-case HR@10 / NDCG@10 (see :func:`evaluate_strategies`)."""
+    if replay is None:
+        replay = split.replay(index, signal_params)
     popularity, n_users = _popularity(split.train)
-    return {
-        name: evaluate_strategy(
-            index, signals, cases, strategy_params(name, weights=weights, profile=profile),
-            popularity, n_users, None if per_case is None else per_case.setdefault(name, {}),
-        )
-        for name in strategies
-    }
+    params = {name: strategy_params(name, weights=weights, profile=profile) for name in strategies}
+    return evaluate_strategies(index, replay, cases, params, popularity, n_users, per_case)
 
 
 def paired_difference(
@@ -551,13 +600,13 @@ def tune(
         "cf": (0.5, 2.0),
     }
     trials: list[dict[str, Any]] = []
-    signals_cache: dict[int, Signals] = {}
+    replays: dict[int, Replay] = {}
 
     def score(sp_i: int, weights: BlendWeights, profile: ProfileParams) -> dict[str, float]:
-        if sp_i not in signals_cache:
-            signals_cache[sp_i] = validation.signals(index, cf_grid[sp_i])
-        params = strategy_params("hybrid", weights=weights, profile=profile)
-        metrics = evaluate_strategy(index, signals_cache[sp_i], cases, params, popularity, n_users)
+        if sp_i not in replays:
+            replays[sp_i] = validation.replay(index, cf_grid[sp_i])
+        params = {"hybrid": strategy_params("hybrid", weights=weights, profile=profile)}
+        metrics = evaluate_strategies(index, replays[sp_i], cases, params, popularity, n_users)["hybrid"]
         sp = cf_grid[sp_i]
         trial = {
             "cf_model": sp.cf_model, "neighbours": sp.neighbours, "shrinkage": sp.shrinkage,
@@ -696,13 +745,13 @@ def run(
     tuned: TuneResult | None = None
     if do_tune:
         tuned = tune(index, split, users=tune_users, seed=seed, log=log)
-        signals = split.signals(index, tuned.signal_params)
         popularity, n_users = _popularity(split.train)
-        for name in ("hybrid", "multi-interest"):
-            params = strategy_params(name, weights=tuned.weights, profile=tuned.profile)
-            metrics[f"{name} (tuned)"] = evaluate_strategy(
-                index, signals, cases, params, popularity, n_users
-            )
+        params = {
+            f"{name} (tuned)": strategy_params(name, weights=tuned.weights, profile=tuned.profile)
+            for name in ("hybrid", "multi-interest")
+        }
+        replay = split.replay(index, tuned.signal_params)
+        metrics |= evaluate_strategies(index, replay, cases, params, popularity, n_users)
     info = {
         "items": len(ids), "test_users_total": len(split.cases), "seed": seed, "k": EVAL_K,
         "train_interactions": len(split.train), "encoder_id": encoder.encoder_id,
