@@ -10,7 +10,7 @@ ranking implementation. Metrics (:func:`hit_rate`, :func:`ndcg`, :func:`recall`,
 Every interaction counts as relevant (a rating says the user engaged with the item, whatever the stars);
 the ranking excludes every history item and ranks all other items of the catalog (``EVAL_K`` long lists).
 Trending is replayed as the API would have served it at each test user's request (:class:`Replay`): the
-training events inside the product's window (``SignalParams``: 14 days, half-life 3) before the held-out
+training events inside the product's window (``SignalParams``: 14 days, half-life 3 days) before the held-out
 event's time, not one figure anchored at the dataset's last day (the datasets span decades, so that window
 would hold nothing for almost every user) nor all-time counts (what a deployment never serves).
 
