@@ -29,7 +29,10 @@ DOCUMENT: dict[str, Any] = {
                 {
                     "name": "cf-heavy",
                     "weight": 30,
-                    "overrides": {"weights": {"cf": 2.0, "trending": 0.0}, "diversity": 0.3},
+                    "overrides": {
+                        "weights": {"cf": 2.0, "trending": 0.0}, "diversity": 0.3,
+                        "recency": {"half_life_events": None, "half_life_days": 30},
+                    },
                 },
             ],
         },
@@ -59,6 +62,7 @@ def test_parses_the_documented_format() -> None:
     assert heavy.weight == 30
     assert heavy.overrides.weights == BlendWeights(embedding=BlendWeights().embedding, cf=2.0, trending=0.0)
     assert heavy.overrides.diversity == 0.3 and heavy.overrides.strategy is None
+    assert dict(heavy.overrides.recency) == {"half_life_days": 30.0, "half_life_events": None}
     assert config.get("later").control == "a"  # default control: the first variant
     with pytest.raises(NotFoundError):
         config.get("nope")
@@ -133,6 +137,21 @@ def _broken(path: list[Any], value: Any) -> dict[str, Any]:
             0.1,
             "experiments[0].variants[1].overrides.diversty",
         ),
+        (
+            ["experiments", 0, "variants", 1, "overrides", "recency", "half_life_events"],
+            0,
+            "experiments[0].variants[1].overrides.recency.half_life_events",
+        ),
+        (
+            ["experiments", 0, "variants", 1, "overrides", "recency", "half_life_days"],
+            "30",
+            "experiments[0].variants[1].overrides.recency.half_life_days",
+        ),
+        (
+            ["experiments", 0, "variants", 1, "overrides", "recency", "half_life_hours"],
+            1,
+            "experiments[0].variants[1].overrides.recency.half_life_hours",
+        ),
         (["experiments", 0, "control"], "treatment", "experiments[0].control"),
         (["experiments", 0, "colour"], "red", "experiments[0].colour"),
     ],
@@ -198,6 +217,9 @@ def test_overrides_become_rank_params_and_explicit_diversity_wins() -> None:
     params = assign(config, heavy).overrides.apply(base)
     assert params.weights == BlendWeights(BlendWeights().embedding, 2.0, 0.0)
     assert params.diversity == 0.3 and params.k == 5
+    # recency: a null turns that decay off, a number replaces it, the rest of the profile is kept
+    assert params.profile.half_life_events is None and params.profile.half_life_days == 30.0
+    assert params.profile.max_history == base.profile.max_history
     assert (
         assign(config, heavy).overrides.apply(RankParams(diversity=0.9), diversity_explicit=True).diversity
         == 0.9

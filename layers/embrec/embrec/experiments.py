@@ -11,15 +11,18 @@ Document format::
          {"name": "control", "weight": 50},
          {"name": "cf-heavy", "weight": 50,
           "overrides": {"weights": {"embedding": 0.3, "cf": 1.5, "trending": 0.1},
-                        "diversity": 0.2, "strategy": "personalized"}}]}]}
+                        "diversity": 0.2, "strategy": "personalized",
+                        "recency": {"half_life_days": 30, "half_life_events": null}}}]}]}
 
 - ``name``: 1-64 characters from ``A-Z a-z 0-9 _ . -``, unique (experiments; variants within one).
 - ``enabled``: only the *first* enabled experiment is live; the others are kept for their reports.
 - ``weight``: traffic share, any numbers >= 0 (normalised by their sum, which must be > 0).
 - ``overrides`` (optional, every key optional): ``weights`` (blend weights; missing ones keep the
   defaults of :class:`embrec.ranking.BlendWeights`), ``diversity`` (0..1, MMR; a request's explicit
-  ``diversity`` still wins), ``strategy`` (one of :data:`embrec.ranking.STRATEGIES`). Unknown keys are
-  refused, so a typo cannot silently run an experiment that changes nothing.
+  ``diversity`` still wins), ``strategy`` (one of :data:`embrec.ranking.STRATEGIES`), ``recency``
+  (``half_life_days`` / ``half_life_events`` of :class:`embrec.profiles.ProfileParams`: a number > 0, or
+  ``null`` for no decay of that kind; a missing key keeps the default). Unknown keys are refused, so a typo
+  cannot silently run an experiment that changes nothing.
 - ``control``: the variant the others are tested against (default: the first variant).
 
 Assignment: ``sha256(name + "\\x1f" + user_id)``, its first 8 bytes as an integer / 2**64, is the user's
@@ -38,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from embrec.errors import InvalidInputError, NotFoundError
+from embrec.profiles import ProfileParams
 from embrec.ranking import STRATEGIES, BlendWeights, RankParams
 
 __all__ = [
@@ -57,7 +61,8 @@ __all__ = [
 EXPERIMENTS_KEY = "config/experiments.json"
 DEFAULT_VARIANT = "default"
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_OVERRIDE_KEYS = frozenset({"weights", "diversity", "strategy"})
+_OVERRIDE_KEYS = frozenset({"weights", "diversity", "strategy", "recency"})
+_RECENCY_KEYS = frozenset({"half_life_days", "half_life_events"})
 _WEIGHT_KEYS = frozenset({"embedding", "cf", "trending"})
 _EXPERIMENT_KEYS = frozenset({"name", "enabled", "variants", "control", "description"})
 _VARIANT_KEYS = frozenset({"name", "weight", "overrides", "description"})
@@ -70,10 +75,13 @@ class Overrides:
     weights: BlendWeights | None = None
     diversity: float | None = None
     strategy: str | None = None
+    recency: tuple[tuple[str, float | None], ...] = ()  # (ProfileParams field, value) pairs
 
     def apply(self, params: RankParams, *, diversity_explicit: bool = False) -> RankParams:
         """``params`` with these overrides; an explicit request ``diversity`` is kept."""
         changes: dict[str, Any] = {}
+        if self.recency:
+            changes["profile"] = _with_recency(params.profile, self.recency)
         if self.weights is not None:
             changes["weights"] = self.weights
         if self.diversity is not None and not diversity_explicit:
@@ -221,7 +229,31 @@ def _overrides(value: Any, path: str) -> Overrides:
         raise InvalidInputError(
             f"{path}.strategy", f"must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
         )
-    return Overrides(weights, diversity, strategy)
+    return Overrides(weights, diversity, strategy, _recency(raw.get("recency"), f"{path}.recency"))
+
+
+def _recency(value: Any, path: str) -> tuple[tuple[str, float | None], ...]:
+    if value is None:
+        return ()
+    raw = _object(value, path, _RECENCY_KEYS)
+    pairs = tuple(
+        (key, None if raw[key] is None else _number(raw[key], f"{path}.{key}", 0.0))
+        for key in sorted(raw)
+    )
+    try:
+        _with_recency(ProfileParams(), pairs)  # the same bounds as the defaults (> 0 and finite, or None)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"{path}.{error.field}", error.reason) from None
+    return pairs
+
+
+def _with_recency(profile: ProfileParams, recency: Sequence[tuple[str, float | None]]) -> ProfileParams:
+    for key, value in recency:
+        if key == "half_life_days":
+            profile = replace(profile, half_life_days=value)
+        else:
+            profile = replace(profile, half_life_events=value)
+    return profile
 
 
 def _experiment(value: Any, path: str) -> Experiment:
