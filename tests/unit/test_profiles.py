@@ -140,6 +140,21 @@ def test_recent_history_keeps_the_newest() -> None:
     assert [e.item_id for e in recent_history(events, 3)] == ["i9", "i8", "i7"]
 
 
+def test_recent_history_order_and_weights_do_not_depend_on_fetch_order() -> None:
+    # Given: a view and a like of one item in the same second (no event ids), plus a rated view
+    events = [
+        Interaction("a", "view", 5.0), Interaction("a", "like", 5.0), Interaction("b", "view", 1.0, 4.0)
+    ]
+    weights = []
+    for fetched in (events, events[::-1]):
+        # When: the history comes back in either order
+        recent = recent_history(fetched, 10)
+        weights.append(interaction_weights([e.type for e in recent], [e.timestamp for e in recent]))
+        # Then: the same order, so the same position weights
+        assert [(e.item_id, e.type) for e in recent] == [("a", "like"), ("a", "view"), ("b", "view")]
+    np.testing.assert_array_equal(weights[0], weights[1])
+
+
 def _two_topics(rng: np.random.Generator, d: int = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a, b = np.zeros(d), np.zeros(d)
     a[0], b[1] = 1.0, 1.0

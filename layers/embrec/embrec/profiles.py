@@ -130,8 +130,13 @@ class ProfileParams:
 
 
 def recent_history(history: Iterable[Interaction], max_history: int) -> list[Interaction]:
-    """The newest ``max_history`` interactions, newest first (ties by item id, then event id)."""
-    ordered = sorted(history, key=lambda e: (-float(e.timestamp), e.item_id, e.event_id))
+    """The newest ``max_history`` interactions, newest first (ties by item id, event id, type, value: a total
+    order, so the result, and the position weights of :func:`interaction_weights`, do not depend on the
+    order the events were fetched in)."""
+    ordered = sorted(
+        history,
+        key=lambda e: (-float(e.timestamp), e.item_id, e.event_id, e.type, e.value is None, e.value or 0.0),
+    )
     return ordered[:max_history]
 
 
