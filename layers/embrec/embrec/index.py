@@ -343,13 +343,25 @@ class VectorIndex:
         Returns ``[(item_id, score)]``, score descending, ties by item_id; fewer than ``k`` when fewer items
         qualify. ``vector`` need not be normalised (it is here). Unknown ids in ``exclude`` are ignored.
         """
+        positions, scores = self._search(vector, k, self._allowed(filters, exclude))
+        id_list = self._id_list
+        return list(zip([id_list[p] for p in positions.tolist()], scores.tolist(), strict=True))
+
+    def search_positions(
+        self, vector: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` for a caller that already holds the :meth:`allowed_mask` (bool over positions): the
+        request path builds it once for every interest vector and keeps working on positions. Returns
+        ``(positions int64, scores float64)``, in :meth:`search`'s order."""
+        return self._search(vector, k, allowed)
+
+    def _search(self, vector: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidInputError("k", "must be a positive integer")
         query = _unit_query(vector, self.dim)
-        mask = self._allowed(filters, exclude)
         allowed = len(self) if mask is None else int(np.count_nonzero(mask))
         if allowed == 0:
-            return []
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
         k = min(int(k), allowed)
         if mask is not None and (
             allowed <= self.exact_max_items or allowed <= self.exact_max_fraction * self._n
@@ -395,7 +407,7 @@ class VectorIndex:
             return None
         return np.asarray(labels[0], dtype=np.int64)
 
-    def _exact(self, query: np.ndarray, k: int, mask: np.ndarray | None) -> list[tuple[str, float]]:
+    def _exact(self, query: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if mask is None:
             mask = ~self._deleted[: self._n]
         candidates = np.flatnonzero(mask)
@@ -410,15 +422,14 @@ class VectorIndex:
             candidates = candidates[keep]
         return self._ranked(query, candidates, k)
 
-    def _ranked(self, query: np.ndarray, positions: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """Top ``k`` of ``positions`` by float64 score, ties by item id (the ordering every path returns)."""
+    def _ranked(self, query: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` of ``positions`` by float64 score, ties by item id (the ordering every path returns):
+        ``(positions int64, scores float64)``."""
         scores = self._vectors[positions].astype(np.float64) @ query.astype(np.float64)
         id_list = self._id_list
-        pairs = sorted(
-            zip([id_list[p] for p in positions.tolist()], scores.tolist(), strict=True),
-            key=lambda pair: (-pair[1], pair[0]),
-        )
-        return pairs[:k]
+        keys = [(-score, id_list[p]) for score, p in zip(scores.tolist(), positions.tolist(), strict=True)]
+        order = sorted(range(len(keys)), key=keys.__getitem__)[:k]
+        return positions[order].astype(np.int64, copy=False), scores[order]
 
     # -- incremental updates --------------------------------------------------------------------------------
     def upsert(

@@ -8,12 +8,12 @@ The request path (no encoder): :func:`recommend` picks a strategy —
 - ``onboarding``: no usable history, but a stored profile vector;
 - ``trending``: neither.
 
-Candidates are the union of ANN neighbours (filters and seen items pushed into ``index.search`` so a
-selective filter does not lose recall), CF neighbours of recent history items (weighted by interaction
-weights) and trending items. Scales: embedding similarity min-max over the pool; CF (weighted mean
-neighbour similarity to the history) divided by the pool's maximum; trending min-max over the pool, gated
-by that personal relevance; missing = 0. (Measured on MovieLens leave-last-out: min-max embedding beat a
-median..max scale, 0.072 vs 0.030 HR@10 at the default weights.) They are
+Candidates are the union of ANN neighbours (filters and seen items pushed into the index search as one
+allowed mask per request, so a selective filter does not lose recall), CF neighbours of recent history
+items (weighted by interaction weights) and trending items. Scales: embedding similarity min-max over the
+pool; CF (weighted mean neighbour similarity to the history) divided by the pool's maximum; trending min-max
+over the pool, gated by that personal relevance; missing = 0. (Measured on MovieLens leave-last-out: min-max
+embedding beat a median..max scale, 0.072 vs 0.030 HR@10 at the default weights.) They are
 blended with :class:`BlendWeights` over the signals that *cover* each item (an item the signals have no
 events on, e.g. added since the rebuild, is ranked on its embedding score alone instead of carrying a 0
 for CF and trending; see :func:`_blend`), then MMR re-ranks with ``lambda = 1 - diversity``. Every fetched
@@ -418,9 +418,7 @@ def _gather(
     allowed = index.allowed_mask(filters, index.positions_of(list(exclude)))
     found = [np.zeros(0, dtype=np.int64)]
     for q, share in zip(queries, shares, strict=True):
-        quota = max(1, math.ceil(pool * float(share)))
-        hits = index.search(q, quota, filters=filters, exclude=exclude)
-        found.append(index.positions_of([item_id for item_id, _ in hits]))
+        found.append(index.search_positions(q, max(1, math.ceil(pool * float(share))), allowed)[0])
     aligned = _aligned(index, signals) if signals is not None else None
     cf = _CF(np.zeros(0, np.int64), np.zeros(0), [], 0)
     if aligned is not None and signals is not None:
@@ -545,8 +543,9 @@ def recommend(
         replace(event, timestamp=min(float(event.timestamp), now)) if event.timestamp > now else event
         for event in recent_history(history, profile.max_history)
     ]
-    live = index.positions_of([event.item_id for event in recent]) >= 0
-    known = [event for event, is_live in zip(recent, live.tolist(), strict=True) if is_live]
+    recent_positions = index.positions_of([event.item_id for event in recent])
+    known = [event for event, pos in zip(recent, recent_positions.tolist(), strict=True) if pos >= 0]
+    known_positions = recent_positions[recent_positions >= 0]
     if profile_vector is not None:
         profile_vector = np.asarray(profile_vector, dtype=np.float32).reshape(-1)
         if profile_vector.shape[0] != index.dim or not np.all(np.isfinite(profile_vector)):
@@ -556,7 +555,8 @@ def recommend(
     for strategy in STRATEGIES[start:]:
         if strategy == "personalized" and known:
             result = _personalized(
-                index, signals, recent, known, profile_vector, params, filters, seen, new_since
+                index, signals, recent, known, known_positions, profile_vector, params, filters, seen,
+                new_since,
             )
             if result is not None:
                 return result
@@ -573,6 +573,7 @@ def _personalized(
     signals: Signals | None,
     recent: Sequence[Interaction],
     known: Sequence[Interaction],
+    known_positions: np.ndarray,
     profile_vector: np.ndarray | None,
     params: RankParams,
     filters: Filters | None,
@@ -581,7 +582,7 @@ def _personalized(
 ) -> RankedList | None:
     profile = params.profile
     weights = interaction_weights([e.type for e in known], [e.timestamp for e in known], profile)
-    history_vectors = index.vectors_at(index.positions_of([e.item_id for e in known])).astype(np.float64)
+    history_vectors = index.vectors_at(known_positions).astype(np.float64)
     queries, shares = interest_vectors(
         history_vectors, weights, profile.max_interests, diversity_threshold=profile.diversity_threshold
     )
