@@ -264,6 +264,28 @@ def test_exclude_removes_seen_items_without_losing_recall(
         assert len(set(truth) & {item_id for item_id, _ in got}) >= 9
 
 
+@pytest.mark.parametrize("route", ["exact", "overfetch", "graph"])
+def test_search_positions_answers_as_search_does_for_the_same_mask(
+    saved: tuple[VectorIndex, Path], corpus: Corpus, route: str
+) -> None:
+    # Given: the request path's mask (filters + seen items) built once, and each of the three search routes
+    index = VectorIndex.load(saved[1])
+    filters = {"exact": Filters(categories=frozenset({"cat00"})), "overfetch": Filters(available=True),
+               "graph": Filters(categories=frozenset(f"cat{c:02d}" for c in range(30)))}[route]
+    if route == "graph":
+        index.exact_max_items, index.exact_max_fraction, index.overfetch_min_selectivity = 0, 0.0, 1.1
+    for query in corpus.queries[:10]:
+        seen = [item_id for item_id, _ in index.search(query, 15)]
+        mask = index.allowed_mask(filters, index.positions_of(seen))
+        # When
+        positions, scores = index.search_positions(query, K, mask)
+        # Then: the same items, scores and order as search with filters and exclusions
+        expected = index.search(query, K, filters, exclude=seen)
+        assert index.ids_at(positions) == [item_id for item_id, _ in expected]
+        np.testing.assert_allclose(scores, [score for _, score in expected])
+        assert positions.dtype == np.int64 and mask[positions].all()
+
+
 # -- edge cases ----------------------------------------------------------------------------------------------
 def _small(n: int = 6, dim: int = 8) -> VectorIndex:
     rng = np.random.default_rng(1)
