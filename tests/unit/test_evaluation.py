@@ -229,9 +229,13 @@ def test_tune_uses_only_training_data(encoder: TextEncoder, tmp_path: Path) -> N
     assert len(result.trials) == 2 + 1 + 1 + 1  # CF grid, half-life in days, in events, one weight
     assert {trial["half_life_events"] for trial in result.trials} == {ProfileParams().half_life_events, None}
     assert result.to_dict()["half_life_events"] == result.profile.half_life_events
-    # the validation split is carved from training: no test (user, item) is a validation target
-    validation = leave_last_out(split.train)
-    assert not {(c.user_id, t) for c in validation.cases for t in c.targets} & held_out
+    # the three pooled validation splits are carved from training: no test (user, item) is a validation target
+    train, pooled = split.train, 0
+    for _ in range(3):
+        validation = leave_last_out(train)
+        assert not {(c.user_id, t) for c in validation.cases for t in c.targets} & held_out
+        train, pooled = validation.train, pooled + len(validation.cases)
+    assert result.validation["users"] == {"count": pooled, "splits": 3, "seed": 0}
 
 
 def test_amazon_synthetic_loads_for_evaluation(tmp_path: Path) -> None:
