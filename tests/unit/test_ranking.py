@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from embrec import ranking
 from embrec.errors import InvalidInputError, NotFoundError
 from embrec.index import Filters, VectorIndex
 from embrec.profiles import Interaction
@@ -96,6 +97,24 @@ def test_personalized_follows_the_history_and_explains(catalog: VectorIndex, sig
         assert item.reasons, item
         assert item.reasons[0].startswith(("Because you liked ", "People who liked "))
         assert any(title in reason for reason in item.reasons for title in titles)
+
+
+def test_content_reason_names_the_most_similar_liked_item_not_the_heaviest(catalog: VectorIndex) -> None:
+    # Given: a jazz candidate; the history's newest event (nearly all the weight) is a rock item that leans
+    # slightly towards it, and two jazz items liked long ago carry almost none
+    target = _item_id(16)
+    vectors = catalog.vectors_for([target, *[_item_id(n) for n in range(1, N_ITEMS, 4)]])
+    rock = _item_id(1 + 4 * int(np.argmax(vectors[1:] @ vectors[0])))  # the rock item most like the target
+    known = [Interaction(rock, "like", NOW), *_history([0, 4], start=NOW - 100 * DAY)]
+    weights = np.array([3.0, 1e-4, 1e-4])
+    history_vectors = catalog.vectors_for([e.item_id for e in known]).astype(np.float64)
+    pool = ranking._Pool([target], np.ones(1), np.zeros(1), np.zeros(1), {})
+    # When
+    reasons = ranking._personal_reasons(
+        catalog, target, known, weights, history_vectors, weights > 0, pool, 1.0, 0.0, 0.0, False
+    )
+    # Then: the reason names the jazz item it resembles, not the rock item that weighs most
+    assert reasons[0] in {f"Because you liked {catalog.metadata(_item_id(n))['title']}" for n in (0, 4)}
 
 
 def test_verbs_follow_the_interaction_type(catalog: VectorIndex, signals: Signals) -> None:

@@ -643,8 +643,9 @@ def _personal_reasons(
     candidates: list[tuple[float, str]] = []
     if positive.any() and (e > 0 or (c <= 0 and t <= 0)):
         vector = index.vectors_for([item_id])[0].astype(np.float64)
-        contribution = np.where(positive, (history_vectors @ vector) * weights, -np.inf)
-        best = int(np.argmax(contribution))
+        # The positive history item most similar to this one (ties: the newer), as for the CF reason: with
+        # position weights, weight x similarity would name the newest event for nearly every item.
+        best = int(np.argmax(np.where(positive, history_vectors @ vector, -np.inf)))
         event = known[best]
         verb = INTERACTION_VERBS.get(event.type, "viewed")
         candidates.append((e, f"Because you {verb} {_title(index, event.item_id)}"))
