@@ -601,7 +601,8 @@ def tune(
     cf_grid = list(cf_grid) if cf_grid is not None else [
         default_sp,
         replace(default_sp, cf_model="cooccurrence"),
-        replace(default_sp, cf_model="ease", ease_lambda=1000.0),
+        replace(default_sp, cf_model="ease", ease_lambda=default_sp.ease_lambda / 2),
+        replace(default_sp, cf_model="ease", ease_lambda=default_sp.ease_lambda * 2),
     ]
     weight_grid = weight_grid or {
         "embedding": (0.05, 0.1, 0.5),
