@@ -125,9 +125,6 @@ class ProfileParams:
     def decay_per_day(self) -> float:
         return 0.0 if self.half_life_days is None else math.log(2.0) / self.half_life_days
 
-    def type_weight(self, interaction_type: str) -> float:
-        return float(self.type_weights.get(interaction_type, 0.0))
-
 
 def recent_history(history: Iterable[Interaction], max_history: int) -> list[Interaction]:
     """The newest ``max_history`` interactions, newest first (ties by item id, event id, type, value: a total
