@@ -33,7 +33,11 @@ __all__ = [
     "parse_ingest_message",
 ]
 
-ENCODE_BATCH = 256
+# Rows per encode call (and per write). The encoder sorts each call's texts by length before its own
+# sub-batches, so a bigger call pads less: 2,000 MovieLens rows took +25-34% over one encoder call at 256,
+# +7-22% at 512 and -1-+12% at 1,024 (same process, BENCHMARKS.md "Ingest"). 1,024 rows are ~1.5 MB of
+# vectors; a Lambda invocation takes at most ROWS_PER_INVOCATION (20k) rows anyway.
+ENCODE_BATCH = 1024
 
 
 @dataclass
