@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from embrec import manifest
-from embrec.artifacts import ArtifactStore
+from embrec.artifacts import ArtifactStore, PublishResult
 from embrec.aws import AwsClients
 from embrec.config import Settings
 from embrec.errors import IntegrityError
@@ -70,12 +70,20 @@ def test_download_hashes_in_flight_and_load_does_not_hash_again(
     assert len(index) == 40 and len(signals) == 40 and signals.neighbours("i00")
 
 
-def test_a_directory_found_on_disk_is_hashed_and_a_corrupted_file_refused(
+def _published_and_downloaded(
     tmp_path: Path, store: ArtifactStore, hashed: list[Path]
-) -> None:
+) -> tuple[PublishResult, VerifiedDirectory]:
+    """A version published and downloaded once, with the hash log cleared after the download."""
     published = store.publish_version(_version(tmp_path), items_as_of=T0, base=None)
     verified, _ = store.download_version(published.version)
     hashed.clear()
+    return published, verified
+
+
+def test_a_directory_found_on_disk_is_hashed_and_a_corrupted_file_refused(
+    tmp_path: Path, store: ArtifactStore, hashed: list[Path]
+) -> None:
+    published, verified = _published_and_downloaded(tmp_path, store, hashed)
 
     # A plain path (not a token): every file the loaders read is hashed
     load_version(verified.path)
@@ -95,9 +103,7 @@ def test_a_directory_found_on_disk_is_hashed_and_a_corrupted_file_refused(
 def test_the_token_is_only_trusted_for_the_files_it_lists(
     tmp_path: Path, store: ArtifactStore, hashed: list[Path]
 ) -> None:
-    published = store.publish_version(_version(tmp_path), items_as_of=T0, base=None)
-    verified, _ = store.download_version(published.version)
-    hashed.clear()
+    published, verified = _published_and_downloaded(tmp_path, store, hashed)
 
     # A token for the index alone says nothing about the signals: those are hashed (and here refused)
     index_only = VerifiedDirectory.from_digests(
