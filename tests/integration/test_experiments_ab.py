@@ -166,6 +166,16 @@ def test_simulated_ab_then_aa_through_the_handlers(
     assert sum(v.users for v in after.variants) == 29
     assert sum(v.impressions for v in after.variants) == sum(v.impressions for v in report.variants) - 3
 
+    # When the document holds only deployment defaults (here: serve trending), for a user with a history
+    event = {"event_id": "d-1", "user_id": "defaults-user", "item_id": "jazz-1", "type": "like"}
+    assert stack.http("POST", "/events", body={"events": [event]}, function="events")[0] == 202
+    assert stack.http("GET", "/users/defaults-user/recommendations")[1]["strategy"] == "personalized"
+    _put(stack, "config/experiments.json", json.dumps({"defaults": {"strategy": "trending"}}).encode())
+    # Then every request is served with them, outside any experiment
+    status, body = stack.http("GET", "/users/defaults-user/recommendations")[:2]
+    assert status == 200 and body["strategy"] == "trending"
+    assert body["experiment"] is None and body["variant"] == "default"
+
 
 def test_a_bad_experiments_document_keeps_the_last_good_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -227,5 +227,38 @@ def test_overrides_become_rank_params_and_explicit_diversity_wins() -> None:
     assert assign(config, control).overrides.apply(base) == base
 
 
+def test_deployment_defaults_apply_to_everyone_and_a_variant_wins_key_by_key() -> None:
+    # Given: deployment defaults (a tuned blend and recency) beside the experiments
+    document = copy.deepcopy(DOCUMENT)
+    document["defaults"] = {
+        "weights": {"embedding": 0.1, "cf": 1.0, "trending": 0.05},
+        "recency": {"half_life_days": None, "half_life_events": 5},
+    }
+    document["experiments"][0]["variants"][1]["overrides"]["recency"] = {"half_life_days": 30}
+    config = parse_experiments(document)
+    heavy = next(u for u in _users(200) if assign(config, u).variant == "cf-heavy")
+    control = next(u for u in _users(200) if assign(config, u).variant == "control")
+    base = RankParams(k=5)
+    # Then: the control variant (no overrides of its own) is served the defaults
+    served = assign(config, control).overrides.apply(base)
+    assert served.weights == BlendWeights(0.1, 1.0, 0.05)
+    assert served.profile.half_life_days is None and served.profile.half_life_events == 5.0
+    # And a variant's own keys win, field by field for recency; the rest comes from the defaults
+    served = assign(config, heavy).overrides.apply(base)
+    assert served.weights == BlendWeights(BlendWeights().embedding, 2.0, 0.0)  # the variant's weights
+    assert served.profile.half_life_days == 30.0 and served.profile.half_life_events == 5.0
+    # And with no experiment enabled, everyone gets the defaults
+    for experiment in document["experiments"]:
+        experiment["enabled"] = False
+    quiet = parse_experiments(document)
+    assert assign(quiet, control).experiment is None
+    assert assign(quiet, control).overrides.apply(base).weights == BlendWeights(0.1, 1.0, 0.05)
+    # And a bad default names its path
+    document["defaults"]["weights"]["cf"] = -1
+    with pytest.raises(InvalidInputError) as caught:
+        parse_experiments(document)
+    assert caught.value.field == "defaults.weights.cf"
+
+
 def test_empty_config_is_the_default() -> None:
     assert ExperimentConfig().active is None

@@ -24,6 +24,9 @@ Document format::
   ``null`` for no decay of that kind; a missing key keeps the default). Unknown keys are refused, so a typo
   cannot silently run an experiment that changes nothing.
 - ``control``: the variant the others are tested against (default: the first variant).
+- ``defaults`` (optional, top level, the same keys as ``overrides``): this deployment's ranking defaults,
+  e.g. the blend and recency ``embrec eval --tune`` chose on its own data. They apply to every request, in
+  or out of an experiment; a variant's overrides win key by key (``recency`` field by field).
 
 Assignment: ``sha256(name + "\\x1f" + user_id)``, its first 8 bytes as an integer / 2**64, is the user's
 bucket in [0, 1); the variant is the first whose cumulative share exceeds the bucket. Deterministic, salted
@@ -76,6 +79,16 @@ class Overrides:
     diversity: float | None = None
     strategy: str | None = None
     recency: tuple[tuple[str, float | None], ...] = ()  # (ProfileParams field, value) pairs
+
+    def then(self, later: Overrides) -> Overrides:
+        """These overrides with ``later``'s on top: each key ``later`` sets wins (``recency`` by field)."""
+        recency = dict(self.recency) | dict(later.recency)
+        return Overrides(
+            later.weights if later.weights is not None else self.weights,
+            later.diversity if later.diversity is not None else self.diversity,
+            later.strategy if later.strategy is not None else self.strategy,
+            tuple(sorted(recency.items())),
+        )
 
     def apply(self, params: RankParams, *, diversity_explicit: bool = False) -> RankParams:
         """``params`` with these overrides; an explicit request ``diversity`` is kept."""
@@ -134,6 +147,7 @@ class ExperimentConfig:
     """Every defined experiment; :attr:`active` is the one that assigns traffic (the first enabled)."""
 
     experiments: tuple[Experiment, ...] = ()
+    defaults: Overrides = field(default_factory=Overrides)
 
     @property
     def active(self) -> Experiment | None:
@@ -175,12 +189,13 @@ def bucket(experiment: str, user_id: str) -> float:
 
 
 def assign(config: ExperimentConfig, user_id: str) -> Assignment:
-    """The active experiment's variant for the user, or the default variant when none is enabled."""
+    """The active experiment's variant for the user, or the default variant when none is enabled; its
+    overrides are the deployment's ``defaults`` with the variant's on top."""
     experiment = config.active
     if experiment is None:
-        return Assignment(None, DEFAULT_VARIANT)
+        return Assignment(None, DEFAULT_VARIANT, config.defaults)
     variant = experiment.assign(user_id)
-    return Assignment(experiment.name, variant.name, variant.overrides)
+    return Assignment(experiment.name, variant.name, config.defaults.then(variant.overrides))
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -295,7 +310,7 @@ def parse_experiments(document: Mapping[str, Any] | None) -> ExperimentConfig:
     """
     if document is None or not document:
         return ExperimentConfig()
-    raw = _object(document, "", frozenset({"experiments"}))
+    raw = _object(document, "", frozenset({"experiments", "defaults"}))
     items = raw.get("experiments", [])
     if not isinstance(items, Sequence) or isinstance(items, str):
         raise InvalidInputError("experiments", "must be a list")
@@ -307,4 +322,4 @@ def parse_experiments(document: Mapping[str, Any] | None) -> ExperimentConfig:
                 f"experiments[{i}].name", f"duplicate experiment name {experiment.name!r}"
             )
         experiments.append(experiment)
-    return ExperimentConfig(tuple(experiments))
+    return ExperimentConfig(tuple(experiments), _overrides(raw.get("defaults"), "defaults"))
