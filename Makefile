@@ -51,6 +51,8 @@ build: $(SAM_STAMP)
 	PATH="$(PY312_BIN):$$PATH" $(SAM) build
 	@# the layer must hold Linux aarch64 binaries only (ELF e_machine 0xB7), whatever host built it
 	$(PYTHON) -c "import pathlib, sys; bad = [str(p) for p in pathlib.Path('.aws-sam/build/EmbrecLayer').rglob('*.so*') if p.is_file() and open(p, 'rb').read(20)[18:20] != b'\xb7\x00']; print(*bad, sep='\n'); sys.exit(bool(bad))"
+	@# the layer holds the runtime package only: no operator tooling (infra/embrec_tools)
+	test ! -e .aws-sam/build/EmbrecLayer/python/embrec_tools
 	du -sh .aws-sam/build/EmbrecLayer
 
 deploy: build

@@ -22,11 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from embrec.encoder import TextEncoder
+from embrec.domain.model import Interaction
+from embrec.engine.encoder import TextEncoder
 
 __all__ = [
     "BENCH_CACHE",
+    "CATEGORIES",
+    "HISTORY",
+    "NOW",
     "ROOT",
+    "SEED",
+    "TYPES",
     "cached_encoder_dir",
     "cpu_model",
     "encode_pypi_parts",
@@ -37,8 +43,11 @@ __all__ = [
     "percentiles_ms",
     "pypi_texts",
     "pypi_vectors",
+    "synthetic_history",
+    "synthetic_interactions",
     "synthetic_like",
     "synthetic_local_like",
+    "version_dir",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,12 +57,15 @@ PYPI_TSV = ROOT.parent / "shared" / "datasets" / "pypi-summaries" / "summaries-1
 
 
 def cached_encoder_dir(quantize: str = "none") -> Path:
-    """The encoder build the tests cache under .cache/encoders (one cache-key logic: tests/conftest.py)."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from tests.conftest import cached_encoder  # the one implementation of the cache key
+    """The encoder build the tests also use, cached under .cache/encoders (cache key: ``cached_build``)."""
+    from embrec_tools.encoder_build import cached_build
 
-    return cached_encoder(quantize)
+    return cached_build(ROOT / ".cache" / "encoders", quantize)[0]
+
+
+def version_dir(n: int, encoder_id: str) -> Path:
+    """Where the bench keeps a built index version of ``n`` PyPI items."""
+    return BENCH_CACHE / f"version-{n}-{encoder_id}"
 
 
 def load_encoder(quantize: str = "none", threads: int | None = None) -> TextEncoder:
@@ -194,9 +206,9 @@ def local_aws() -> Iterator[Any]:
     """
     from moto import mock_aws
 
-    from embrec import aws
+    from embrec.aws import clients as aws
     from embrec.config import Settings
-    from embrec.template import create_local_resources, load_template, local_names
+    from embrec_tools.template import create_local_resources, load_template, local_names
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.setdefault(name, "testing")
@@ -281,3 +293,48 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------ synthetic users (request path, rebuild)
+
+SEED = 11
+HISTORY = 200
+NOW = 1_790_000_000.0
+TYPES = ("view", "view", "view", "click", "click", "add_to_cart", "like", "purchase")
+CATEGORIES = [f"cat{i:02d}" for i in range(20)]
+
+
+def synthetic_history(
+    vectors: np.ndarray, ids: list[str], n: int = HISTORY, seed: int = SEED
+) -> list[Interaction]:
+    """``n`` events on items clustered around 4 anchor items (a user with a few interests), newest last."""
+    rng = np.random.default_rng(seed)
+    anchors = rng.choice(len(ids), size=4, replace=False)
+    picked: list[int] = []
+    for anchor in anchors:
+        scores = vectors @ vectors[anchor]
+        near = np.argpartition(-scores, 3 * n)[: 3 * n]
+        picked.extend(int(i) for i in rng.choice(near, size=n // 4, replace=False) if int(i) not in picked)
+    picked = list(dict.fromkeys(picked))[:n]
+    times = np.sort(NOW - rng.uniform(0, 60 * 86_400, size=len(picked)))
+    return [
+        Interaction(ids[i], str(rng.choice(TYPES)), float(t), event_id=f"e{j}")
+        for j, (i, t) in enumerate(zip(picked, times, strict=True))
+    ]
+
+
+def synthetic_interactions(
+    ids: list[str], users: int = 3000, per_user: int = 30, seed: int = SEED
+) -> list[tuple[str, Interaction]]:
+    """Zipf-popular events (``users`` x ``per_user``) over the last 30 days, for CF and trending signals."""
+    rng = np.random.default_rng(seed)
+    ranks = rng.zipf(1.3, size=users * per_user) % len(ids)
+    order = rng.permutation(len(ids))
+    times = NOW - rng.uniform(0, 30 * 86_400, size=users * per_user)
+    return [
+        (
+            f"u{k // per_user}",
+            Interaction(ids[int(order[r])], str(rng.choice(TYPES)), float(t), event_id=f"s{k}"),
+        )
+        for k, (r, t) in enumerate(zip(ranks, times, strict=True))
+    ]

@@ -44,7 +44,8 @@ import hnswlib
 import numpy as np
 
 from bench._data import ROOT, machine_line, pypi_vectors, synthetic_like, synthetic_local_like
-from embrec.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_M, Filters, VectorIndex, library_version
+from embrec.domain.model import Filters
+from embrec.engine.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_M, VectorIndex, library_version
 
 __all__ = ["exact_top", "hnswlib_build", "main", "recall_at"]
 
@@ -190,7 +191,7 @@ def _sweep_real(base: np.ndarray, queries: np.ndarray) -> None:
         f"  build VectorIndex M={DEFAULT_M} ef_construction={DEFAULT_EF_CONSTRUCTION}: {build_s:.1f} s "
         f"({n / build_s:,.0f} items/s, all cores)"
     )
-    graph = index._graph  # the product's graph: the sweep measures the library call VectorIndex makes
+    graph = index.graph  # the product's graph: the sweep measures the library call VectorIndex makes
     _ef_sweep(graph, f"hnswlib M={DEFAULT_M}", queries, truth, exact)
     alt = os.environ.get("BENCH_ANN_ALT_HNSWLIB")
     if alt:

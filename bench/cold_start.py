@@ -51,10 +51,10 @@ def _s3(url: str) -> Any:
 
 def _child_ours(url: str, cache: str) -> None:
     started = time.perf_counter()
-    from embrec.artifacts import ArtifactStore
-    from embrec.profiles import Interaction
-    from embrec.ranking import RankParams, recommend
-    from embrec.rebuild import load_version
+    from embrec.app.build import load_version
+    from embrec.aws.artifacts import ArtifactStore
+    from embrec.domain.model import Interaction
+    from embrec.domain.ranking import RankParams, recommend
 
     imported = time.perf_counter()
     store = ArtifactStore(_s3(url), BUCKET, cache)
@@ -120,9 +120,10 @@ def _spawn(mode: str, url: str) -> tuple[float, dict[str, float]]:
 
 
 def main() -> None:
-    from bench.rebuild import build_bench_version, version_dir
-    from embrec.artifacts import ArtifactStore
-    from embrec.local.aws_endpoint import AwsEndpoint
+    from bench._data import version_dir
+    from bench.rebuild import build_bench_version
+    from embrec.aws.artifacts import ArtifactStore
+    from embrec_tools.local.aws_endpoint import AwsEndpoint
 
     print(machine_line())
     n = int(os.environ.get("BENCH_COLD_ITEMS", "100000"))

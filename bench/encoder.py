@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from bench._data import cpu_model
-from embrec.encoder import TextEncoder
-from embrec.encoder_build import build_encoder
+from embrec.engine.encoder import TextEncoder
+from embrec_tools.encoder_build import build_encoder
 
 __all__ = ["bench_texts", "main"]
 

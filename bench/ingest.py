@@ -15,11 +15,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from bench._data import ROOT, load_encoder, local_aws, machine_line
-from embrec.catalog import item_text, read_catalog, validate_row
+from embrec.app.ingest import ingest_rows
+from embrec.aws.store import ItemStore
 from embrec.config import Settings
-from embrec.datasets import load_movielens, to_jsonl
-from embrec.ingest import ingest_rows
-from embrec.store import ItemStore, StoredItem
+from embrec.domain.catalog import item_text, read_catalog, validate_row
+from embrec.domain.model import StoredItem
+from embrec_tools.datasets import load_movielens, to_jsonl
 
 __all__ = ["NullItemStore", "main"]
 

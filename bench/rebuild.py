@@ -19,24 +19,28 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._data import BENCH_CACHE, ROOT, machine_line, peak_rss_mb, pypi_texts, pypi_vectors
+from bench._data import (
+    CATEGORIES,
+    ROOT,
+    machine_line,
+    peak_rss_mb,
+    pypi_texts,
+    pypi_vectors,
+    synthetic_interactions,
+    version_dir,
+)
 
-__all__ = ["build_bench_version", "main", "version_dir"]
+__all__ = ["build_bench_version", "main"]
 
 NOW = 1_790_000_000.0
-
-
-def version_dir(n: int, encoder_id: str) -> Path:
-    return BENCH_CACHE / f"version-{n}-{encoder_id}"
 
 
 def build_bench_version(
     vectors: np.ndarray, texts: list[str], encoder_id: str, target: Path
 ) -> dict[str, float]:
     """Build a version of ``vectors`` (n, dim) into ``target`` with build_version; timings in seconds."""
-    from bench.request_path import CATEGORIES, synthetic_interactions
-    from embrec.rebuild import build_version
-    from embrec.store import StoredItem
+    from embrec.app.build import build_version
+    from embrec.domain.model import StoredItem
 
     n = vectors.shape[0]
     ids = [f"pypi-{i}" for i in range(n)]
@@ -70,7 +74,7 @@ def _child(mode: str, n: int) -> None:
     else:
         import hnswlib
 
-        from embrec.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+        from embrec.engine.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_M
 
         rss_before = peak_rss_mb()
         started = time.perf_counter()

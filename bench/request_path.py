@@ -14,56 +14,29 @@ import time
 
 import numpy as np
 
-from bench._data import load_encoder, local_aws, machine_line, percentiles_ms, pypi_texts, pypi_vectors
-from embrec.index import VectorIndex
-from embrec.profiles import Interaction, ProfileParams, interaction_weights
-from embrec.ranking import RankParams, recommend
-from embrec.signals import Signals, compute_signals
+from bench._data import (
+    CATEGORIES,
+    HISTORY,
+    NOW,
+    SEED,
+    TYPES,
+    load_encoder,
+    local_aws,
+    machine_line,
+    percentiles_ms,
+    pypi_texts,
+    pypi_vectors,
+    synthetic_history,
+    synthetic_interactions,
+    version_dir,
+)
+from embrec.domain.model import Interaction
+from embrec.domain.profiles import ProfileParams, interaction_weights
+from embrec.domain.ranking import RankParams, recommend
+from embrec.domain.signals import Signals, compute_signals
+from embrec.engine.index import VectorIndex
 
-__all__ = ["main", "naive_recommend", "synthetic_history", "synthetic_interactions"]
-
-SEED = 11
-HISTORY = 200
-NOW = 1_790_000_000.0
-TYPES = ("view", "view", "view", "click", "click", "add_to_cart", "like", "purchase")
-CATEGORIES = [f"cat{i:02d}" for i in range(20)]
-
-
-def synthetic_history(
-    vectors: np.ndarray, ids: list[str], n: int = HISTORY, seed: int = SEED
-) -> list[Interaction]:
-    """``n`` events on items clustered around 4 anchor items (a user with a few interests), newest last."""
-    rng = np.random.default_rng(seed)
-    anchors = rng.choice(len(ids), size=4, replace=False)
-    picked: list[int] = []
-    for anchor in anchors:
-        scores = vectors @ vectors[anchor]
-        near = np.argpartition(-scores, 3 * n)[: 3 * n]
-        picked.extend(int(i) for i in rng.choice(near, size=n // 4, replace=False) if int(i) not in picked)
-    picked = list(dict.fromkeys(picked))[:n]
-    times = np.sort(NOW - rng.uniform(0, 60 * 86_400, size=len(picked)))
-    return [
-        Interaction(ids[i], str(rng.choice(TYPES)), float(t), event_id=f"e{j}")
-        for j, (i, t) in enumerate(zip(picked, times, strict=True))
-    ]
-
-
-def synthetic_interactions(
-    ids: list[str], users: int = 3000, per_user: int = 30, seed: int = SEED
-) -> list[tuple[str, Interaction]]:
-    """Zipf-popular events (``users`` x ``per_user``) over the last 30 days, for CF and trending signals."""
-    rng = np.random.default_rng(seed)
-    ranks = rng.zipf(1.3, size=users * per_user) % len(ids)
-    order = rng.permutation(len(ids))
-    times = NOW - rng.uniform(0, 30 * 86_400, size=users * per_user)
-    return [
-        (
-            f"u{k // per_user}",
-            Interaction(ids[int(order[r])], str(rng.choice(TYPES)), float(t), event_id=f"s{k}"),
-        )
-        for k, (r, t) in enumerate(zip(ranks, times, strict=True))
-    ]
-
+__all__ = ["main", "naive_recommend"]
 
 def naive_recommend(
     encoder: object,
@@ -93,13 +66,12 @@ def _bench_size(
     matrix = vectors[:n]
     metadata = [{"title": texts[i][:80], "category": CATEGORIES[i % 20]} for i in range(n)]
     started = time.perf_counter()
-    from bench.rebuild import version_dir
 
     cached = version_dir(n, encoder_id)
     index: VectorIndex
     signals: Signals
     if (cached / "index" / "manifest.json").is_file():  # bench rebuild's version: same ids, vectors, events
-        from embrec.rebuild import load_version
+        from embrec.app.build import load_version
 
         index, signals = load_version(cached)
     else:
@@ -135,8 +107,8 @@ def _bench_size(
 
 
 def _bench_history_read(repeats: int) -> None:
+    from embrec.aws.store import InteractionStore
     from embrec.config import Settings
-    from embrec.store import InteractionStore
 
     settings = Settings()
     rng = np.random.default_rng(SEED)

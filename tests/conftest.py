@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from embrec import manifest
-from embrec.encoder import TextEncoder
-from embrec.encoder_build import cached_build
+from embrec.engine.encoder import TextEncoder
+from embrec_tools.encoder_build import cached_build
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENCODER_CACHE = REPO_ROOT / ".cache" / "encoders"

@@ -6,10 +6,10 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from embrec import service
-from embrec.http import SHARED, api_resolver, json_response, request_body
+from embrec.app import service
+from embrec.app.runtime import get_runtime
+from embrec.edge.resolver import SHARED, api_resolver, json_response, request_body
 from embrec.observability import logger, metrics, tracer
-from embrec.runtime import get_runtime
 
 app = api_resolver(logger)
 

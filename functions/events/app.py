@@ -6,11 +6,11 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from embrec import service
-from embrec.auth import caller_from_event
-from embrec.http import api_resolver, json_response, request_body
+from embrec.app import service
+from embrec.app.runtime import get_runtime
+from embrec.edge.auth import caller_from_event
+from embrec.edge.resolver import api_resolver, json_response, request_body
 from embrec.observability import logger, metrics, tracer
-from embrec.runtime import get_runtime
 
 app = api_resolver(logger)
 

@@ -6,9 +6,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from embrec import service
+from embrec.app import service
+from embrec.app.runtime import get_runtime
 from embrec.observability import logger, metrics, tracer
-from embrec.runtime import get_runtime
 
 processor = BatchProcessor(event_type=EventType.SQS)
 

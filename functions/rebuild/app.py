@@ -5,9 +5,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from embrec import service
+from embrec.app import service
+from embrec.app.runtime import get_runtime
 from embrec.observability import logger, metrics, tracer
-from embrec.runtime import get_runtime
 
 
 @logger.inject_lambda_context

@@ -19,7 +19,7 @@ import pytest
 import requests
 from live_stack import Stack, start_stack
 
-from embrec.local import LocalEnvironment
+from embrec_tools.local import LocalEnvironment
 
 TEMPLATE = """\
 AWSTemplateFormatVersion: "2010-09-09"

@@ -20,9 +20,9 @@ import boto3
 import pytest
 import requests
 
-from embrec.artifacts import ArtifactStore
-from embrec.datasets import load_movielens, to_jsonl
-from embrec.local import LocalEnvironment
+from embrec.aws.artifacts import ArtifactStore
+from embrec_tools.datasets import load_movielens, to_jsonl
+from embrec_tools.local import LocalEnvironment
 
 ROOT = Path(__file__).resolve().parents[2]
 SLICE = ROOT / "tests" / "fixtures" / "movielens-slice"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from live_stack import Stack
 
-from embrec.datasets import to_jsonl
+from embrec_tools.datasets import to_jsonl
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from embrec.api import ROUTES
+from embrec.edge.contract import ROUTES
 
 pytestmark = pytest.mark.timeout(300)
 

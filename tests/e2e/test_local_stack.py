@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from embrec.errors import NotFoundError, ServiceUnavailableError
-from embrec.local import ApiGatewayServer, AwsEndpoint, LocalEnvironment, RouteTable
+from embrec_tools.local import ApiGatewayServer, AwsEndpoint, LocalEnvironment, RouteTable
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -265,7 +265,7 @@ def test_serve_forever_stops_cleanly_on_ctrl_c_and_sigterm(
     script = ignore + (
         "import sys\n"
         "from pathlib import Path\n"
-        "from embrec.local import LocalEnvironment\n"
+        "from embrec_tools.local import LocalEnvironment\n"
         "env = LocalEnvironment(Path(sys.argv[1]), api_port=0, aws_port=0, aws_endpoint=None).start()\n"
         "env.serve_forever(lambda: print(env.api_url, flush=True))\n"
         "print('stopped', env.ready, flush=True)\n"

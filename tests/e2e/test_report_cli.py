@@ -14,14 +14,13 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from embrec import aws
-from embrec.cli import main
+from embrec.aws import clients as aws
+from embrec.aws.store import ImpressionStore, InteractionStore
 from embrec.config import Settings
-from embrec.experiments import Impression
-from embrec.local.aws_endpoint import AwsEndpoint
-from embrec.profiles import Interaction
-from embrec.store import ImpressionStore, InteractionStore
-from embrec.template import create_local_resources, load_template, local_names
+from embrec.domain.model import Impression, Interaction
+from embrec_tools.cli import main
+from embrec_tools.local.aws_endpoint import AwsEndpoint
+from embrec_tools.template import create_local_resources, load_template, local_names
 
 NOW = 1_790_000_000.0
 

@@ -1,7 +1,7 @@
 """Integration fixtures: in-process moto AWS with the bucket, queues and tables, and clients bound to it.
 
-The resources come from template.yaml itself (:func:`embrec.template.create_local_resources`), so these tests
-cannot drift from the infrastructure: a key schema changed there changes here.
+The resources come from template.yaml itself (:func:`embrec_tools.template.create_local_resources`), so these
+tests cannot drift from the infrastructure: a key schema changed there changes here.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 from deployment import Deployment, World
 from moto import mock_aws
 
-from embrec import aws
+from embrec.app.runtime import reset_runtime
+from embrec.aws import clients as aws
 from embrec.config import Settings
-from embrec.runtime import reset_runtime
-from embrec.template import create_local_resources, load_template, local_names
+from embrec_tools.template import create_local_resources, load_template, local_names
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,7 @@ def settings(tmp_path: Path) -> Settings:
 def aws_clients(
     settings: Settings, cfn_template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[aws.AwsClients]:
-    """Clients from :func:`embrec.aws.clients` inside ``mock_aws``, with the template's resources created."""
+    """Clients from :func:`embrec.aws.clients.clients` inside ``mock_aws``, with the template's resources."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(name, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", settings.region)

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from embrec import aws
-from embrec.artifacts import ArtifactStore
+from embrec.aws import clients as aws
+from embrec.aws.artifacts import ArtifactStore
 from embrec.config import Settings
-from embrec.local.runtime import LambdaFunction, function_specs
-from embrec.template import create_local_resources, load_template, settings_env
+from embrec_tools.local.lambdas import LambdaFunction, function_specs
+from embrec_tools.template import create_local_resources, load_template, settings_env
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "tests" / "events"

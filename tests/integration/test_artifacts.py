@@ -12,7 +12,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.compat import HTTPHeaders
 
-from embrec.artifacts import (
+from embrec.aws.artifacts import (
     CURRENT_INDEX_KEY,
     READ_CURRENT,
     ArtifactStore,
@@ -21,7 +21,7 @@ from embrec.artifacts import (
     WatchedJson,
     content_version,
 )
-from embrec.aws import MAX_ATTEMPTS, AwsClients
+from embrec.aws.clients import MAX_ATTEMPTS, AwsClients
 from embrec.config import Settings
 from embrec.errors import EmbrecError, IntegrityError, NotFoundError, ServiceUnavailableError
 from embrec.manifest import write_json
@@ -552,7 +552,7 @@ _ = Callable  # keep the import for readers of the helper signatures
 def test_large_files_go_multipart_with_the_same_guarantees(
     tmp_path: Path, store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import embrec.artifacts as artifacts
+    import embrec.aws.artifacts as artifacts
 
     monkeypatch.setattr(artifacts, "_PART_SIZE", 5 * 1024 * 1024)  # S3's smallest part
     monkeypatch.setattr(artifacts, "_MAX_PUT", 5 * 1024 * 1024)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from embrec.artifacts import ArtifactStore
-from embrec.aws import AwsClients
-from embrec.cli import main
+from embrec.aws.artifacts import ArtifactStore
+from embrec.aws.clients import AwsClients
 from embrec.config import Settings
+from embrec_tools.cli import main
 
 
 def test_encoder_publish_makes_the_built_encoder_current(

@@ -19,9 +19,10 @@ import pytest
 from deployment import Deployment
 from moto import mock_aws
 
-from embrec import aws, service
+from embrec.app import service
+from embrec.app.runtime import Runtime, get_runtime
+from embrec.aws import clients as aws
 from embrec.config import Settings
-from embrec.runtime import Runtime, get_runtime
 
 CATEGORIES = ("jazz", "hiking", "cooking", "chess")
 

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
-from embrec import ranking
-from embrec.aws import AwsClients
-from embrec.catalog import read_catalog
+from embrec.app.build import build_version, load_version
+from embrec.app.ingest import ingest_rows
+from embrec.aws.clients import AwsClients
+from embrec.aws.store import ItemStore
 from embrec.config import Settings
-from embrec.encoder import TextEncoder
-from embrec.fusion import FusionConfig, fuse_delta, index_fusion, text_dim, to_index_space
-from embrec.index import IndexDelta
-from embrec.ingest import ingest_rows
-from embrec.rebuild import build_version, load_version
-from embrec.store import ItemStore
+from embrec.domain import ranking
+from embrec.domain.catalog import read_catalog
+from embrec.domain.fusion import FusionConfig, fuse_delta, index_fusion, text_dim, to_index_space
+from embrec.engine.encoder import TextEncoder
+from embrec.engine.index import IndexDelta
 
 IMAGE_DIM = 12
 

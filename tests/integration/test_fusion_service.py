@@ -8,8 +8,8 @@ import json
 import numpy as np
 from deployment import Deployment
 
-from embrec.index import VectorIndex
-from embrec.runtime import get_runtime
+from embrec.app.runtime import get_runtime
+from embrec.engine.index import VectorIndex
 
 IMAGE_DIM = 12
 COLD = "cold_start"

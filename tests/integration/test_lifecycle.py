@@ -13,7 +13,7 @@ import json
 
 from deployment import ROOT, Deployment
 
-from embrec.datasets import load_movielens, to_jsonl
+from embrec_tools.datasets import load_movielens, to_jsonl
 
 SLICE = ROOT / "tests" / "fixtures" / "movielens-slice"
 

@@ -2,7 +2,7 @@
 
 Through the real rebuild handler under moto: the graph file of two identical builds differs byte for byte
 (hnswlib), so the version name (content hash) differs too, but the input identity recorded in the pointer
-(embrec.artifacts.input_identity) is the same, and the second rebuild is "unchanged" with nothing written.
+(embrec.aws.artifacts.input_identity) is the same, and the second rebuild is "unchanged" with nothing written.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from deployment import ROOT, Deployment
 
-from embrec.datasets import load_movielens, to_jsonl
+from embrec_tools.datasets import load_movielens, to_jsonl
 
 SLICE = ROOT / "tests" / "fixtures" / "movielens-slice"
 

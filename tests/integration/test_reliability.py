@@ -19,10 +19,10 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import EndpointConnectionError
 from deployment import Deployment
 
-from embrec import service
-from embrec.datasets import load_movielens, to_jsonl
+from embrec.app import service
+from embrec.app.runtime import get_runtime, reset_runtime
 from embrec.errors import CompatibilityError
-from embrec.runtime import get_runtime, reset_runtime
+from embrec_tools.datasets import load_movielens, to_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 SLICE = ROOT / "tests" / "fixtures" / "movielens-slice"

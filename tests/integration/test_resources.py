@@ -12,7 +12,13 @@ import pytest
 from moto import mock_aws
 
 from embrec.config import Settings
-from embrec.template import LocalResources, create_local_resources, load_template, local_names, settings_env
+from embrec_tools.template import (
+    LocalResources,
+    create_local_resources,
+    load_template,
+    local_names,
+    settings_env,
+)
 
 REGION = "us-east-1"
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from deployment import Deployment
 
-from embrec import service
-from embrec.auth import ADMIN_SCOPE
+from embrec.app import service
+from embrec.edge.auth import ADMIN_SCOPE
 
 
 def _as(deployment: Deployment, sub: str, scopes: list[str] | None = None) -> None:

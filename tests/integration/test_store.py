@@ -11,19 +11,18 @@ from botocore.awsrequest import AWSResponse
 from botocore.compat import HTTPHeaders
 from botocore.exceptions import EndpointConnectionError
 
-from embrec.aws import AwsClients
-from embrec.config import Settings
-from embrec.errors import ServiceUnavailableError
-from embrec.profiles import Interaction
-from embrec.store import (
+from embrec.aws.clients import AwsClients
+from embrec.aws.store import (
     IdempotencyStore,
     InteractionStore,
     ItemStore,
     ProfileStore,
-    StoredItem,
     UserEvent,
     event_sort_key,
 )
+from embrec.config import Settings
+from embrec.domain.model import Interaction, StoredItem
+from embrec.errors import ServiceUnavailableError
 
 NOW = 1_780_000_000.0  # a fixed "now" (epoch s) so TTL decisions do not depend on the clock
 DAY = 86_400.0
@@ -383,7 +382,7 @@ def test_ingest_claims_are_exclusive_until_complete_or_stale(
 def test_clients_honour_a_local_endpoint_and_lambda_retry_settings() -> None:
     from dataclasses import replace
 
-    from embrec import aws
+    from embrec.aws import clients as aws
 
     settings = replace(Settings(), aws_endpoint="http://127.0.0.1:4566", region="eu-west-1")
     aws.clients.cache_clear()
@@ -417,7 +416,7 @@ def test_clients_honour_a_local_endpoint_and_lambda_retry_settings() -> None:
 def test_client_errors_translate_in_one_place(code: str, status: int, expected: str) -> None:
     from botocore.exceptions import ClientError
 
-    from embrec.aws import translate_error
+    from embrec.aws.clients import translate_error
 
     response: Any = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
     error = ClientError(response, "Op")

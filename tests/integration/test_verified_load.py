@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 
 from embrec import manifest
-from embrec.artifacts import ArtifactStore, PublishResult
-from embrec.aws import AwsClients
+from embrec.app.build import build_version, load_version
+from embrec.aws.artifacts import ArtifactStore, PublishResult
+from embrec.aws.clients import AwsClients
 from embrec.config import Settings
+from embrec.domain.model import Interaction, StoredItem
 from embrec.errors import IntegrityError
 from embrec.manifest import VerifiedDirectory
-from embrec.profiles import Interaction
-from embrec.rebuild import build_version, load_version
-from embrec.store import StoredItem
 
 T0 = 1_780_000_000_000  # epoch ms
 NOW = 1_780_000_000.0

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embrec import ranking
-from embrec.index import VectorIndex
+from embrec.domain import ranking
+from embrec.domain.model import Interaction
+from embrec.domain.profiles import ProfileParams
+from embrec.domain.ranking import BlendWeights, RankParams, recommend
+from embrec.domain.signals import SIGNALS_FILE, SignalParams, Signals, compute_signals
+from embrec.engine.index import VectorIndex
 from embrec.manifest import describe_files
-from embrec.profiles import Interaction, ProfileParams
-from embrec.ranking import BlendWeights, RankParams, recommend
-from embrec.signals import SIGNALS_FILE, SignalParams, Signals, compute_signals
 
 DAY = 86_400.0
 NOW = 1_764_000_000.0

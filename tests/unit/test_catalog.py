@@ -1,4 +1,4 @@
-"""embrec.catalog: field validation (a failing and a passing case per rule), item_text, content_hash."""
+"""embrec.domain.catalog: field validation (a failing and a passing case per rule), item_text, hashes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embrec.catalog import (
+from embrec.domain.catalog import (
     ITEM_TEXT_VERSION,
     MAX_DESCRIPTION_CHARS,
     TEXT_DESCRIPTION_CHARS,

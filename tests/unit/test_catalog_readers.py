@@ -1,4 +1,4 @@
-"""embrec.catalog readers: JSON Lines, JSON arrays and CSV on small inline files; bad rows reported."""
+"""embrec.domain.catalog readers: JSON Lines, JSON arrays and CSV on small inline files; bad rows reported."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-import embrec.catalog as catalog
-from embrec.catalog import RowResult, detect_format, read_catalog, read_catalog_named
+import embrec.domain.catalog as catalog
+from embrec.domain.catalog import RowResult, detect_format, read_catalog, read_catalog_named
 from embrec.errors import InvalidInputError
 
 

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from embrec.cli import api_base_url, build_parser, cli_settings, main, recommend_params, results_table
-from embrec.demo import (
+from embrec.domain.model import Interaction
+from embrec_tools.cli import api_base_url, build_parser, cli_settings, main, recommend_params, results_table
+from embrec_tools.demo import (
     Progress,
     event_payload,
     format_table,
@@ -16,7 +17,6 @@ from embrec.demo import (
     rebase_timestamps,
     select_replay,
 )
-from embrec.profiles import Interaction
 
 
 def _ev(item: str, ts: float, kind: str = "like", value: float | None = 4.0) -> Interaction:

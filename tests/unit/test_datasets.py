@@ -1,4 +1,4 @@
-"""embrec.datasets on small fixtures: a real MovieLens slice and a synthetic Amazon-2018-format file."""
+"""embrec_tools.datasets on small fixtures: a real MovieLens slice and a synthetic Amazon-2018-format file."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from embrec.catalog import read_catalog, validate_row
-from embrec.datasets import (
+from embrec.domain.catalog import read_catalog, validate_row
+from embrec.domain.model import Interaction
+from embrec.errors import InvalidInputError
+from embrec_tools.datasets import (
     Dataset,
     RatingThresholds,
     load_amazon2018,
@@ -19,8 +21,6 @@ from embrec.datasets import (
     split_movielens_title,
     to_jsonl,
 )
-from embrec.errors import InvalidInputError
-from embrec.profiles import Interaction
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MOVIELENS = FIXTURES / "movielens-slice"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embrec.encoder import TextEncoder, l2_normalize, pool
+from embrec.engine.encoder import TextEncoder, l2_normalize, pool
 from embrec.errors import IntegrityError, InvalidInputError
 from embrec.manifest import read_json, sha256_file
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embrec.cli import main
-from embrec.encoder import TextEncoder, l2_normalize
-from embrec.encoder_build import build_encoder, default_weights_dir, read_checkpoint
+from embrec.engine.encoder import TextEncoder, l2_normalize
 from embrec.errors import CompatibilityError, InvalidInputError
+from embrec_tools.cli import main
+from embrec_tools.encoder_build import build_encoder, default_weights_dir, read_checkpoint
 
 HIDDEN, HEADS, LAYERS, INTER, VOCAB, MAX_POS = 32, 4, 2, 64, 30522, 64
 

@@ -9,12 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embrec.cli import build_parser
-from embrec.datasets import load_movielens
-from embrec.encoder import TextEncoder
-from embrec.evaluation import (
+from embrec.domain.model import Interaction
+from embrec.domain.profiles import ProfileParams
+from embrec.domain.ranking import BlendWeights
+from embrec.domain.signals import SignalParams, compute_signals
+from embrec.engine.encoder import TextEncoder
+from embrec.engine.index import VectorIndex
+from embrec_tools.cli import build_parser
+from embrec_tools.datasets import load_movielens
+from embrec_tools.evaluation import (
+    EVAL_STRATEGIES,
     METRICS,
-    STRATEGIES,
     Split,
     build_index,
     coverage,
@@ -36,10 +41,6 @@ from embrec.evaluation import (
     strategy_params,
     tune,
 )
-from embrec.index import VectorIndex
-from embrec.profiles import Interaction, ProfileParams
-from embrec.ranking import BlendWeights
-from embrec.signals import SignalParams, compute_signals
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -203,7 +204,7 @@ def test_movielens_slice_end_to_end(encoder: TextEncoder, tmp_path: Path) -> Non
         assert split.cases
         metrics = evaluate(index, split, split.cases)
         # Then every strategy has every metric, within range
-        assert list(metrics) == list(STRATEGIES)
+        assert list(metrics) == list(EVAL_STRATEGIES)
         for values in metrics.values():
             assert set(values) == set(METRICS)
             for name in ("HR@10", "NDCG@10", "Recall@20", "MRR", "coverage@10", "diversity@10"):
@@ -211,7 +212,7 @@ def test_movielens_slice_end_to_end(encoder: TextEncoder, tmp_path: Path) -> Non
             assert values["novelty@10"] >= 0.0
         assert metrics["embedding"]["coverage@10"] > 0
         table = markdown_table(metrics)
-        assert table.count("\n") == len(STRATEGIES) + 1 and "| hybrid |" in table
+        assert table.count("\n") == len(EVAL_STRATEGIES) + 1 and "| hybrid |" in table
 
 
 def test_tune_uses_only_training_data(encoder: TextEncoder, tmp_path: Path) -> None:

@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from embrec.errors import InvalidInputError, NotFoundError
-from embrec.experiments import (
+from embrec.domain.experiments import (
     DEFAULT_VARIANT,
     ExperimentConfig,
     assign,
     bucket,
     parse_experiments,
 )
-from embrec.ranking import BlendWeights, RankParams
+from embrec.domain.ranking import BlendWeights, RankParams
+from embrec.errors import InvalidInputError, NotFoundError
 
 DOCUMENT: dict[str, Any] = {
     "experiments": [

@@ -11,10 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embrec import ranking
 from embrec.config import ENV_FUSION, ENV_FUSION_META_WEIGHT, Settings
-from embrec.errors import CompatibilityError, InvalidInputError
-from embrec.fusion import (
+from embrec.domain import ranking
+from embrec.domain.fusion import (
     FusionConfig,
     FusionSpec,
     fuse_delta,
@@ -26,7 +25,8 @@ from embrec.fusion import (
     text_dim,
     to_index_space,
 )
-from embrec.index import IndexDelta, VectorIndex
+from embrec.engine.index import IndexDelta, VectorIndex
+from embrec.errors import CompatibilityError, InvalidInputError
 from embrec.manifest import read_json, write_json
 
 TEXT_DIM = 16

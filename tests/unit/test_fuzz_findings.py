@@ -15,9 +15,9 @@ import math
 import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from embrec import api
+from embrec.edge import contract as api
+from embrec.edge.resolver import request_body
 from embrec.errors import InvalidInputError
-from embrec.http import request_body
 
 NOW = 1_790_000_000.0
 

@@ -1,4 +1,5 @@
-"""embrec.index against a brute-force reference on real MiniLM embeddings (tests/fixtures/pypi-5k-minilm.npz).
+"""embrec.engine.index against a brute-force reference on real MiniLM embeddings
+(tests/fixtures/pypi-5k-minilm.npz).
 
 Modelled on hnswlib's tests/python/bindings_test_recall.py: recall@10 of the graph against exact search,
 before and after save/load, and after incremental changes. Filtered recall is measured against brute force
@@ -16,8 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from embrec.domain.model import Filters
+from embrec.engine.index import IndexDelta, VectorIndex, read_graph_vectors
 from embrec.errors import CompatibilityError, IntegrityError, InvalidInputError, NotFoundError
-from embrec.index import Filters, IndexDelta, VectorIndex, read_graph_vectors
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "pypi-5k-minilm.npz"
 K = 10

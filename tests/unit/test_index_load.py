@@ -8,8 +8,8 @@ import hnswlib
 import numpy as np
 import pytest
 
+from embrec.engine.index import VectorIndex, read_graph_vectors
 from embrec.errors import IntegrityError
-from embrec.index import VectorIndex, read_graph_vectors
 
 
 def _graph_file(path: Path, vectors: np.ndarray, labels: np.ndarray) -> None:

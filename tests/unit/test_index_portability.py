@@ -19,7 +19,7 @@ from pathlib import Path
 import hnswlib
 import pytest
 
-from embrec.index import LIBRARY, library_version
+from embrec.engine.index import LIBRARY, library_version
 
 PINNED = "0.7.6"
 

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embrec.index import Filters, VectorIndex
+from embrec.domain.model import Filters
+from embrec.engine.index import VectorIndex
 
 N, DIM = 300, 16
 CATEGORIES = ["books", "games", "music", "tools", ""]

@@ -13,9 +13,10 @@ from typing import cast
 import numpy as np
 import pytest
 
-from embrec.catalog import read_catalog
-from embrec.ingest import IngestOutcome, ingest_rows
-from embrec.store import ItemStore, StoredItem
+from embrec.app.ingest import IngestOutcome, ingest_rows
+from embrec.aws.store import ItemStore
+from embrec.domain.catalog import read_catalog
+from embrec.domain.model import StoredItem
 
 
 class SlowStore:

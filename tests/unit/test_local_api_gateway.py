@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from embrec.local.api_gateway import (
+from embrec_tools.local.api_gateway import (
     MAX_BODY_BYTES,
     ApiGatewayServer,
     RouteMatch,
@@ -21,8 +21,8 @@ from embrec.local.api_gateway import (
     build_event,
     translate_response,
 )
-from embrec.local.dispatch import deletable_receipts, scheduler_event, sqs_event
-from embrec.local.runtime import (
+from embrec_tools.local.dispatch import deletable_receipts, scheduler_event, sqs_event
+from embrec_tools.local.lambdas import (
     FunctionSpec,
     HttpRoute,
     LambdaContext,

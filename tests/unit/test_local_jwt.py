@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from embrec.auth import Caller, caller_from_event
+from embrec.edge.auth import Caller, caller_from_event
 from embrec.errors import AuthenticationError
-from embrec.local.jwt import LocalJwt
+from embrec_tools.local.jwt import LocalJwt
 
 NOW = 1_800_000_000.0
 

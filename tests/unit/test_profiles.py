@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embrec.errors import InvalidInputError
-from embrec.profiles import (
-    Interaction,
+from embrec.domain.model import Interaction
+from embrec.domain.profiles import (
     ProfileParams,
     blend_with_profile,
     interaction_weights,
@@ -21,6 +20,7 @@ from embrec.profiles import (
     recent_history,
     user_vector,
 )
+from embrec.errors import InvalidInputError
 
 DAY = 86_400.0
 TEN_YEARS_AGO = 1_700_000_000.0 - 10 * 365 * DAY

@@ -10,11 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embrec import ranking
-from embrec.errors import InvalidInputError, NotFoundError
-from embrec.index import Filters, VectorIndex
-from embrec.profiles import Interaction
-from embrec.ranking import (
+from embrec.domain import ranking
+from embrec.domain.model import Filters, Interaction
+from embrec.domain.ranking import (
     BlendWeights,
     RankParams,
     mmr,
@@ -23,7 +21,9 @@ from embrec.ranking import (
     similar_items,
     trending,
 )
-from embrec.signals import SignalParams, Signals, compute_signals
+from embrec.domain.signals import SignalParams, Signals, compute_signals
+from embrec.engine.index import VectorIndex
+from embrec.errors import InvalidInputError, NotFoundError
 
 DAY = 86_400.0
 NOW = 1_764_000_000.0

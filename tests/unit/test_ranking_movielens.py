@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from embrec.catalog import item_text, validate_row
-from embrec.datasets import load_movielens
-from embrec.encoder import TextEncoder
-from embrec.index import VectorIndex
-from embrec.profiles import Interaction
-from embrec.ranking import BlendWeights, RankParams, recommend, similar_items
-from embrec.signals import Signals, compute_signals
+from embrec.domain.catalog import item_text, validate_row
+from embrec.domain.model import Interaction
+from embrec.domain.ranking import BlendWeights, RankParams, recommend, similar_items
+from embrec.domain.signals import Signals, compute_signals
+from embrec.engine.encoder import TextEncoder
+from embrec.engine.index import VectorIndex
+from embrec_tools.datasets import load_movielens
 
 MOVIELENS = Path(__file__).resolve().parents[1] / "fixtures" / "movielens-slice"
 KIDS_FILMS = ("ml-1", "ml-364", "ml-588", "ml-594")  # Toy Story, Lion King, Aladdin, Snow White

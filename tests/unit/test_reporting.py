@@ -9,18 +9,17 @@ import random
 
 import pytest
 
-from embrec.errors import InvalidInputError
-from embrec.experiments import Impression, parse_experiments
-from embrec.profiles import Interaction
-from embrec.reporting import (
+from embrec.domain.experiments import parse_experiments
+from embrec.domain.model import Impression, Interaction
+from embrec.domain.reporting import (
     Report,
-    emit_metrics,
     experiment_report,
-    format_report,
-    parse_since,
     two_proportion_z_test,
     wilson_interval,
 )
+from embrec.errors import InvalidInputError
+from embrec.observability import emit_report_metrics
+from embrec_tools.report import format_report, parse_since
 
 T0 = 1_750_000_000.0
 
@@ -186,7 +185,7 @@ def test_parse_since() -> None:
 
 def test_emf_metrics_per_variant(capsys: pytest.CaptureFixture[str]) -> None:
     report = _simulate({"control": 0.1, "treatment": 0.2}, users=200, lists_per_user=1, seed=3)
-    emit_metrics(report)
+    emit_report_metrics(report)
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert [d["variant"] for d in documents] == ["control", "treatment"]
     for document, row in zip(documents, report.variants, strict=True):

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embrec import signals as signals_module
+from embrec.domain import signals as signals_module
+from embrec.domain.model import Interaction
+from embrec.domain.signals import CF_MODELS, SignalParams, Signals, compute_signals
 from embrec.errors import CompatibilityError, IntegrityError, InvalidInputError
 from embrec.manifest import describe_files, write_json
-from embrec.profiles import Interaction
-from embrec.signals import CF_MODELS, SignalParams, Signals, compute_signals
 
 DAY = 86_400.0
 T0 = 1_700_000_000.0

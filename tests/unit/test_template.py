@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from embrec import config
-from embrec.template import load_template, resolve_conditions, resources_of_type
+from embrec_tools.template import load_template, resolve_conditions, resources_of_type
 
 ROOT = Path(__file__).resolve().parents[2]
 T = dict[str, Any]

@@ -100,8 +100,8 @@ class Settings:
     event_ttl_days: int = 365
     keep_versions: int = 5
     fusion_mode: str = "auto"
-    fusion_image_weight: float = 0.5  # embrec.fusion.DEFAULT_IMAGE_WEIGHT
-    fusion_meta_weight: float = 0.0  # embrec.fusion.DEFAULT_META_WEIGHT
+    fusion_image_weight: float = 0.5  # embrec.domain.fusion.DEFAULT_IMAGE_WEIGHT
+    fusion_meta_weight: float = 0.0  # embrec.domain.fusion.DEFAULT_META_WEIGHT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

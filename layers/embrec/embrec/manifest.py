@@ -25,6 +25,7 @@ from typing import Any
 from embrec.errors import IntegrityError
 
 __all__ = [
+    "MANIFEST_FILE",
     "FileDigest",
     "FileEntry",
     "VerifiedDirectory",
@@ -37,6 +38,9 @@ __all__ = [
     "verify_files",
     "write_json",
 ]
+
+#: The file that names every other file of an artifact directory (encoder, index, signals, version, delta).
+MANIFEST_FILE = "manifest.json"
 
 FileEntry = dict[str, Any]  # {"sha256": str, "size": int}
 _CHUNK = 1 << 20

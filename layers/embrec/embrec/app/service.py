@@ -1,0 +1,468 @@
+"""The use cases the handlers and the CLI call: one function per route or trigger.
+
+Each takes the container's :class:`~embrec.app.runtime.Runtime` (stores, artifacts, clock) plus the raw
+request parts, validates them with :mod:`embrec.edge.contract`, calls the pure core
+(:mod:`embrec.domain.ranking`,
+:mod:`embrec.app.ingest`, :mod:`embrec.app.build`) and returns a JSON-ready dict. No HTTP and no boto3 here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools.metrics import single_metric
+
+from embrec.app.build import build_version
+from embrec.app.ingest import CatalogObject, IngestCounts, chunk_rows, ingest_rows, parse_ingest_message
+from embrec.app.runtime import LoadedModel, Runtime
+from embrec.aws.store import IdempotencyStore, UserEvent
+from embrec.domain import experiments, ranking, reporting
+from embrec.domain.catalog import read_catalog_named
+from embrec.domain.fusion import FusionConfig, profile_in_index_space, to_index_space
+from embrec.domain.model import Impression, Interaction
+from embrec.domain.profiles import onboarding_text
+from embrec.edge import contract as api
+from embrec.edge.auth import Caller, require_users
+from embrec.errors import CompatibilityError, EmbrecError, NotFoundError, ServiceUnavailableError
+from embrec.observability import (
+    METRIC_CANDIDATES,
+    METRIC_EVENTS_ACCEPTED,
+    METRIC_EVENTS_REJECTED,
+    METRIC_ROWS_ACCEPTED,
+    METRIC_ROWS_REJECTED,
+    NAMESPACE,
+    MetricUnit,
+    emit_report_metrics,
+    logger,
+    metrics,
+)
+
+__all__ = [
+    "delete_user",
+    "experiment_report",
+    "health",
+    "ingest_message",
+    "ingest_object",
+    "onboard",
+    "rebuild",
+    "recommendations",
+    "record_events",
+    "search",
+    "similar",
+]
+
+# A file is processed in chunks of this many rows per invocation; the rest goes on in a continuation message.
+ROWS_PER_INVOCATION = 20_000
+# With a short history the onboarding profile still counts; past this many events it is not even read.
+PROFILE_HISTORY_LIMIT = 20
+DEFAULT_VARIANT = experiments.DEFAULT_VARIANT
+METRIC_EXPERIMENT_SERVED = "ExperimentListsServed"
+METRIC_IMPRESSION_FAILED = "ImpressionWriteFailed"
+
+
+def _require_model(runtime: Runtime) -> LoadedModel:
+    model = runtime.model()
+    if model is None:
+        raise ServiceUnavailableError("no index has been published yet: upload a catalog and run the rebuild")
+    return model
+
+
+def _items(
+    model: LoadedModel, recommended: list[ranking.Recommendation], explain: bool
+) -> list[dict[str, Any]]:
+    rows = []
+    for rec in recommended:
+        meta = model.index.metadata(rec.item_id)
+        row: dict[str, Any] = {
+            "item_id": rec.item_id,
+            "score": round(float(rec.score), 6),
+            "title": meta.get("title", ""),
+            "category": meta.get("category", ""),
+        }
+        if explain:
+            row["reasons"] = list(rec.reasons)
+        rows.append(row)
+    return rows
+
+
+def _serve(
+    runtime: Runtime,
+    user_id: str,
+    assignment: experiments.Assignment,
+    ranked: ranking.RankedList,
+    now: float,
+) -> dict[str, Any]:
+    """The list's identity (``recommendation_id``, ``experiment``, ``variant``), its impression recorded.
+
+    The impression write is best-effort: a DynamoDB outage costs the report one list, not the user's answer.
+    """
+    recommendation_id = uuid.uuid4().hex
+    if ranked.items:
+        impression = Impression(
+            recommendation_id, user_id, assignment.experiment, assignment.variant, now, len(ranked.items),
+            ranked.strategy,
+        )
+        try:
+            runtime.impressions.put(impression)
+        except ServiceUnavailableError as error:
+            metrics.add_metric(name=METRIC_IMPRESSION_FAILED, unit=MetricUnit.Count, value=1)
+            logger.warning("impression not recorded", extra={"error": error.code, "detail": error.message})
+    if assignment.experiment is not None:
+        # its own EMF document: a variant dimension on the shared metrics would split every other metric
+        with single_metric(
+            name=METRIC_EXPERIMENT_SERVED, unit=MetricUnit.Count, value=1, namespace=NAMESPACE
+        ) as served:
+            served.add_dimension(name="experiment", value=assignment.experiment)
+            served.add_dimension(name="variant", value=assignment.variant)
+    return {
+        "recommendation_id": recommendation_id,
+        "user_id": user_id,
+        "experiment": assignment.experiment,
+        "variant": assignment.variant,
+    }
+
+
+def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | None) -> dict[str, Any]:
+    """``GET /users/{user_id}/recommendations``: personalised, else onboarding, else trending.
+
+    The user's A/B variant (if an experiment is live) overrides the blend weights, diversity and strategy;
+    a ``diversity`` given in the query still wins.
+    """
+    user_id = api.parse_user_id(user_id)
+    query = api.parse_recommend_query(params)
+    model = _require_model(runtime)
+    now = runtime.clock()
+    assignment = experiments.assign(runtime.experiments(), user_id)
+    history = runtime.interactions.history(user_id, now=now)
+    profile = runtime.profiles.get(user_id) if len(history) < PROFILE_HISTORY_LIMIT else None
+    rank_params = assignment.overrides.apply(
+        ranking.RankParams(
+            k=query.k, filters=query.filters, diversity=query.diversity, explain=query.explain
+        ),
+        diversity_explicit=bool((params or {}).get("diversity")),
+    )
+    ranked = ranking.recommend(
+        model.index,
+        model.signals,
+        history,
+        None if profile is None else profile_in_index_space(model.index, profile.vector),
+        rank_params,
+        now,
+        profile_interests=() if profile is None else profile.interests,
+    )
+    metrics.add_metric(name=METRIC_CANDIDATES, unit=MetricUnit.Count, value=len(ranked.items))
+    return {
+        **_serve(runtime, user_id, assignment, ranked, now),
+        "strategy": ranked.strategy,
+        "index_version": model.version,
+        "items": _items(model, ranked.items, query.explain),
+    }
+
+
+def similar(runtime: Runtime, item_id: str, params: dict[str, str] | None) -> dict[str, Any]:
+    """``GET /items/{item_id}/similar``: not personal, so cached per container for a short time."""
+    item_id = api.parse_item_id(item_id)
+    query = api.parse_similar_query(params)
+    model = _require_model(runtime)
+
+    def compute() -> dict[str, Any]:
+        found = ranking.similar_items(
+            model.index, model.signals, item_id, query.k, query.filters, explain=query.explain,
+            now=runtime.clock(),
+        )
+        items = _items(model, found, query.explain)
+        return {"item_id": item_id, "index_version": model.version, "items": items}
+
+    return runtime.shared_cache.get(("similar", model.version, item_id, query), compute)
+
+
+def search(runtime: Runtime, params: dict[str, str] | None) -> dict[str, Any]:
+    """``GET /search?q=``: free-text semantic search (the cold-start function holds the encoder)."""
+    text, query = api.parse_search_query(params)
+    model = _require_model(runtime)
+
+    def compute() -> dict[str, Any]:
+        vector = runtime.encoder(model.index.encoder_id).encode([text])[0]
+        found = ranking.search(model.index, to_index_space(model.index, vector), query.k, query.filters)
+        return {"query": text, "index_version": model.version, "items": _items(model, found, False)}
+
+    return runtime.shared_cache.get(("search", model.version, text, query), compute)
+
+
+def onboard(runtime: Runtime, user_id: str, body: str | None) -> dict[str, Any]:
+    """``POST /users/{user_id}/onboarding``: encode the answers once, store the profile, first picks."""
+    user_id = api.parse_user_id(user_id)
+    answers = api.parse_onboarding(api.parse_body(body))
+    model = _require_model(runtime)
+    text = onboarding_text(answers.interests, answers.goals, answers.experience)
+    vector = runtime.encoder(model.index.encoder_id).encode([text])[0]
+    runtime.profiles.put(user_id, vector, text, interests=answers.interests)
+    now = runtime.clock()
+    assignment = experiments.assign(runtime.experiments(), user_id)
+    history = runtime.interactions.history(user_id, now=now)
+    ranked = ranking.recommend(
+        model.index,
+        model.signals,
+        history,
+        to_index_space(model.index, vector),  # profiles store the text vector
+        assignment.overrides.apply(ranking.RankParams(k=api.DEFAULT_K, explain=True)),
+        now,
+        profile_interests=answers.interests,
+    )
+    return {
+        **_serve(runtime, user_id, assignment, ranked, now),
+        "strategy": ranked.strategy,
+        "index_version": model.version,
+        "profile": {
+            "text": text,
+            "interests": list(answers.interests),
+            "goals": list(answers.goals),
+            "experience": answers.experience,
+        },
+        "items": _items(model, ranked.items, True),
+    }
+
+
+def record_events(runtime: Runtime, body: str | None, caller: Caller | None = None) -> dict[str, Any]:
+    """``POST /events``: each event accepted (stored exactly once) or rejected with its field and reason.
+
+    A JWT ``caller`` may only send its own events: one event for another user refuses the whole batch (403)
+    before anything is written.
+    """
+    now = runtime.clock()
+    accepted, rejected = api.parse_events(api.parse_body(body), now)
+    require_users(caller, {event.user_id for event in accepted})
+    stored = runtime.interactions.put_events(
+        [
+            UserEvent(
+                event.user_id,
+                Interaction(
+                    item_id=event.item_id,
+                    type=event.type,
+                    timestamp=event.timestamp,
+                    value=event.value,
+                    event_id=event.event_id,
+                    recommendation_id=event.recommendation_id,
+                ),
+            )
+            for event in accepted
+        ],
+        now=now,
+    )
+    expired = set(stored.expired)
+    results = [
+        {"index": r.index, "event_id": r.event_id, "status": "rejected", "field": r.field, "reason": r.reason}
+        for r in rejected
+    ]
+    duplicates = set(stored.duplicates)
+    for event in accepted:
+        if event.event_id in expired:
+            results.append(
+                {
+                    "event_id": event.event_id,
+                    "status": "rejected",
+                    "field": "timestamp",
+                    "reason": "older than the retention period",
+                }
+            )
+        else:
+            status = "duplicate" if event.event_id in duplicates else "accepted"
+            results.append({"event_id": event.event_id, "status": status})
+    rejected_count = len(rejected) + len(expired)
+    metrics.add_metric(name=METRIC_EVENTS_ACCEPTED, unit=MetricUnit.Count, value=len(accepted) - len(expired))
+    metrics.add_metric(name=METRIC_EVENTS_REJECTED, unit=MetricUnit.Count, value=rejected_count)
+    return {"accepted": len(accepted) - len(expired), "rejected": rejected_count, "results": results}
+
+
+def delete_user(runtime: Runtime, user_id: str) -> dict[str, Any]:
+    """``DELETE /users/{user_id}``: erase events, profile and served lists now; next request: trending."""
+    user_id = api.parse_user_id(user_id)
+    events = runtime.interactions.delete_user(user_id)
+    profile = runtime.profiles.delete(user_id)
+    impressions = runtime.impressions.delete_user(user_id)
+    logger.info(
+        "user erased",
+        extra={"events_deleted": events, "profile_deleted": profile, "impressions_deleted": impressions},
+    )
+    return {
+        "user_id": user_id,
+        "events_deleted": events,
+        "profile_deleted": profile,
+        "impressions_deleted": impressions,
+    }
+
+
+def health(runtime: Runtime) -> tuple[dict[str, Any], int]:
+    """``GET /health``: 200 once the service can take uploads; says what index (if any) it serves."""
+    body: dict[str, Any] = {"status": "ok", "bucket": runtime.settings.bucket}
+    try:
+        model = runtime.model()
+    except EmbrecError as error:
+        return {"status": "degraded", "error": error.code, "message": error.message}, 503
+    if model is None:
+        body.update(index_version=None, items=0, encoder_id=None, loaded_at=None)
+    else:
+        body.update(
+            index_version=model.version,
+            items=len(model.index),
+            encoder_id=model.index.encoder_id,
+            loaded_at=model.loaded_at_iso,
+            deltas_applied=model.deltas_applied,
+        )
+    return body, 200
+
+
+def ingest_message(runtime: Runtime, body: str) -> list[dict[str, Any]]:
+    """One SQS message: an S3 notification (possibly several records), a continuation, or a test event."""
+    return [ingest_object(runtime, target) for target in parse_ingest_message(body)]
+
+
+def ingest_object(runtime: Runtime, target: CatalogObject) -> dict[str, Any]:
+    """Ingest one catalog object (or one chunk of it), idempotent per (bucket, key, etag)."""
+    claim_key = IdempotencyStore.ingest_key(target.bucket, target.key, f"{target.etag}#{target.chunk}")
+    if not runtime.idempotency.claim(claim_key):
+        logger.info("duplicate catalog event skipped", extra={"key": target.key, "chunk": target.chunk})
+        return {"key": target.key, "status": "duplicate"}
+    try:
+        encoder = runtime.encoder()
+        with runtime.open_catalog(target.key, target.etag) as stream:
+            rows = chunk_rows(read_catalog_named(stream, target.key), target.start_row, ROWS_PER_INVOCATION)
+            outcome = ingest_rows(
+                rows, runtime.items, encoder.encode, encoder_id=encoder.encoder_id, clock=runtime.clock
+            )
+        if outcome.delta is not None:
+            with tempfile.TemporaryDirectory() as scratch:
+                outcome.delta.save(Path(scratch))
+                runtime.artifacts.publish_delta(Path(scratch))
+        totals = IngestCounts(**(target.counts or {})).add(outcome.counts)
+        suffix = "" if target.chunk == 0 else f".part{target.chunk:04d}"
+        if outcome.rejected_rows:
+            key = runtime.artifacts.rejected_key(_strip_incoming(target.key))
+            runtime.artifacts.put_lines(key.replace(".jsonl", f"{suffix}.jsonl"), outcome.rejected_rows)
+        more = outcome.last_row >= ROWS_PER_INVOCATION
+        if more:
+            runtime.enqueue_ingest(
+                CatalogObject(
+                    target.bucket,
+                    target.key,
+                    target.etag,
+                    target.start_row + outcome.last_row,
+                    target.chunk + 1,
+                    asdict(totals),
+                ).to_message()
+            )
+        else:
+            report = {
+                "bucket": target.bucket,
+                "key": target.key,
+                "etag": target.etag,
+                "chunks": target.chunk + 1,
+                **asdict(totals),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            runtime.artifacts.put_json(runtime.artifacts.report_key(_strip_incoming(target.key)), report)
+    except BaseException:
+        runtime.idempotency.release(claim_key)
+        raise
+    runtime.idempotency.complete(claim_key, asdict(outcome.counts))
+    metrics.add_metric(name=METRIC_ROWS_ACCEPTED, unit=MetricUnit.Count, value=outcome.counts.accepted)
+    metrics.add_metric(name=METRIC_ROWS_REJECTED, unit=MetricUnit.Count, value=outcome.counts.rejected)
+    logger.info(
+        "catalog chunk ingested", extra={"key": target.key, "chunk": target.chunk, **asdict(outcome.counts)}
+    )
+    return {"key": target.key, "status": "continued" if more else "complete", **asdict(totals)}
+
+
+def _strip_incoming(key: str) -> str:
+    prefix = "catalog/incoming/"
+    return key[len(prefix) :] if key.startswith(prefix) else key
+
+
+def rebuild(runtime: Runtime, *, report_experiment: bool = False) -> dict[str, Any]:
+    """Scheduled rebuild: scan, build index + signals, publish atomically (or lose the race cleanly), prune.
+
+    The pointer is read before the scan starts, so a rebuild that another one overtook while it was working
+    loses the conditional swap instead of publishing older data over newer. ``report_experiment`` (the
+    scheduled function): then write the live experiment's report as EMF metrics per variant, best-effort.
+    """
+    started = runtime.clock()
+    base = runtime.artifacts.read_current()
+    encoder_manifest = runtime.encoder_manifest()
+    with tempfile.TemporaryDirectory() as scratch:
+        built = build_version(
+            runtime.items.scan_all(),
+            runtime.interactions.scan_recent(since=0.0, now=started),
+            Path(scratch),
+            encoder_id=encoder_manifest["encoder_id"],
+            now=started,
+            fusion=FusionConfig.from_settings(runtime.settings),
+        )
+        if built.items and built.dim != int(encoder_manifest["dim"]):
+            raise CompatibilityError(
+                f"item vectors have dim {built.dim} but encoder {encoder_manifest['encoder_id']} has "
+                f"{encoder_manifest['dim']}: refusing to publish"
+            )
+        published = runtime.artifacts.publish_version(
+            Path(scratch), items_as_of=int(started * 1000), base=base
+        )
+    pruned = runtime.artifacts.prune_versions(keep=runtime.settings.keep_versions)
+    result = {
+        "version": published.version,
+        "status": published.status,
+        "items": built.items,
+        "interactions": built.interactions,
+        "skipped_items": built.skipped_items,
+        "pruned_versions": len(pruned.deleted_versions),
+        "pruned_deltas": len(pruned.deleted_deltas),
+    }
+    logger.info("rebuild finished", extra=result)
+    if report_experiment:
+        result["experiment_report"] = _report_live_experiment(runtime)
+    return result
+
+
+def _report_live_experiment(runtime: Runtime) -> str | None:
+    """EMF metrics per variant of the live experiment (its name), None without one; never fails the caller."""
+    try:
+        live = runtime.experiments().active
+        if live is None:
+            return None
+        experiment_report(runtime, live.name, emit=True)
+    except EmbrecError as error:
+        logger.warning("experiment report failed", extra={"error": error.code, "detail": error.message})
+        return None
+    return live.name
+
+
+def experiment_report(
+    runtime: Runtime, name: str, since: float | None = None, *, emit: bool = False
+) -> reporting.Report:
+    """The online A/B report of experiment ``name`` (see :mod:`embrec.domain.reporting` for the definitions).
+
+    Scans the impressions of the experiment (served at or after ``since``, epoch s) and the events that
+    carry a ``recommendation_id``; variants and control come from ``config/experiments.json`` when the
+    experiment is still defined there (else from the impressions). ``emit``: also write the CloudWatch EMF
+    metrics per variant (a scheduled Lambda; the CLI only with ``--emf``).
+    """
+    try:
+        defined: experiments.Experiment | None = runtime.experiments().get(name)
+    except NotFoundError:
+        defined = None
+    report = reporting.experiment_report(
+        runtime.impressions.scan_experiment(name, since, now=runtime.clock()),
+        runtime.interactions.scan_attributed(since, now=runtime.clock()),
+        name,
+        since,
+        control=None if defined is None else defined.control,
+        variants=() if defined is None else [v.name for v in defined.variants],
+    )
+    if defined is None and not report.variants:
+        raise NotFoundError(f"no experiment named {name!r}: not in config/experiments.json, no impressions")
+    if emit:
+        emit_report_metrics(report)
+    return report

@@ -1,0 +1,851 @@
+"""DynamoDB adapters: one per table kind, each with an injected low-level client and its table name.
+
+Tables (names from :class:`embrec.config.Settings`, schema in template.yaml):
+
+- items: PK ``item_id``; the item's fields (``Item.to_dict()``), ``content_hash``, ``vector`` (Binary,
+  float32 little-endian bytes), ``updated_at`` (epoch s).
+- interactions: PK ``user_id``, SK ``sk`` = ``"<ts ms, 13 digits>#<event_id>"``; ``item_id``, ``type``,
+  ``ts`` (epoch ms), ``value``, ``recommendation_id``, ``variant``, ``event_id``, ``expires_at`` (TTL,
+  epoch s).
+- profiles: PK ``user_id``; ``vector`` (Binary float32), ``text``, ``updated_at``.
+- idempotency: PK ``id``; ``status``, ``expiration`` (TTL, epoch s), free attributes.
+
+Every botocore failure goes through :func:`embrec.aws.clients.aws_errors` (throttling and 5xx left after
+botocore's retries become :class:`ServiceUnavailableError`); the few places that *expect* a conditional
+failure catch
+:class:`ConflictError` right there.
+
+DynamoDB deletes TTL-expired items lazily (up to days later) and moto never does, so every read here ignores
+items whose ``expires_at`` has passed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import queue
+import random
+import threading
+import time
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+import numpy as np
+
+from embrec.aws.clients import aws_errors, cancellation_codes, is_transaction_conflict
+from embrec.domain.model import Impression, Interaction, StoredItem
+from embrec.errors import ConflictError, EmbrecError, InvalidInputError, ServiceUnavailableError
+
+__all__ = [
+    "IdempotencyStore",
+    "ImpressionStore",
+    "InteractionStore",
+    "ItemStore",
+    "ProfileStore",
+    "PutEventsResult",
+    "StoredProfile",
+    "UserEvent",
+    "decode_vector",
+    "encode_vector",
+    "event_sort_key",
+]
+
+_BATCH_WRITE_MAX = 25
+_BATCH_GET_MAX = 100
+_UNPROCESSED_ATTEMPTS = 8  # botocore already retried each call; these back off on partial batches
+_ITEM_RESERVED = frozenset({"item_id", "content_hash", "vector", "updated_at"})
+_SECONDS_PER_DAY = 86_400
+
+
+# ---------------------------------------------------------------------------------------------- encoding
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    """float32 little-endian bytes of a 1-d vector (dim,), as stored in a Binary attribute."""
+    array = np.asarray(vector, dtype="<f4")
+    if array.ndim != 1:
+        raise InvalidInputError("vector", f"must be 1-d, got shape {array.shape}")
+    return array.tobytes()
+
+
+def decode_vector(blob: bytes) -> np.ndarray:
+    """(dim,) float32 vector from the Binary attribute (a fresh, writable array)."""
+    if len(blob) % 4:
+        raise InvalidInputError("vector", f"{len(blob)} bytes is not a whole number of float32")
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+
+def _to_dynamo(value: Any) -> Any:
+    """JSON-like Python value → a value TypeSerializer accepts (floats as Decimal, tuples as lists)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | bytes):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidInputError("number", "NaN and infinity cannot be stored")
+        return Decimal(repr(value))
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _to_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_dynamo(v) for v in value]
+    if isinstance(value, np.generic):
+        return _to_dynamo(value.item())
+    raise InvalidInputError("value", f"cannot store a {type(value).__name__}")
+
+
+def _from_dynamo(value: Any) -> Any:
+    """Inverse of :func:`_to_dynamo` after TypeDeserializer: Decimal → int or float, Binary → bytes."""
+    if isinstance(value, Decimal):
+        if value == value.to_integral_value() and int(value.as_tuple().exponent) >= 0:
+            return int(value)
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    if isinstance(value, set):  # sets are never written here, but tolerate hand-made rows
+        return sorted(_from_dynamo(v) for v in value)
+    if hasattr(value, "value") and isinstance(value.value, bytes):  # boto3 Binary
+        return bytes(value.value)
+    return value
+
+
+@functools.cache
+def _codecs() -> tuple[Any, Any]:
+    # Built once (lazily: boto3 is imported on first use, not at import time); both are stateless.
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+    return TypeSerializer(), TypeDeserializer()
+
+
+def _serialize(document: Mapping[str, Any]) -> dict[str, Any]:
+    serializer = _codecs()[0]
+    return {k: serializer.serialize(_to_dynamo(v)) for k, v in document.items()}
+
+
+def _deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    deserializer = _codecs()[1]
+    return {k: _from_dynamo(deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _backoff(attempt: int) -> None:
+    """Full-jitter exponential backoff for partially processed batches (50 ms base, 2 s cap)."""
+    time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+
+
+def _batch_write(client: Any, table: str, requests: Sequence[Mapping[str, Any]]) -> None:
+    """BatchWriteItem in chunks of 25, re-sending UnprocessedItems with backoff until none are left."""
+    for start in range(0, len(requests), _BATCH_WRITE_MAX):
+        pending: list[Any] = list(requests[start : start + _BATCH_WRITE_MAX])
+        for attempt in range(_UNPROCESSED_ATTEMPTS):
+            with aws_errors(table):
+                response = client.batch_write_item(RequestItems={table: pending})
+            pending = response.get("UnprocessedItems", {}).get(table, [])
+            if not pending:
+                break
+            _backoff(attempt)
+        else:
+            raise ServiceUnavailableError(f"{table}: {len(pending)} writes still unprocessed after retries")
+
+
+def _delete_queried(client: Any, table: str, query: dict[str, Any], key_names: Sequence[str]) -> int:
+    """Delete every row a (paginated) query finds, by its primary key ``key_names``; the count deleted."""
+    deleted = 0
+    while True:
+        with aws_errors(table):
+            response = client.query(**query)
+        keys = [{name: row[name] for name in key_names} for row in response.get("Items", [])]
+        _batch_write(client, table, [{"DeleteRequest": {"Key": key}} for key in keys])
+        deleted += len(keys)
+        last = response.get("LastEvaluatedKey")
+        if not last:
+            return deleted
+        query["ExclusiveStartKey"] = last
+
+
+def _batch_get(
+    client: Any,
+    table: str,
+    keys: Sequence[Mapping[str, Any]],
+    projection: str | None = None,
+    names: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """BatchGetItem in chunks of 100 keys, re-requesting UnprocessedKeys with backoff. Raw items."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(keys), _BATCH_GET_MAX):
+        request: dict[str, Any] = {"Keys": list(keys[start : start + _BATCH_GET_MAX])}
+        if projection:
+            request["ProjectionExpression"] = projection
+        if names:
+            request["ExpressionAttributeNames"] = dict(names)
+        for attempt in range(_UNPROCESSED_ATTEMPTS):
+            with aws_errors(table):
+                response = client.batch_get_item(RequestItems={table: request})
+            found.extend(response.get("Responses", {}).get(table, []))
+            unprocessed = response.get("UnprocessedKeys", {}).get(table)
+            if not unprocessed or not unprocessed.get("Keys"):
+                break
+            request = unprocessed
+            _backoff(attempt)
+        else:
+            raise ServiceUnavailableError(f"{table}: keys still unprocessed after retries")
+    return found
+
+
+def _parallel_scan(
+    client: Any, table: str, segments: int, scan_kwargs: Mapping[str, Any]
+) -> Generator[dict[str, Any], None, None]:
+    """Raw items of a parallel Scan (one thread per Segment), yielded as pages arrive.
+
+    Pages go through a small bounded queue, so memory holds a few pages, not the table. If the consumer stops
+    early (closes the generator), the workers notice and stop at their next page.
+    """
+    if segments < 1:
+        raise InvalidInputError("segments", "must be >= 1")
+    pages: queue.Queue[list[dict[str, Any]] | BaseException | None] = queue.Queue(maxsize=2 * segments)
+    stop = threading.Event()
+
+    def put(payload: list[dict[str, Any]] | BaseException | None) -> None:
+        # A bounded put that gives up once the consumer has gone away.
+        while not stop.is_set():
+            try:
+                pages.put(payload, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def worker(segment: int) -> None:
+        kwargs: dict[str, Any] = {"TableName": table, "Segment": segment, "TotalSegments": segments}
+        kwargs.update(scan_kwargs)
+        try:
+            while not stop.is_set():
+                with aws_errors(table):
+                    response = client.scan(**kwargs)
+                put(response.get("Items", []))
+                last = response.get("LastEvaluatedKey")
+                if not last:
+                    break
+                kwargs["ExclusiveStartKey"] = last
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            put(error)
+        finally:
+            put(None)
+
+    executor = ThreadPoolExecutor(max_workers=segments, thread_name_prefix=f"scan-{table}")
+    try:
+        for segment in range(segments):
+            executor.submit(worker, segment)
+        finished = 0
+        while finished < segments:
+            payload = pages.get()
+            if payload is None:
+                finished += 1
+            elif isinstance(payload, BaseException):
+                raise payload
+            else:
+                yield from payload
+    finally:
+        stop.set()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------------------------- items
+
+
+class ItemStore:
+    """The items table: catalog rows with their content hash and float32 vector."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    @staticmethod
+    def _to_row(item: StoredItem) -> dict[str, Any]:
+        document = {k: v for k, v in item.fields.items() if k not in _ITEM_RESERVED and v is not None}
+        row = _serialize(document)
+        row["item_id"] = {"S": item.item_id}
+        row["content_hash"] = {"S": item.content_hash}
+        row["updated_at"] = {"N": repr(float(item.updated_at or time.time()))}
+        if item.vector is not None:
+            row["vector"] = {"B": encode_vector(item.vector)}
+        return row
+
+    @staticmethod
+    def _from_row(row: Mapping[str, Any]) -> StoredItem:
+        blob = row.get("vector", {}).get("B")
+        rest = {k: v for k, v in row.items() if k not in ("vector", "content_hash", "updated_at")}
+        fields = _deserialize(rest)
+        return StoredItem(
+            item_id=row["item_id"]["S"],
+            fields=fields,
+            content_hash=row.get("content_hash", {}).get("S", ""),
+            vector=decode_vector(bytes(blob)) if blob is not None else None,
+            updated_at=float(row.get("updated_at", {}).get("N", 0.0)),
+        )
+
+    def get(self, item_id: str) -> StoredItem | None:
+        """The item, or None when unknown (strongly consistent read)."""
+        with aws_errors(self._table):
+            response = self._client.get_item(
+                TableName=self._table, Key={"item_id": {"S": item_id}}, ConsistentRead=True
+            )
+        row = response.get("Item")
+        return self._from_row(row) if row else None
+
+    def batch_get(self, item_ids: Iterable[str]) -> dict[str, StoredItem]:
+        """``{item_id: StoredItem}`` for the ids that exist (duplicates and unknown ids ignored)."""
+        keys = [{"item_id": {"S": i}} for i in dict.fromkeys(item_ids)]
+        return {(s := self._from_row(r)).item_id: s for r in _batch_get(self._client, self._table, keys)}
+
+    def hashes_for(self, item_ids: Iterable[str]) -> dict[str, str]:
+        """``{item_id: content_hash}`` of the stored ids: ingest skips rows with an unchanged hash."""
+        keys = [{"item_id": {"S": i}} for i in dict.fromkeys(item_ids)]
+        rows = _batch_get(self._client, self._table, keys, "#i, #h", {"#i": "item_id", "#h": "content_hash"})
+        return {r["item_id"]["S"]: r.get("content_hash", {}).get("S", "") for r in rows}
+
+    def upsert(self, items: Iterable[StoredItem]) -> int:
+        """Write (replace) every item; UnprocessedItems re-sent with backoff. Returns the number written.
+
+        Later duplicates of one item_id in the same call win (BatchWriteItem refuses duplicate keys).
+        """
+        rows = {item.item_id: self._to_row(item) for item in items}
+        _batch_write(self._client, self._table, [{"PutRequest": {"Item": row}} for row in rows.values()])
+        return len(rows)
+
+    def delete(self, item_ids: Iterable[str]) -> int:
+        """Remove rows outright (catalog tombstones are stored as items with ``deleted`` instead)."""
+        keys = list(dict.fromkeys(item_ids))
+        _batch_write(
+            self._client, self._table, [{"DeleteRequest": {"Key": {"item_id": {"S": i}}}} for i in keys]
+        )
+        return len(keys)
+
+    def scan_all(self, segments: int = 4) -> Generator[StoredItem, None, None]:
+        """Every item (tombstones included, so the caller decides), via a parallel scan of ``segments``.
+
+        Order is unspecified; consistent reads so the rebuild sees every write acknowledged before it began.
+        """
+        for row in _parallel_scan(self._client, self._table, segments, {"ConsistentRead": True}):
+            yield self._from_row(row)
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+class _InteractionLike(Protocol):
+    item_id: str
+    type: str
+    timestamp: float
+    value: float | None
+    event_id: str
+    recommendation_id: str | None
+
+
+@dataclass(frozen=True)
+class UserEvent:
+    """An interaction with its user (and the A/B variant that served it), as stored."""
+
+    user_id: str
+    interaction: Interaction | _InteractionLike
+    variant: str | None = None
+
+
+@dataclass
+class PutEventsResult:
+    """Per-event outcome of :meth:`InteractionStore.put_events`, keyed by event_id.
+
+    ``stored``: written now; ``duplicates``: already stored by an earlier delivery (not written again);
+    ``expired``: older than the retention period (not written); ``failed``: not written because DynamoDB
+    stayed unavailable (nothing partial left behind: the client may resend them).
+    """
+
+    stored: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    errors: list[EmbrecError] = field(default_factory=list, repr=False)
+
+
+def event_sort_key(timestamp_s: float, event_id: str) -> str:
+    """The interactions sort key ``"<epoch ms, 13 digits>#<event_id>"``: newest-first order by time."""
+    return f"{round(timestamp_s * 1000):013d}#{event_id}"
+
+
+def _event_token(user_id: str, event_id: str) -> str:
+    # Hashed, so the idempotency table holds no user id in clear and survives a user's erasure as a tombstone.
+    digest = hashlib.sha256(f"{user_id}\x1f{event_id}".encode()).hexdigest()
+    return f"event#{digest}"
+
+
+class InteractionStore:
+    """The interactions table (per-user event history, TTL'd), with exactly-once writes per event_id.
+
+    Idempotency scheme: each event is a pair of Puts inside a ``TransactWriteItems`` — a *conditional* Put
+    of the record ``event#sha256(user_id, event_id)`` in the idempotency table (``attribute_not_exists(id)``)
+    and the Put of the interaction itself; up to 50 events (100 actions) share one transaction. A
+    transaction is all-or-nothing, so after a crash, a timeout or a failed chunk every event is either fully
+    stored (its record exists: a retry hits the condition and is reported as a duplicate) or not at all (a
+    retry stores it). When some records already exist, the cancellation reasons name exactly which, and the
+    rest are re-sent. A deterministic sort key alone would not do: a client that resends an event with a
+    different or server-assigned timestamp would get a second row. The record expires with the event (same
+    TTL), so the table does not grow without bound, and it is kept on :meth:`delete_user`, so a late retry
+    cannot resurrect an erased event (it holds only a hash, no user id).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        idempotency_table: str,
+        ttl_days: int = 365,
+        events_per_transaction: int = 50,
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._idempotency_table = idempotency_table
+        self._ttl_s = int(ttl_days) * _SECONDS_PER_DAY
+        # TransactWriteItems takes at most 100 actions; each event is two.
+        self._per_transaction = max(1, min(50, events_per_transaction))
+
+    def _row(self, event: UserEvent) -> tuple[dict[str, Any], int]:
+        interaction = event.interaction
+        if not event.user_id:
+            raise InvalidInputError("user_id", "must not be empty")
+        if not interaction.event_id:
+            raise InvalidInputError("event_id", "must not be empty")
+        ts_ms = round(float(interaction.timestamp) * 1000)
+        expires_at = ts_ms // 1000 + self._ttl_s
+        row: dict[str, Any] = {
+            "user_id": {"S": event.user_id},
+            "sk": {"S": event_sort_key(interaction.timestamp, interaction.event_id)},
+            "event_id": {"S": interaction.event_id},
+            "item_id": {"S": interaction.item_id},
+            "type": {"S": interaction.type},
+            "ts": {"N": str(ts_ms)},
+            "expires_at": {"N": str(expires_at)},
+        }
+        if interaction.value is not None:
+            row["value"] = _serialize({"v": float(interaction.value)})["v"]
+        if interaction.recommendation_id:
+            row["recommendation_id"] = {"S": interaction.recommendation_id}
+        if event.variant:
+            row["variant"] = {"S": event.variant}
+        return row, expires_at
+
+    def _actions(self, event: UserEvent, row: dict[str, Any], expires_at: int) -> list[dict[str, Any]]:
+        record = {
+            "id": {"S": _event_token(event.user_id, event.interaction.event_id)},
+            "status": {"S": "stored"},
+            "sk": row["sk"],
+            "expiration": {"N": str(expires_at)},
+        }
+        return [
+            {
+                "Put": {
+                    "TableName": self._idempotency_table,
+                    "Item": record,
+                    "ConditionExpression": "attribute_not_exists(id)",
+                }
+            },
+            {"Put": {"TableName": self._table, "Item": row}},
+        ]
+
+    def _write_chunk(
+        self, chunk: list[tuple[UserEvent, list[dict[str, Any]]]], result: PutEventsResult
+    ) -> None:
+        """One transaction for the chunk; events whose record exists are dropped and the rest re-sent."""
+        pending = list(chunk)
+        attempt = 0
+        while pending:
+            try:
+                with aws_errors(self._table):
+                    self._client.transact_write_items(TransactItems=[a for _, pair in pending for a in pair])
+            except ConflictError as error:
+                # Action 2i is event i's idempotency record: its failed condition marks a duplicate.
+                codes = cancellation_codes(error)
+                duplicate = {
+                    i for i in range(len(pending)) if codes[2 * i : 2 * i + 1] == ["ConditionalCheckFailed"]
+                }
+                if not duplicate:  # a condition we did not write failed: should not happen
+                    raise
+                result.duplicates.extend(pending[i][0].interaction.event_id for i in sorted(duplicate))
+                pending = [p for i, p in enumerate(pending) if i not in duplicate]
+                continue
+            except ServiceUnavailableError as error:
+                # botocore does not retry a transaction cancelled by a concurrent one (the same events
+                # delivered twice at once): back off and retry; the loser then sees its conditions fail.
+                attempt += 1
+                if is_transaction_conflict(error) and attempt < _UNPROCESSED_ATTEMPTS:
+                    _backoff(attempt)
+                    continue
+                result.failed.extend(event.interaction.event_id for event, _ in pending)
+                result.errors.append(error)
+                return
+            result.stored.extend(event.interaction.event_id for event, _ in pending)
+            return
+
+    def put_events(
+        self,
+        events: Iterable[UserEvent | tuple[str, Interaction | _InteractionLike]],
+        now: float | None = None,
+    ) -> PutEventsResult:
+        """Store each event exactly once (see the class docstring); safe to call again with the same batch.
+
+        ``now`` (epoch s, default the clock) decides which events are already past their TTL. Events are
+        written ``events_per_transaction`` at a time, each chunk all-or-nothing. A chunk that could not be
+        written (DynamoDB unavailable after retries) has its events listed in ``failed``, none of them
+        partly stored; if *every* event failed, the first error is raised instead (typically
+        :class:`ServiceUnavailableError`: the whole batch may be retried as is). An event_id repeated
+        within the batch is stored once and its repeats reported as duplicates.
+        """
+        clock = time.time() if now is None else now
+        result = PutEventsResult()
+        seen: set[tuple[str, str]] = set()
+        prepared: list[tuple[UserEvent, list[dict[str, Any]]]] = []
+        for raw in events:
+            event = raw if isinstance(raw, UserEvent) else UserEvent(raw[0], raw[1])
+            row, expires_at = self._row(event)
+            identity = (event.user_id, event.interaction.event_id)
+            if expires_at <= clock:
+                result.expired.append(event.interaction.event_id)
+            elif identity in seen:
+                result.duplicates.append(event.interaction.event_id)
+            else:
+                seen.add(identity)
+                prepared.append((event, self._actions(event, row, expires_at)))
+        size = self._per_transaction
+        for start in range(0, len(prepared), size):
+            self._write_chunk(prepared[start : start + size], result)
+        if prepared and len(result.failed) == len(prepared):
+            raise result.errors[0]
+        return result
+
+    @staticmethod
+    def _interaction(row: Mapping[str, Any]) -> Interaction:
+        value = row.get("value", {}).get("N")
+        recommendation = row.get("recommendation_id", {}).get("S")
+        return Interaction(
+            item_id=row["item_id"]["S"],
+            type=row["type"]["S"],
+            timestamp=int(row["ts"]["N"]) / 1000.0,
+            value=float(value) if value is not None else None,
+            event_id=row.get("event_id", {}).get("S", row["sk"]["S"].partition("#")[2]),
+            recommendation_id=recommendation,
+        )
+
+    @staticmethod
+    def _live(row: Mapping[str, Any], now: float) -> bool:
+        expires = row.get("expires_at", {}).get("N")
+        return expires is None or float(expires) > now
+
+    def history(self, user_id: str, limit: int | None = None, now: float | None = None) -> list[Interaction]:
+        """The user's interactions, newest first, at most ``limit``; TTL-expired ones left out.
+
+        Pages through the query until ``limit`` live events are collected (expired rows can sit between).
+        """
+        clock = time.time() if now is None else now
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "user_id = :u",
+            "FilterExpression": "attribute_not_exists(expires_at) OR expires_at > :now",
+            "ExpressionAttributeValues": {":u": {"S": user_id}, ":now": {"N": str(int(clock))}},
+            "ScanIndexForward": False,
+        }
+        if limit is not None:
+            if limit <= 0:
+                return []
+            kwargs["Limit"] = max(limit, 25)
+        found: list[Interaction] = []
+        while True:
+            with aws_errors(self._table):
+                response = self._client.query(**kwargs)
+            for row in response.get("Items", []):
+                if self._live(row, clock):
+                    found.append(self._interaction(row))
+                    if limit is not None and len(found) >= limit:
+                        return found
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return found
+            kwargs["ExclusiveStartKey"] = last
+
+    def delete_user(self, user_id: str) -> int:
+        """Erase every interaction of the user (paginated key-only query, batched deletes); the count."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "user_id = :u",
+            "ExpressionAttributeValues": {":u": {"S": user_id}},
+            "ProjectionExpression": "user_id, sk",
+            "ConsistentRead": True,
+        }
+        return _delete_queried(self._client, self._table, kwargs, ("user_id", "sk"))
+
+    def scan_recent(
+        self, since: float, segments: int = 4, now: float | None = None
+    ) -> Iterator[tuple[str, Interaction]]:
+        """``(user_id, Interaction)`` for each live event at or after ``since`` (epoch s), for the rebuild.
+
+        A parallel scan filtered server-side on ``ts``; order unspecified.
+        """
+        clock = time.time() if now is None else now
+        scan_kwargs = {
+            "FilterExpression": "ts >= :since",
+            "ExpressionAttributeValues": {":since": {"N": str(round(since * 1000))}},
+        }
+        for row in _parallel_scan(self._client, self._table, segments, scan_kwargs):
+            if self._live(row, clock):
+                yield row["user_id"]["S"], self._interaction(row)
+
+    def scan_attributed(
+        self, since: float | None = None, segments: int = 4, now: float | None = None
+    ) -> Iterator[tuple[str, Interaction]]:
+        """``(user_id, Interaction)`` for each live event that carries a ``recommendation_id`` (A/B report).
+
+        ``since`` (epoch s): only events at or after it. A parallel scan filtered server-side; order
+        unspecified.
+        """
+        clock = time.time() if now is None else now
+        scan_kwargs: dict[str, Any] = {"FilterExpression": "attribute_exists(recommendation_id)"}
+        if since is not None:
+            scan_kwargs["FilterExpression"] += " AND ts >= :since"
+            scan_kwargs["ExpressionAttributeValues"] = {":since": {"N": str(round(since * 1000))}}
+        for row in _parallel_scan(self._client, self._table, segments, scan_kwargs):
+            if self._live(row, clock):
+                yield row["user_id"]["S"], self._interaction(row)
+
+
+# ---------------------------------------------------------------------------------------------- profiles
+
+
+@dataclass(frozen=True)
+class StoredProfile:
+    """A user's onboarding profile: (dim,) float32 vector, the text it was encoded from, epoch s."""
+
+    user_id: str
+    vector: np.ndarray
+    text: str
+    updated_at: float
+    interests: tuple[str, ...] = ()  # the onboarding interests, for reasons ("matches your interest in X")
+
+
+class ProfileStore:
+    """The profiles table: one cold-start vector per user."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def put(
+        self,
+        user_id: str,
+        vector: np.ndarray,
+        text: str,
+        updated_at: float | None = None,
+        interests: tuple[str, ...] = (),
+    ) -> StoredProfile:
+        """Store (replace) the profile; returns what was stored."""
+        if not user_id:
+            raise InvalidInputError("user_id", "must not be empty")
+        profile = StoredProfile(
+            user_id,
+            np.asarray(vector, dtype=np.float32),
+            text,
+            time.time() if updated_at is None else updated_at,
+            tuple(interests),
+        )
+        row: dict[str, Any] = {
+            "user_id": {"S": user_id},
+            "vector": {"B": encode_vector(profile.vector)},
+            "text": {"S": text},
+            "updated_at": {"N": repr(float(profile.updated_at))},
+        }
+        if profile.interests:
+            row["interests"] = {"L": [{"S": interest} for interest in profile.interests]}
+        with aws_errors(self._table):
+            self._client.put_item(TableName=self._table, Item=row)
+        return profile
+
+    def get(self, user_id: str) -> StoredProfile | None:
+        with aws_errors(self._table):
+            response = self._client.get_item(TableName=self._table, Key={"user_id": {"S": user_id}})
+        row = response.get("Item")
+        if not row:
+            return None
+        return StoredProfile(
+            user_id=user_id,
+            vector=decode_vector(bytes(row["vector"]["B"])),
+            text=row.get("text", {}).get("S", ""),
+            updated_at=float(row.get("updated_at", {}).get("N", 0.0)),
+            interests=tuple(value["S"] for value in row.get("interests", {}).get("L", [])),
+        )
+
+    def delete(self, user_id: str) -> bool:
+        """Remove the profile; True if there was one."""
+        with aws_errors(self._table):
+            response = self._client.delete_item(
+                TableName=self._table, Key={"user_id": {"S": user_id}}, ReturnValues="ALL_OLD"
+            )
+        return bool(response.get("Attributes"))
+
+
+# ---------------------------------------------------------------------------------------------- idempotency
+
+
+class IdempotencyStore:
+    """Claim/complete records for at-least-once triggers (e.g. one S3 object version ingested once).
+
+    ``claim(key)`` atomically takes the record if it is absent, or if a previous claim is still
+    ``in_progress`` but older than ``lease_seconds`` (its worker died); it returns False when the work is
+    ``complete`` or another worker holds a live lease. ``complete(key)`` marks it done; ``release(key)``
+    gives it back after a failure so the retry can claim it at once.
+    """
+
+    def __init__(self, client: Any, table: str, ttl_days: int = 7, lease_seconds: float = 900.0) -> None:
+        self._client = client
+        self._table = table
+        self._ttl_s = int(ttl_days) * _SECONDS_PER_DAY
+        self._lease_s = lease_seconds
+
+    @staticmethod
+    def ingest_key(bucket: str, key: str, etag: str) -> str:
+        """The record id for one version of one catalog object."""
+        return f"ingest#{bucket}/{key}#{etag.strip(chr(34))}"
+
+    def claim(self, key: str, now: float | None = None) -> bool:
+        clock = time.time() if now is None else now
+        try:
+            with aws_errors(self._table):
+                self._client.put_item(
+                    TableName=self._table,
+                    Item={
+                        "id": {"S": key},
+                        "status": {"S": "in_progress"},
+                        "claimed_at": {"N": repr(float(clock))},
+                        "expiration": {"N": str(int(clock) + self._ttl_s)},
+                    },
+                    ConditionExpression=(
+                        "attribute_not_exists(id) OR expiration <= :now "
+                        "OR (#s = :in_progress AND claimed_at < :stale)"
+                    ),
+                    ExpressionAttributeNames={"#s": "status"},
+                    ExpressionAttributeValues={
+                        ":now": {"N": str(int(clock))},
+                        ":in_progress": {"S": "in_progress"},
+                        ":stale": {"N": repr(float(clock - self._lease_s))},
+                    },
+                )
+        except ConflictError:
+            return False
+        return True
+
+    def complete(self, key: str, result: Mapping[str, Any] | None = None, now: float | None = None) -> None:
+        clock = time.time() if now is None else now
+        item: dict[str, Any] = {
+            "id": {"S": key},
+            "status": {"S": "complete"},
+            "completed_at": {"N": repr(float(clock))},
+            "expiration": {"N": str(int(clock) + self._ttl_s)},
+        }
+        if result:
+            item["result"] = {"M": _serialize(result)}
+        with aws_errors(self._table):
+            self._client.put_item(TableName=self._table, Item=item)
+
+    def release(self, key: str) -> None:
+        with aws_errors(self._table):
+            self._client.delete_item(TableName=self._table, Key={"id": {"S": key}})
+
+    def status(self, key: str, now: float | None = None) -> str | None:
+        """ "in_progress", "complete", or None (absent or expired)."""
+        clock = time.time() if now is None else now
+        with aws_errors(self._table):
+            response = self._client.get_item(
+                TableName=self._table, Key={"id": {"S": key}}, ConsistentRead=True
+            )
+        row = response.get("Item")
+        if not row or float(row.get("expiration", {}).get("N", "inf")) <= clock:
+            return None
+        return str(row["status"]["S"])
+
+
+# ---------------------------------------------------------------------------------------------- impressions
+
+
+class ImpressionStore:
+    """The impressions table: one row per served recommendation list, for the A/B report.
+
+    PK ``recommendation_id``; ``user_id``, ``experiment`` (absent outside experiments), ``variant``, ``ts``
+    (epoch ms), ``item_count``, ``strategy``, ``expires_at`` (TTL, epoch s: kept as long as the events).
+    Global secondary index ``by_user`` (``user_id``, keys only) serves the user's erasure.
+    """
+
+    USER_INDEX = "by_user"
+
+    def __init__(self, client: Any, table: str, ttl_days: int = 365) -> None:
+        self._client = client
+        self._table = table
+        self._ttl_s = int(ttl_days) * _SECONDS_PER_DAY
+
+    def put(self, impression: Impression) -> None:
+        ts_ms = round(float(impression.ts) * 1000)
+        row: dict[str, Any] = {
+            "recommendation_id": {"S": impression.recommendation_id},
+            "user_id": {"S": impression.user_id},
+            "variant": {"S": impression.variant},
+            "ts": {"N": str(ts_ms)},
+            "item_count": {"N": str(int(impression.items))},
+            "expires_at": {"N": str(ts_ms // 1000 + self._ttl_s)},
+        }
+        if impression.experiment:
+            row["experiment"] = {"S": impression.experiment}
+        if impression.strategy:
+            row["strategy"] = {"S": impression.strategy}
+        with aws_errors(self._table):
+            self._client.put_item(TableName=self._table, Item=row)
+
+    def delete_user(self, user_id: str) -> int:
+        """Erase every impression of the user (paginated query of ``by_user``, batched deletes); the count.
+
+        The index is eventually consistent: a list served in the last second may be missed (its row then
+        expires with its TTL).
+        """
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": self.USER_INDEX,
+            "KeyConditionExpression": "user_id = :u",
+            "ExpressionAttributeValues": {":u": {"S": user_id}},
+        }
+        return _delete_queried(self._client, self._table, kwargs, ("recommendation_id",))
+
+    def scan_experiment(
+        self, experiment: str, since: float | None = None, segments: int = 4, now: float | None = None
+    ) -> Iterator[Impression]:
+        """Every live impression of ``experiment`` served at or after ``since`` (epoch s); any order."""
+        clock = time.time() if now is None else now
+        expression = "#e = :e"
+        values: dict[str, Any] = {":e": {"S": experiment}}
+        if since is not None:
+            expression += " AND ts >= :since"
+            values[":since"] = {"N": str(round(since * 1000))}
+        scan_kwargs = {
+            "FilterExpression": expression,
+            "ExpressionAttributeNames": {"#e": "experiment"},
+            "ExpressionAttributeValues": values,
+        }
+        for row in _parallel_scan(self._client, self._table, segments, scan_kwargs):
+            expires = row.get("expires_at", {}).get("N")
+            if expires is not None and float(expires) <= clock:
+                continue
+            yield Impression(
+                recommendation_id=row["recommendation_id"]["S"],
+                user_id=row["user_id"]["S"],
+                experiment=row.get("experiment", {}).get("S"),
+                variant=row["variant"]["S"],
+                ts=int(row["ts"]["N"]) / 1000.0,
+                items=int(row.get("item_count", {}).get("N", "0")),
+                strategy=row.get("strategy", {}).get("S", ""),
+            )

@@ -1,0 +1,127 @@
+"""The value types every floor passes around, in one place: events, served lists, stored items, filters.
+
+Plain frozen dataclasses with numpy at most: the adapters (``embrec.aws.store``) store and load them, the
+engine (``embrec.engine.index``) applies :class:`Filters`, the use cases and the pure domain compute on them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from embrec.errors import InvalidInputError, UnprocessableError
+
+__all__ = ["Filters", "Impression", "Interaction", "StoredItem"]
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One user event. ``timestamp`` is epoch seconds UTC; ``value`` is optional (e.g. a rating)."""
+
+    item_id: str
+    type: str
+    timestamp: float
+    value: float | None = None
+    event_id: str = ""
+    recommendation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Impression:
+    """One served recommendation list: ``ts`` epoch s, ``items`` how many items it showed."""
+
+    recommendation_id: str
+    user_id: str
+    experiment: str | None
+    variant: str
+    ts: float
+    items: int
+    strategy: str = ""
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """One row of the items table.
+
+    ``fields`` is ``Item.to_dict()`` (JSON-safe); ``vector`` is (dim,) float32 or None (a tombstone or an
+    item whose encoding failed); ``updated_at`` is epoch seconds.
+    """
+
+    item_id: str
+    fields: Mapping[str, Any]
+    content_hash: str
+    vector: np.ndarray | None = None
+    updated_at: float = 0.0
+
+    @property
+    def deleted(self) -> bool:
+        return bool(self.fields.get("deleted", False))
+
+
+def _frozen(value: Any, field: str) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str | bytes):
+        raise InvalidInputError(field, "must be a collection of strings, not a single string")
+    items = frozenset(value)
+    if not all(isinstance(item, str) for item in items):
+        raise InvalidInputError(field, "must contain only strings")
+    return items
+
+
+def _optional_number(value: Any, field: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise InvalidInputError(field, "must be a number")
+    if not math.isfinite(float(value)):
+        raise InvalidInputError(field, "must be finite")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Request filters; ``Filters()`` filters nothing. All given conditions must hold (AND).
+
+    ``categories``: category in the set. ``exclude_categories``: category not in the set. ``tags_any``: at
+    least one tag in the set. ``min_price`` / ``max_price``: inclusive bounds; an item without a price never
+    passes a price bound. ``available``: equals. ``created_after``: strictly after (epoch seconds); an item
+    without ``created_at`` never passes.
+    """
+
+    categories: frozenset[str] | None = None
+    exclude_categories: frozenset[str] | None = None
+    tags_any: frozenset[str] | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    available: bool | None = None
+    created_after: float | None = None
+
+    def __post_init__(self) -> None:
+        # Accept any collection of strings (lists from a query parser) and store it frozen.
+        for name in ("categories", "exclude_categories", "tags_any"):
+            object.__setattr__(self, name, _frozen(getattr(self, name), name))
+        for name in ("min_price", "max_price", "created_after"):
+            object.__setattr__(self, name, _optional_number(getattr(self, name), name))
+        if self.available is not None and not isinstance(self.available, bool | np.bool_):
+            raise InvalidInputError("available", "must be a boolean")
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise UnprocessableError("min_price", "must not exceed max_price")
+
+    def is_empty(self) -> bool:
+        return all(
+            getattr(self, name) is None
+            for name in (
+                "categories",
+                "exclude_categories",
+                "tags_any",
+                "min_price",
+                "max_price",
+                "available",
+                "created_after",
+            )
+        )
