@@ -7,9 +7,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from embrec.app import service
-from embrec.app.runtime import get_runtime
+from embrec.app.runtime import get_runtime, settings_at_start
 from embrec.edge.resolver import SHARED, api_resolver, json_response, request_body
 from embrec.observability import logger, metrics, tracer
+
+settings_at_start()  # a bad setting fails the function's start, named in the log, not a request
 
 app = api_resolver(logger)
 

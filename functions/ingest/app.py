@@ -7,8 +7,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from embrec.app import service
-from embrec.app.runtime import get_runtime
+from embrec.app.runtime import get_runtime, settings_at_start
 from embrec.observability import logger, metrics, tracer
+
+settings_at_start()  # a bad setting fails the function's start, named in the log, not a request
 
 processor = BatchProcessor(event_type=EventType.SQS)
 

@@ -6,8 +6,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from embrec.app import service
-from embrec.app.runtime import get_runtime
+from embrec.app.runtime import get_runtime, settings_at_start
 from embrec.observability import logger, metrics, tracer
+
+settings_at_start()  # a bad setting fails the function's start, named in the log, not a request
 
 
 @logger.inject_lambda_context

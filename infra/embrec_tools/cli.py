@@ -142,7 +142,7 @@ def cli_settings(real_aws: bool = False, env: Mapping[str, str] | None = None) -
     ``EMBREC_AWS_ENDPOINT`` wins; else ``http://127.0.0.1:EMBREC_AWS_PORT``; ``real_aws``: no endpoint
     (boto3's normal resolution for the region and credentials).
     """
-    settings = Settings.from_env(env)
+    settings = Settings.from_env(env, local=not real_aws)
     if real_aws:
         return dataclasses.replace(settings, aws_endpoint=None)
     if settings.aws_endpoint:
@@ -154,7 +154,7 @@ def api_base_url(args: argparse.Namespace, env: Mapping[str, str] | None = None)
     """``--api-url`` or ``http://127.0.0.1:EMBREC_PORT``, without a trailing slash."""
     if getattr(args, "api_url", None):
         return str(args.api_url).rstrip("/")
-    return f"http://127.0.0.1:{Settings.from_env(env).port}"
+    return f"http://127.0.0.1:{Settings.from_env(env, local=True).port}"
 
 
 def _ingest(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from embrec.domain.fusion import (
     to_index_space,
 )
 from embrec.engine.index import IndexDelta, VectorIndex
-from embrec.errors import CompatibilityError, InvalidInputError
+from embrec.errors import CompatibilityError, ConfigurationError, InvalidInputError
 from embrec.manifest import read_json, write_json
 
 TEXT_DIM = 16
@@ -77,12 +77,12 @@ def test_bad_configs_are_refused(kwargs: dict[str, object]) -> None:
 
 
 def test_settings_read_the_fusion_environment() -> None:
-    assert Settings.from_env({}).fusion_mode == "auto"
-    assert Settings.from_env({}).fusion_meta_weight == 0.0
-    chosen = Settings.from_env({ENV_FUSION: "off", ENV_FUSION_META_WEIGHT: "0.25"})
+    assert Settings.from_env({}, local=True).fusion_mode == "auto"
+    assert Settings.from_env({}, local=True).fusion_meta_weight == 0.0
+    chosen = Settings.from_env({ENV_FUSION: "off", ENV_FUSION_META_WEIGHT: "0.25"}, local=True)
     assert FusionConfig.from_settings(chosen) == FusionConfig(mode="off", meta_weight=0.25)
-    with pytest.raises(InvalidInputError):
-        Settings.from_env({ENV_FUSION: "always"})
+    with pytest.raises(ConfigurationError):
+        Settings.from_env({ENV_FUSION: "always"}, local=True)
 
 
 # ------------------------------------------------------------------ the fused rows

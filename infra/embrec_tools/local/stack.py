@@ -99,7 +99,7 @@ class LocalEnvironment:
         poll_wait_seconds: int = 1,
         jwt: LocalJwt | None = None,
     ) -> None:
-        settings = settings or Settings.from_env()
+        settings = settings or Settings.from_env(local=True)
         # EMBREC_AUTH=jwt (or an explicit ``jwt``): the API checks bearer tokens like API Gateway's JWT
         # authorizer; the key file lets another process mint tokens (``LocalJwt.from_file(...).issue(sub)``).
         if jwt is None and settings.auth == "jwt":
@@ -154,7 +154,7 @@ class LocalEnvironment:
     def settings(self) -> Settings:
         """The settings the handlers see (resources, endpoint, region)."""
         self._require_ready()
-        return Settings.from_env()
+        return Settings.from_env(local=True)
 
     def _require_ready(self) -> None:
         if not self.ready:
@@ -216,7 +216,7 @@ class LocalEnvironment:
         self._exit.callback(_clear_caches)
         self._exit.enter_context(patched_environ(env))
         _clear_caches()
-        settings = Settings.from_env()
+        settings = Settings.from_env(local=True)
 
         self.functions = {name: LambdaFunction(spec, self.region) for name, spec in specs.items()}
         if self._dispatch:

@@ -1,7 +1,11 @@
 """Settings, read once from the environment into a frozen object.
 
 Every environment variable embrec reads is named here as a constant, and nowhere else. ``Settings.from_env``
-checks values up front, so a bad deployment fails at start with the variable's name, not mid-request.
+checks values up front, so a bad deployment fails at start with the variable's name, not mid-request: a
+:class:`~embrec.errors.ConfigurationError`, which the functions raise while they start
+(``embrec.app.runtime.settings_at_start``) and which clients only ever see as a generic 500. Resource names
+(bucket, tables) have defaults only for the local stack (an ``EMBREC_AWS_ENDPOINT``, or ``local=True`` from
+the tooling); in AWS they must be set.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from embrec.errors import InvalidInputError
+from embrec.errors import ConfigurationError
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["RESOURCE_VARIABLES", "Settings", "get_settings"]
 
 # Resource names (set by template.yaml in AWS, by the local stack on a laptop)
 ENV_BUCKET = "EMBREC_BUCKET"
@@ -40,10 +44,20 @@ ENV_INDEX_REFRESH_SECONDS = "EMBREC_INDEX_REFRESH_SECONDS"
 ENV_SHARED_CACHE_SECONDS = "EMBREC_SHARED_CACHE_SECONDS"
 ENV_EVENT_TTL_DAYS = "EMBREC_EVENT_TTL_DAYS"
 ENV_KEEP_VERSIONS = "EMBREC_KEEP_VERSIONS"
-# Multi-modal fusion (embrec.fusion): auto|off, and the weights of the image and metadata parts
+# Multi-modal fusion (embrec.domain.fusion): auto|off, and the weights of the image and metadata parts
 ENV_FUSION = "EMBREC_FUSION"
 ENV_FUSION_IMAGE_WEIGHT = "EMBREC_FUSION_IMAGE_WEIGHT"
 ENV_FUSION_META_WEIGHT = "EMBREC_FUSION_META_WEIGHT"
+
+#: Resource names: required outside the local stack.
+RESOURCE_VARIABLES = (
+    ENV_BUCKET,
+    ENV_ITEMS_TABLE,
+    ENV_INTERACTIONS_TABLE,
+    ENV_PROFILES_TABLE,
+    ENV_IDEMPOTENCY_TABLE,
+    ENV_IMPRESSIONS_TABLE,
+)
 
 DEFAULT_AWS_PORT = 4566
 DEFAULT_PORT = 3000
@@ -56,9 +70,9 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidInputError(name, f"must be an integer, got {raw!r}") from None
+        raise ConfigurationError(name, f"must be an integer, got {raw!r}") from None
     if value < minimum:
-        raise InvalidInputError(name, f"must be >= {minimum}, got {value}")
+        raise ConfigurationError(name, f"must be >= {minimum}, got {value}")
     return value
 
 
@@ -69,9 +83,9 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     try:
         value = float(raw)
     except ValueError:
-        raise InvalidInputError(name, f"must be a number, got {raw!r}") from None
+        raise ConfigurationError(name, f"must be a number, got {raw!r}") from None
     if not value >= minimum:
-        raise InvalidInputError(name, f"must be >= {minimum}, got {value}")
+        raise ConfigurationError(name, f"must be >= {minimum}, got {value}")
     return value
 
 
@@ -104,16 +118,28 @@ class Settings:
     fusion_meta_weight: float = 0.0  # embrec.domain.fusion.DEFAULT_META_WEIGHT
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, local: bool | None = None) -> Settings:
+        """The settings in ``env`` (default ``os.environ``), checked; ConfigurationError names the variable.
+
+        ``local``: the local stack, where resource names default to its own (default: True when
+        ``EMBREC_AWS_ENDPOINT`` is set). Elsewhere every resource name must be set: a missing bucket
+        must not silently become another one.
+        """
         env = os.environ if env is None else env
         defaults = cls()
+        if local is None:
+            local = bool(env.get(ENV_AWS_ENDPOINT))
+        if not local:
+            missing = [name for name in RESOURCE_VARIABLES if not env.get(name)]
+            if missing:
+                raise ConfigurationError(", ".join(missing), "must be set (template.yaml sets it in AWS)")
         auth = env.get(ENV_AUTH, "none").lower() or "none"
         if auth not in ("none", "jwt", "iam"):
-            raise InvalidInputError(ENV_AUTH, f"must be none, jwt or iam, got {auth!r}")
+            raise ConfigurationError(ENV_AUTH, f"must be none, jwt or iam, got {auth!r}")
         aws_port = _int(env, ENV_AWS_PORT, DEFAULT_AWS_PORT, 1)
         fusion_mode = env.get(ENV_FUSION, "auto").lower() or "auto"
         if fusion_mode not in ("auto", "off"):
-            raise InvalidInputError(ENV_FUSION, f"must be auto or off, got {fusion_mode!r}")
+            raise ConfigurationError(ENV_FUSION, f"must be auto or off, got {fusion_mode!r}")
         return cls(
             bucket=env.get(ENV_BUCKET, defaults.bucket),
             items_table=env.get(ENV_ITEMS_TABLE, defaults.items_table),
@@ -145,3 +171,4 @@ class Settings:
 def get_settings() -> Settings:
     """The process-wide settings (read once; tests call ``get_settings.cache_clear()``)."""
     return Settings.from_env()
+

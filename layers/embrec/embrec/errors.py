@@ -11,6 +11,8 @@ once, and the API layer maps ``error.status`` without ever looking at message te
     ├── ForbiddenError               403  credentials valid, but not for this user
     ├── NotFoundError                404  unknown item, user or route
     ├── ConflictError                409  lost a conditional write (e.g. the index pointer swap)
+    ├── ConfigurationError           500  the deployment's settings are wrong: raised when a function starts,
+    │                                     logged with the variable's name; clients see only a generic 500
     ├── ArtifactError                500  a published artifact cannot be used
     │   ├── IntegrityError                sha256 or size does not match the manifest
     │   └── CompatibilityError            dim / encoder id / library mismatch between artifacts
@@ -23,6 +25,7 @@ __all__ = [
     "ArtifactError",
     "AuthenticationError",
     "CompatibilityError",
+    "ConfigurationError",
     "ConflictError",
     "EmbrecError",
     "ForbiddenError",
@@ -92,6 +95,17 @@ class NotFoundError(EmbrecError):
 class ConflictError(EmbrecError):
     status = 409
     code = "conflict"
+
+
+class ConfigurationError(EmbrecError):
+    """An environment variable is missing or invalid: the deployment's fault, never the client's."""
+
+    code = "configuration_error"
+
+    def __init__(self, variable: str, reason: str) -> None:
+        super().__init__(f"{variable}: {reason}")
+        self.variable = variable
+        self.reason = reason
 
 
 class ArtifactError(EmbrecError):

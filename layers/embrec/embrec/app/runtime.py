@@ -30,7 +30,7 @@ from embrec.domain.fusion import fuse_delta, text_dim
 from embrec.domain.signals import Signals
 from embrec.engine.encoder import TextEncoder
 from embrec.engine.index import IndexDelta, VectorIndex
-from embrec.errors import InvalidInputError, NotFoundError
+from embrec.errors import ConfigurationError, InvalidInputError, NotFoundError
 from embrec.manifest import VerifiedDirectory
 from embrec.observability import (
     METRIC_COLD_START_LOAD_MS,
@@ -42,7 +42,7 @@ from embrec.observability import (
     metrics,
 )
 
-__all__ = ["LoadedModel", "Runtime", "SharedCache", "get_runtime", "reset_runtime"]
+__all__ = ["LoadedModel", "Runtime", "SharedCache", "get_runtime", "reset_runtime", "settings_at_start"]
 
 T = TypeVar("T")
 
@@ -258,6 +258,16 @@ class Runtime:
         """Hand the rest of a large catalog file to another ingest invocation."""
         with aws_errors("sqs ingest queue"):
             self.aws.sqs.send_message(QueueUrl=self.settings.ingest_queue_url, MessageBody=message)
+
+
+def settings_at_start() -> Settings:
+    """Called by every function's module as it starts (Lambda's init phase): a bad setting stops the container
+    there, logged with the variable's name, instead of failing requests later with a client-facing error."""
+    try:
+        return get_settings()
+    except ConfigurationError as error:
+        logger.error("bad configuration", extra={"variable": error.variable, "reason": error.reason})
+        raise
 
 
 @functools.cache
