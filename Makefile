@@ -44,6 +44,7 @@ $(SAM_STAMP):
 lint: $(STAMP) $(SAM_STAMP)
 	$(VENV)/bin/ruff check layers functions tests bench infra
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/cfn-lint template.yaml
 	$(SAM) validate --lint --region $(AWS_DEFAULT_REGION)
 
