@@ -7,7 +7,9 @@ import re
 
 import pytest
 
+from embrec.config import RESOURCE_VARIABLES
 from embrec.domain.model import Interaction
+from embrec.errors import ConfigurationError
 from embrec_tools.cli import api_base_url, build_parser, cli_settings, main, recommend_params, results_table
 from embrec_tools.demo import (
     Progress,
@@ -68,7 +70,12 @@ def test_settings_point_at_the_local_stack_unless_told_otherwise() -> None:
     assert cli_settings(env={}).aws_endpoint == "http://127.0.0.1:4566"
     assert cli_settings(env={"EMBREC_AWS_PORT": "4999"}).aws_endpoint == "http://127.0.0.1:4999"
     assert cli_settings(env={"EMBREC_AWS_ENDPOINT": "http://ls:4566"}).aws_endpoint == "http://ls:4566"
-    assert cli_settings(real_aws=True, env={"EMBREC_AWS_ENDPOINT": "http://ls:4566"}).aws_endpoint is None
+    # real AWS: no endpoint, and the stack's resource names must be exported (no silent local default)
+    names = {variable: "from-the-stack" for variable in RESOURCE_VARIABLES}
+    env = {"EMBREC_AWS_ENDPOINT": "http://ls:4566", **names}
+    assert cli_settings(real_aws=True, env=env).aws_endpoint is None
+    with pytest.raises(ConfigurationError):
+        cli_settings(real_aws=True, env={"EMBREC_AWS_ENDPOINT": "http://ls:4566"})
     args = build_parser().parse_args(["search", "x"])
     assert api_base_url(args, env={"EMBREC_PORT": "3100"}) == "http://127.0.0.1:3100"
     args = build_parser().parse_args(["search", "x", "--api-url", "http://h:1/"])
