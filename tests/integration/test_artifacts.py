@@ -509,6 +509,28 @@ def test_encoder_publish_and_fetch(
         store.fetch_encoder("minilm-fp32-abc")
 
 
+@pytest.mark.parametrize(
+    ("manifest_key", "fetch"),
+    [
+        ("index/v-empty/manifest.json", lambda s: s.download_version("v-empty")),
+        (f"deltas/{T0:013d}-empty/manifest.json", lambda s: s.fetch_delta(f"deltas/{T0:013d}-empty/")),
+        ("encoder/e-empty/encoder.json", lambda s: s.fetch_encoder("e-empty")),
+    ],
+)
+def test_one_fetch_protocol_refuses_a_manifest_listing_no_files(
+    store: ArtifactStore, manifest_key: str, fetch: Any
+) -> None:
+    # Versions, deltas and encoders share one reader: an empty file list is refused for each alike (the
+    # version reader used to accept it while the encoder reader refused it), and so is a manifest that is
+    # not JSON.
+    store.put_json(manifest_key, {"files": {}, "encoder_id": "e-empty"})
+    with pytest.raises(IntegrityError, match="lists no files"):
+        fetch(store)
+    store.put_bytes(manifest_key, b"{not json")
+    with pytest.raises(IntegrityError, match="not valid JSON"):
+        fetch(store)
+
+
 def test_watched_json_refreshes_by_etag(store: ArtifactStore, aws_clients: AwsClients) -> None:
     clock = _Clock()
     watched = WatchedJson(

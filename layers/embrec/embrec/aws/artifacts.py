@@ -508,13 +508,51 @@ class ArtifactStore:
             raise IntegrityError(f"{CURRENT_INDEX_KEY}: names no version")
         return Pointer(version, etag, document)
 
-    def _read_manifest(self, prefix: str) -> dict[str, Any]:
-        found = self.get_json(prefix + MANIFEST_FILE)
+    def _read_manifest(self, prefix: str, name: str = MANIFEST_FILE) -> tuple[dict[str, Any], bytes]:
+        """The manifest ``prefix + name`` of a published directory and its exact bytes; it must list files.
+
+        The one reader for versions, deltas and encoders: NotFoundError when absent, IntegrityError when it
+        is not JSON or lists no files.
+        """
+        found = self.get_bytes(prefix + name)
         assert found is not None
-        document = found[0]
-        if not isinstance(document.get("files"), dict):
-            raise IntegrityError(f"{prefix}{MANIFEST_FILE}: lists no files")
-        return document
+        try:
+            document = json.loads(found[0])
+        except ValueError:
+            raise IntegrityError(f"{prefix}{name}: not valid JSON") from None
+        files = document.get("files") if isinstance(document, dict) else None
+        if not isinstance(files, dict) or not files:
+            raise IntegrityError(f"{prefix}{name}: lists no files")
+        return document, found[0]
+
+    def _fetch_directory(self, prefix: str, target: Path, name: str = MANIFEST_FILE) -> VerifiedDirectory:
+        """Download the directory at ``prefix`` into ``target``, verified; its manifest is written last."""
+        document, raw = self._read_manifest(prefix, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        verified = self._download_verified(prefix, document["files"], target)
+        (target / name).write_bytes(raw)
+        return verified
+
+    @staticmethod
+    def _local_files(local_dir: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A local directory's manifest and its ``files``, verified on disk before anything is uploaded."""
+        document = read_json(local_dir / name)
+        files = document.get("files")
+        if not isinstance(files, dict) or not files:
+            raise IntegrityError(f"{local_dir / name}: lists no files")
+        verify_files(local_dir, files)
+        return document, files
+
+    def _upload_directory(
+        self, local_dir: Path, prefix: str, files: Mapping[str, Any], name: str, *, replace_stale: bool
+    ) -> None:
+        """Upload the listed files, then the manifest ``name`` last: a reader that sees it sees them all."""
+        for file in sorted(files):
+            sha256 = files[file]["sha256"]
+            self._upload_file(local_dir / file, prefix + file, sha256, replace_stale=replace_stale)
+        self._upload_file(
+            local_dir / name, prefix + name, sha256_file(local_dir / name), replace_stale=replace_stale
+        )
 
     def publish_version(
         self,
@@ -547,7 +585,7 @@ class ArtifactStore:
         version = version or content_version(local_dir)
         identity = input_identity(local_dir)
         if base is not None and base.version != version and base.document.get("input_sha256") == identity:
-            live_manifest = self._read_manifest(f"{INDEX_PREFIX}{base.version}/")
+            live_manifest = self._read_manifest(f"{INDEX_PREFIX}{base.version}/")[0]
             return PublishResult(base.version, "unchanged", live_manifest, base.etag)
         prefix = f"{INDEX_PREFIX}{version}/"
         top = local_dir / MANIFEST_FILE
@@ -564,9 +602,9 @@ class ArtifactStore:
             },
         )
         if base is not None and base.version == version:
-            return PublishResult(version, "unchanged", self._read_manifest(prefix), base.etag)
+            return PublishResult(version, "unchanged", self._read_manifest(prefix)[0], base.etag)
         try:
-            manifest = self._read_manifest(prefix)  # published before (an identical build): reuse it as is
+            manifest = self._read_manifest(prefix)[0]  # published before (an identical build): reuse it
         except NotFoundError:
             with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
                 list(
@@ -583,7 +621,7 @@ class ArtifactStore:
             try:
                 self.put_json(prefix + MANIFEST_FILE, manifest, if_none_match=True)
             except ConflictError:  # a concurrent identical build finished first: its manifest stands
-                manifest = self._read_manifest(prefix)
+                manifest = self._read_manifest(prefix)[0]
         pointer = {
             "version": version,
             "manifest": prefix + MANIFEST_FILE,
@@ -603,8 +641,8 @@ class ArtifactStore:
                 return PublishResult(version, "unchanged", manifest, live.etag)
             if live is not None and live.document.get("input_sha256") == identity:
                 # a concurrent rebuild of the same input won: its (equivalent) version stands
-                return PublishResult(live.version, "unchanged", self._read_manifest(
-                    f"{INDEX_PREFIX}{live.version}/"), live.etag)
+                live_manifest = self._read_manifest(f"{INDEX_PREFIX}{live.version}/")[0]
+                return PublishResult(live.version, "unchanged", live_manifest, live.etag)
             return PublishResult(version, "lost_race", manifest, None)
         return PublishResult(version, "published", manifest, etag)
 
@@ -615,13 +653,9 @@ class ArtifactStore:
         :func:`embrec.app.build.load_version` trusts without hashing the files again. Raises
         :class:`IntegrityError` (and leaves nothing behind) when any file does not match the manifest.
         """
-        prefix = f"{INDEX_PREFIX}{version}/"
-        manifest = self._read_manifest(prefix)
         target = self._cache / "index" / version
-        target.parent.mkdir(parents=True, exist_ok=True)
-        verified = self._download_verified(prefix, manifest["files"], target)
-        (target / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        return verified, manifest
+        verified = self._fetch_directory(f"{INDEX_PREFIX}{version}/", target)
+        return verified, read_json(target / MANIFEST_FILE)
 
     def list_versions(self) -> list[VersionInfo]:
         """Every version prefix, newest published first (incomplete ones last)."""
@@ -630,7 +664,7 @@ class ArtifactStore:
             for common in page.get("CommonPrefixes", []):
                 name = common["Prefix"][len(INDEX_PREFIX) :].rstrip("/")
                 try:
-                    manifest = self._read_manifest(f"{INDEX_PREFIX}{name}/")
+                    manifest = self._read_manifest(f"{INDEX_PREFIX}{name}/")[0]
                 except (NotFoundError, IntegrityError):
                     versions.append(VersionInfo(name, 0, 0, complete=False))
                     continue
@@ -694,21 +728,10 @@ class ArtifactStore:
         ``manifest.json`` (as :meth:`IndexDelta.save` writes it) must list its files. Returns the prefix.
         """
         local_dir = Path(local_dir)
-        manifest = read_json(local_dir / MANIFEST_FILE)
-        files = manifest.get("files")
-        if not isinstance(files, dict) or not files:
-            raise IntegrityError(f"{local_dir / MANIFEST_FILE}: lists no files")
-        verify_files(local_dir, files)
+        _, files = self._local_files(local_dir, MANIFEST_FILE)
         stamp = _now_ms() if now_ms is None else now_ms
         prefix = f"{DELTAS_PREFIX}{stamp:013d}-{uuid.uuid4().hex}/"
-        for name in sorted(files):
-            self._upload_file(local_dir / name, prefix + name, files[name]["sha256"], replace_stale=False)
-        self._upload_file(
-            local_dir / MANIFEST_FILE,
-            prefix + MANIFEST_FILE,
-            sha256_file(local_dir / MANIFEST_FILE),
-            replace_stale=False,
-        )
+        self._upload_directory(local_dir, prefix, files, MANIFEST_FILE, replace_stale=False)
         return prefix
 
     def list_deltas(self, since_ms: int, *, complete_only: bool = True) -> list[DeltaRef]:
@@ -729,19 +752,8 @@ class ArtifactStore:
     def fetch_delta(self, prefix: str) -> Path:
         """Download a delta into ``cache_dir/deltas/<name>/``, verified against its manifest; that dir."""
         prefix = prefix if prefix.endswith("/") else prefix + "/"
-        found = self.get_bytes(prefix + MANIFEST_FILE)
-        assert found is not None
-        try:
-            manifest = json.loads(found[0])
-        except ValueError:
-            raise IntegrityError(f"{prefix}{MANIFEST_FILE}: not valid JSON") from None
-        files = manifest.get("files") if isinstance(manifest, dict) else None
-        if not isinstance(files, dict):
-            raise IntegrityError(f"{prefix}{MANIFEST_FILE}: lists no files")
         target = self._cache / "deltas" / prefix.rstrip("/").rsplit("/", 1)[-1]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self._download_verified(prefix, files, target)
-        (target / MANIFEST_FILE).write_bytes(found[0])
+        self._fetch_directory(prefix, target)
         return target
 
     # ------------------------------------------------------------------------------------------ encoder
@@ -752,23 +764,12 @@ class ArtifactStore:
         The local files are verified against ``encoder.json`` first. Returns the encoder id.
         """
         local_dir = Path(local_dir)
-        document = read_json(local_dir / ENCODER_MANIFEST)
-        files = document.get("files")
-        if not isinstance(files, dict) or not files:
-            raise IntegrityError(f"{local_dir / ENCODER_MANIFEST}: lists no files")
-        verify_files(local_dir, files)
+        document, files = self._local_files(local_dir, ENCODER_MANIFEST)
         encoder_id = encoder_id or str(document.get("encoder_id") or "")
         if not encoder_id:
             raise IntegrityError(f"{local_dir / ENCODER_MANIFEST}: names no encoder_id")
         prefix = f"{ENCODER_PREFIX}{encoder_id}/"
-        for name in sorted(files):
-            self._upload_file(local_dir / name, prefix + name, files[name]["sha256"], replace_stale=True)
-        self._upload_file(
-            local_dir / ENCODER_MANIFEST,
-            prefix + ENCODER_MANIFEST,
-            sha256_file(local_dir / ENCODER_MANIFEST),
-            replace_stale=True,
-        )
+        self._upload_directory(local_dir, prefix, files, ENCODER_MANIFEST, replace_stale=True)
         self.put_json(CURRENT_ENCODER_KEY, {"encoder_id": encoder_id, "published_at": _now_ms()})
         return encoder_id
 
@@ -784,20 +785,8 @@ class ArtifactStore:
     def fetch_encoder(self, encoder_id: str | None = None) -> Path:
         """Download an encoder (default: the current one) into ``cache_dir/encoder/<id>/``, verified."""
         encoder_id = encoder_id or self.current_encoder_id()
-        prefix = f"{ENCODER_PREFIX}{encoder_id}/"
-        found = self.get_bytes(prefix + ENCODER_MANIFEST)
-        assert found is not None
-        try:
-            document = json.loads(found[0])
-        except ValueError:
-            raise IntegrityError(f"{prefix}{ENCODER_MANIFEST}: not valid JSON") from None
-        files = document.get("files") if isinstance(document, dict) else None
-        if not isinstance(files, dict) or not files:
-            raise IntegrityError(f"{prefix}{ENCODER_MANIFEST}: lists no files")
         target = self._cache / "encoder" / encoder_id
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self._download_verified(prefix, files, target)
-        (target / ENCODER_MANIFEST).write_bytes(found[0])
+        self._fetch_directory(f"{ENCODER_PREFIX}{encoder_id}/", target, ENCODER_MANIFEST)
         return target
 
 
