@@ -20,6 +20,8 @@ __all__ = [
     "METRIC_COLD_START_LOAD_MS",
     "METRIC_EVENTS_ACCEPTED",
     "METRIC_EVENTS_REJECTED",
+    "METRIC_EXPERIMENT_SERVED",
+    "METRIC_IMPRESSION_FAILED",
     "METRIC_INDEX_FALLBACK",
     "METRIC_INDEX_REFUSED",
     "METRIC_ROWS_ACCEPTED",
@@ -44,6 +46,8 @@ METRIC_EVENTS_ACCEPTED = "EventsAccepted"
 METRIC_EVENTS_REJECTED = "EventsRejected"
 METRIC_ROWS_ACCEPTED = "CatalogRowsAccepted"
 METRIC_ROWS_REJECTED = "CatalogRowsRejected"
+METRIC_EXPERIMENT_SERVED = "ExperimentListsServed"  # its own EMF document, dimensions experiment, variant
+METRIC_IMPRESSION_FAILED = "ImpressionWriteFailed"
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)

@@ -33,6 +33,8 @@ from embrec.observability import (
     METRIC_CANDIDATES,
     METRIC_EVENTS_ACCEPTED,
     METRIC_EVENTS_REJECTED,
+    METRIC_EXPERIMENT_SERVED,
+    METRIC_IMPRESSION_FAILED,
     METRIC_ROWS_ACCEPTED,
     METRIC_ROWS_REJECTED,
     NAMESPACE,
@@ -61,8 +63,6 @@ ROWS_PER_INVOCATION = 20_000
 # With a short history the onboarding profile still counts; past this many events it is not even read.
 PROFILE_HISTORY_LIMIT = 20
 DEFAULT_VARIANT = experiments.DEFAULT_VARIANT
-METRIC_EXPERIMENT_SERVED = "ExperimentListsServed"
-METRIC_IMPRESSION_FAILED = "ImpressionWriteFailed"
 
 
 def _require_model(runtime: Runtime) -> LoadedModel:
