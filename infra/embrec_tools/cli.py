@@ -341,11 +341,7 @@ def _report(args: argparse.Namespace) -> int:
     from embrec.app.runtime import Runtime
 
     runtime = Runtime(cli_settings(args.aws))
-    report = service.experiment_report(runtime, args.experiment, parse_since(args.since))
-    if args.emf:
-        from embrec.observability import emit_report_metrics
-
-        emit_report_metrics(report)
+    report = service.experiment_report(runtime, args.experiment, parse_since(args.since), emit=args.emf)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

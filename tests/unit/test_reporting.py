@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from embrec.app.service import emit_report_metrics
 from embrec.domain.experiments import parse_experiments
 from embrec.domain.model import Impression, Interaction
 from embrec.domain.reporting import (
@@ -18,7 +19,6 @@ from embrec.domain.reporting import (
     wilson_interval,
 )
 from embrec.errors import InvalidInputError
-from embrec.observability import emit_report_metrics
 from embrec_tools.report import format_report, parse_since
 
 T0 = 1_750_000_000.0

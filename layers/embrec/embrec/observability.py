@@ -7,13 +7,9 @@ CloudWatch EMF lines flushed by each handler's ``@metrics.log_metrics``; their n
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
-
-if TYPE_CHECKING:
-    from embrec.domain.reporting import Report
 
 __all__ = [
     "METRIC_CANDIDATES",
@@ -28,7 +24,7 @@ __all__ = [
     "METRIC_ROWS_REJECTED",
     "METRIC_SHARED_CACHE_HIT",
     "MetricUnit",
-    "emit_report_metrics",
+    "emit_experiment_variant",
     "logger",
     "metrics",
     "tracer",
@@ -54,26 +50,36 @@ metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE)
 
 
-def emit_report_metrics(report: Report, namespace: str | None = None) -> None:
-    """One CloudWatch EMF document per variant (dimensions experiment, variant), printed to stdout.
+def emit_experiment_variant(
+    experiment: str,
+    variant: str,
+    *,
+    users: int,
+    impressions: int,
+    clicks: int,
+    conversions: int,
+    ctr: float,
+    conversion_rate: float,
+    engagement_value: float,
+    namespace: str | None = None,
+) -> None:
+    """One CloudWatch EMF document for one variant of an A/B report (dimensions experiment, variant),
+    printed to stdout; ``ctr`` and ``conversion_rate`` are fractions (published as percent).
 
     In Lambda, CloudWatch Logs turns each line into metrics ``ExperimentUsers``, ``ExperimentImpressions``,
     ``ExperimentClicks``, ``ExperimentConversions`` (Count), ``ExperimentCTR``,
     ``ExperimentConversionRate`` (Percent) and ``ExperimentEngagementValue``.
     """
-    for v in report.variants:
-        emf = EphemeralMetrics(namespace=namespace or NAMESPACE, service=SERVICE)
-        emf.add_dimension(name="experiment", value=report.experiment)
-        emf.add_dimension(name="variant", value=v.variant)
-        emf.add_metric(name="ExperimentUsers", unit=MetricUnit.Count, value=v.users)
-        emf.add_metric(name="ExperimentImpressions", unit=MetricUnit.Count, value=v.impressions)
-        emf.add_metric(name="ExperimentClicks", unit=MetricUnit.Count, value=v.clicks)
-        emf.add_metric(name="ExperimentConversions", unit=MetricUnit.Count, value=v.conversions)
-        emf.add_metric(name="ExperimentCTR", unit=MetricUnit.Percent, value=100 * v.ctr)
-        emf.add_metric(
-            name="ExperimentConversionRate", unit=MetricUnit.Percent, value=100 * v.conversion_rate
-        )
-        emf.add_metric(name="ExperimentEngagementValue", unit=MetricUnit.NoUnit, value=v.engagement_value)
-        # printed, not flushed: an explicit request (``--emf``, a scheduled report) outranks the
-        # POWERTOOLS_METRICS_DISABLED an interactive run sets to quiet the handlers' own metrics
-        print(json.dumps(emf.serialize_metric_set(), separators=(",", ":")), flush=True)
+    emf = EphemeralMetrics(namespace=namespace or NAMESPACE, service=SERVICE)
+    emf.add_dimension(name="experiment", value=experiment)
+    emf.add_dimension(name="variant", value=variant)
+    emf.add_metric(name="ExperimentUsers", unit=MetricUnit.Count, value=users)
+    emf.add_metric(name="ExperimentImpressions", unit=MetricUnit.Count, value=impressions)
+    emf.add_metric(name="ExperimentClicks", unit=MetricUnit.Count, value=clicks)
+    emf.add_metric(name="ExperimentConversions", unit=MetricUnit.Count, value=conversions)
+    emf.add_metric(name="ExperimentCTR", unit=MetricUnit.Percent, value=100 * ctr)
+    emf.add_metric(name="ExperimentConversionRate", unit=MetricUnit.Percent, value=100 * conversion_rate)
+    emf.add_metric(name="ExperimentEngagementValue", unit=MetricUnit.NoUnit, value=engagement_value)
+    # printed, not flushed: an explicit request (``--emf``, a scheduled report) outranks the
+    # POWERTOOLS_METRICS_DISABLED an interactive run sets to quiet the handlers' own metrics
+    print(json.dumps(emf.serialize_metric_set(), separators=(",", ":")), flush=True)

@@ -39,13 +39,14 @@ from embrec.observability import (
     METRIC_ROWS_REJECTED,
     NAMESPACE,
     MetricUnit,
-    emit_report_metrics,
+    emit_experiment_variant,
     logger,
     metrics,
 )
 
 __all__ = [
     "delete_user",
+    "emit_report_metrics",
     "experiment_report",
     "health",
     "ingest_message",
@@ -437,6 +438,22 @@ def _report_live_experiment(runtime: Runtime) -> str | None:
         logger.warning("experiment report failed", extra={"error": error.code, "detail": error.message})
         return None
     return live.name
+
+
+def emit_report_metrics(report: reporting.Report) -> None:
+    """The report as CloudWatch EMF, one document per variant (``embrec.observability``)."""
+    for v in report.variants:
+        emit_experiment_variant(
+            report.experiment,
+            v.variant,
+            users=v.users,
+            impressions=v.impressions,
+            clicks=v.clicks,
+            conversions=v.conversions,
+            ctr=v.ctr,
+            conversion_rate=v.conversion_rate,
+            engagement_value=v.engagement_value,
+        )
 
 
 def experiment_report(

@@ -19,7 +19,7 @@ two-sided pooled two-proportion z-test against the control (``p = erfc(|z| / sqr
 impressions as independent trials; a user who sees many lists makes them correlated, so read small p-values
 near 0.05 with care when users have many impressions each.
 
-:func:`experiment_report` is pure (numpy-free, stdlib only); ``embrec.observability.emit_report_metrics``
+:func:`experiment_report` is pure (numpy-free, stdlib only); ``embrec.app.service.emit_report_metrics``
 writes its CloudWatch EMF documents and ``embrec report`` (the tooling package) prints it.
 """
 
