@@ -16,9 +16,9 @@ from embrec.aws.store import ItemStore
 from embrec.config import Settings
 from embrec.domain import ranking
 from embrec.domain.catalog import read_catalog
-from embrec.domain.fusion import FusionConfig, fuse_delta, index_fusion, text_dim, to_index_space
+from embrec.domain.fusion import FusionConfig, index_fusion, text_dim, to_index_space
 from embrec.engine.encoder import TextEncoder
-from embrec.engine.index import IndexDelta
+from embrec.engine.index import IndexDelta, fuse_delta
 
 IMAGE_DIM = 12
 

@@ -16,7 +16,6 @@ from embrec.domain import ranking
 from embrec.domain.fusion import (
     FusionConfig,
     FusionSpec,
-    fuse_delta,
     fuse_rows,
     index_fusion,
     meta_part,
@@ -25,7 +24,7 @@ from embrec.domain.fusion import (
     text_dim,
     to_index_space,
 )
-from embrec.engine.index import IndexDelta, VectorIndex
+from embrec.engine.index import IndexDelta, VectorIndex, fuse_delta
 from embrec.errors import CompatibilityError, ConfigurationError, InvalidInputError
 from embrec.manifest import read_json, write_json
 

@@ -26,10 +26,10 @@ from embrec.aws.clients import AwsClients, aws_errors, clients
 from embrec.aws.store import IdempotencyStore, ImpressionStore, InteractionStore, ItemStore, ProfileStore
 from embrec.config import Settings, get_settings
 from embrec.domain.experiments import EXPERIMENTS_KEY, ExperimentConfig, parse_experiments
-from embrec.domain.fusion import fuse_delta, text_dim
+from embrec.domain.fusion import text_dim
 from embrec.domain.signals import Signals
 from embrec.engine.encoder import TextEncoder
-from embrec.engine.index import IndexDelta, VectorIndex
+from embrec.engine.index import IndexDelta, VectorIndex, fuse_delta
 from embrec.errors import ConfigurationError, InvalidInputError, NotFoundError
 from embrec.manifest import VerifiedDirectory
 from embrec.observability import (

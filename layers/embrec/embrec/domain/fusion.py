@@ -18,8 +18,8 @@ w_meta^2))`` times more (1.12 at the defaults), a constant factor per group that
 slightly higher scores for items without an image.
 
 :func:`to_index_space` is the one place that maps a text vector (search query, onboarding profile) into an
-index's space; :func:`fuse_delta` maps an ingestion delta; both read the spec from the index and refuse a
-mismatch with :class:`~embrec.errors.CompatibilityError`.
+index's space; :func:`embrec.engine.index.fuse_delta` maps an ingestion delta; both read the spec from the
+index and refuse a mismatch with :class:`~embrec.errors.CompatibilityError`.
 """
 
 from __future__ import annotations
@@ -30,16 +30,16 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embrec.domain.model import ItemIndex
 from embrec.errors import CompatibilityError, InvalidInputError
 
 if TYPE_CHECKING:
     from embrec.config import Settings
-    from embrec.engine.index import IndexDelta, VectorIndex
 
 __all__ = [
     "DEFAULT_CATEGORY_BUCKETS",
@@ -50,7 +50,6 @@ __all__ = [
     "FUSION_MODES",
     "FusionConfig",
     "FusionSpec",
-    "fuse_delta",
     "fuse_rows",
     "image_part",
     "index_fusion",
@@ -271,7 +270,7 @@ def fuse_rows(
     return out.astype(np.float32), counts
 
 
-def index_fusion(index: VectorIndex) -> FusionSpec | None:
+def index_fusion(index: ItemIndex) -> FusionSpec | None:
     """The index's layout (None = plain text vectors); CompatibilityError when it does not fit the index."""
     if index.fusion is None:
         return None
@@ -281,13 +280,13 @@ def index_fusion(index: VectorIndex) -> FusionSpec | None:
     return spec
 
 
-def text_dim(index: VectorIndex) -> int:
+def text_dim(index: ItemIndex) -> int:
     """The dimension of the text vectors this index takes in queries and deltas."""
     spec = index_fusion(index)
     return index.dim if spec is None else spec.text_dim
 
 
-def to_index_space(index: VectorIndex, text_vector: np.ndarray) -> np.ndarray:
+def to_index_space(index: ItemIndex, text_vector: np.ndarray) -> np.ndarray:
     """THE mapping of a text vector (search query, onboarding profile) into ``index``'s space:
     (text_dim,) -> (index.dim,) float32, zeros outside the text part. Identity for a plain index."""
     vector = np.asarray(text_vector, dtype=np.float32)
@@ -301,20 +300,10 @@ def to_index_space(index: VectorIndex, text_vector: np.ndarray) -> np.ndarray:
     return out
 
 
-def profile_in_index_space(index: VectorIndex, profile_vector: np.ndarray) -> np.ndarray | None:
+def profile_in_index_space(index: ItemIndex, profile_vector: np.ndarray) -> np.ndarray | None:
     """A stored onboarding profile (a text vector) in ``index``'s space, or None when it was encoded by
     another encoder (wrong dimension): a stale profile is ignored, it must not fail the request."""
     try:
         return to_index_space(index, profile_vector)
     except CompatibilityError:
         return None
-
-
-def fuse_delta(index: VectorIndex, delta: IndexDelta) -> IndexDelta:
-    """An ingestion delta (text vectors + images) mapped into ``index``'s space (unchanged when plain)."""
-    spec = index_fusion(index)
-    if spec is None or not delta.item_ids:
-        return delta
-    images = delta.images if delta.images else None
-    vectors, _ = fuse_rows(spec, delta.vectors, list(delta.metadata), images)
-    return replace(delta, vectors=vectors, images=())

@@ -7,15 +7,15 @@ engine (``embrec.engine.index``) applies :class:`Filters`, the use cases and the
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from embrec.errors import InvalidInputError, UnprocessableError
 
-__all__ = ["Filters", "Impression", "Interaction", "StoredItem"]
+__all__ = ["Filters", "Impression", "Interaction", "ItemIndex", "StoredItem"]
 
 
 @dataclass(frozen=True)
@@ -125,3 +125,47 @@ class Filters:
                 "created_after",
             )
         )
+
+
+class ItemIndex(Protocol):
+    """What ranking and fusion need of an item index: the domain's port, implemented by
+    :class:`embrec.engine.index.VectorIndex` (hnswlib). Positions are ints 0..``positions``; arrays are
+    numpy. Shapes and semantics are documented on the implementation."""
+
+    @property
+    def fusion(self) -> Mapping[str, Any] | None: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def positions(self) -> int: ...
+
+    @property
+    def generation(self) -> tuple[int, int]: ...
+
+    def contains(self, item_id: str) -> bool: ...
+
+    def metadata(self, item_id: str) -> dict[str, Any]: ...
+
+    def vectors_for(self, item_ids: Sequence[str]) -> np.ndarray: ...
+
+    def positions_of(self, item_ids: Sequence[str]) -> np.ndarray: ...
+
+    def ids_at(self, positions: np.ndarray) -> list[str]: ...
+
+    def vectors_at(self, positions: np.ndarray) -> np.ndarray: ...
+
+    def created_at_of(self, positions: np.ndarray) -> np.ndarray: ...
+
+    def allowed_mask(
+        self, filters: Filters | None, exclude_positions: np.ndarray | None = None
+    ) -> np.ndarray: ...
+
+    def search(
+        self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Collection[str] = ()
+    ) -> list[tuple[str, float]]: ...
+
+    def search_positions(
+        self, vector: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]: ...

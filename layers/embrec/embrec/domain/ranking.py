@@ -30,11 +30,10 @@ import re
 import weakref
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embrec.domain.model import Filters, Interaction
+from embrec.domain.model import Filters, Interaction, ItemIndex
 from embrec.domain.profiles import (
     INTERACTION_VERBS,
     SECONDS_PER_DAY,
@@ -46,9 +45,6 @@ from embrec.domain.profiles import (
 )
 from embrec.domain.signals import Signals
 from embrec.errors import InvalidInputError, NotFoundError
-
-if TYPE_CHECKING:
-    from embrec.engine.index import VectorIndex
 
 __all__ = [
     "SIMILAR_WEIGHTS",
@@ -224,7 +220,7 @@ def mmr(vectors: np.ndarray, relevance: np.ndarray, k: int, lam: float) -> list[
     return _mmr_scores(np.asarray(vectors), relevance, k, lam)[0]
 
 
-def _title(index: VectorIndex, item_id: str) -> str:
+def _title(index: ItemIndex, item_id: str) -> str:
     try:
         title = index.metadata(item_id).get("title")
     except (KeyError, NotFoundError):
@@ -275,10 +271,10 @@ class _Aligned:
 
 # One entry: a container serves one (index, signals) pair at a time. Weak references, so a replaced index
 # is freed at once; keyed on ``index.generation``, which changes with every upsert or delete.
-_ALIGNED: list[tuple[weakref.ref[VectorIndex], tuple[int, int], weakref.ref[Signals], _Aligned]] = []
+_ALIGNED: list[tuple[weakref.ref[ItemIndex], tuple[int, int], weakref.ref[Signals], _Aligned]] = []
 
 
-def _aligned(index: VectorIndex, signals: Signals) -> _Aligned:
+def _aligned(index: ItemIndex, signals: Signals) -> _Aligned:
     """:class:`_Aligned` for this pair (O(len(signals)) once per index generation, then cached)."""
     if _ALIGNED:
         index_ref, generation, signals_ref, cached = _ALIGNED[0]
@@ -311,7 +307,7 @@ def _first_allowed(positions: np.ndarray, allowed: np.ndarray, n: int) -> np.nda
     return out[:n]
 
 
-def _newest(index: VectorIndex, n: int, allowed: np.ndarray) -> list[str]:
+def _newest(index: ItemIndex, n: int, allowed: np.ndarray) -> list[str]:
     """Fill for a catalog without interactions: newest allowed items (created_at desc, then id)."""
     live = index.ids_at(np.flatnonzero(allowed))
     if len(live) > _NEWEST_SCAN_LIMIT:  # too many to read metadata per request: plain id order
@@ -388,7 +384,7 @@ def _cf(
 
 
 def _gather(
-    index: VectorIndex,
+    index: ItemIndex,
     signals: Signals | None,
     queries: np.ndarray,
     shares: np.ndarray,
@@ -507,7 +503,7 @@ def _blend(
 
 
 def _select(
-    index: VectorIndex, ids: list[str], relevance: np.ndarray, k: int, diversity: float
+    index: ItemIndex, ids: list[str], relevance: np.ndarray, k: int, diversity: float
 ) -> tuple[list[int], list[float]]:
     """Top-``k`` positions into ``ids`` (sorted by id) by relevance, or by MMR when ``diversity > 0``."""
     if diversity <= 0 or len(ids) <= 1:
@@ -522,7 +518,7 @@ def _select(
 
 
 def recommend(
-    index: VectorIndex,
+    index: ItemIndex,
     signals: Signals | None,
     history: Sequence[Interaction],
     profile_vector: np.ndarray | None,
@@ -567,7 +563,7 @@ def recommend(
 
 
 def _personalized(
-    index: VectorIndex,
+    index: ItemIndex,
     signals: Signals | None,
     recent: Sequence[Interaction],
     known: Sequence[Interaction],
@@ -626,7 +622,7 @@ def _personalized(
 
 
 def _personal_reasons(
-    index: VectorIndex,
+    index: ItemIndex,
     item_id: str,
     known: Sequence[Interaction],
     weights: np.ndarray,
@@ -657,7 +653,7 @@ def _personal_reasons(
 
 
 def _onboarding(
-    index: VectorIndex,
+    index: ItemIndex,
     signals: Signals | None,
     profile_vector: np.ndarray,
     profile_interests: Sequence[str],
@@ -695,7 +691,7 @@ def _onboarding(
 
 
 def trending(
-    index: VectorIndex,
+    index: ItemIndex,
     signals: Signals | None,
     k: int,
     filters: Filters | None = None,
@@ -728,7 +724,7 @@ def trending(
 
 
 def search(
-    index: VectorIndex,
+    index: ItemIndex,
     query_vector: np.ndarray,
     k: int,
     filters: Filters | None = None,
@@ -745,7 +741,7 @@ def search(
 
 
 def similar_items(
-    index: VectorIndex,
+    index: ItemIndex,
     signals: Signals | None,
     item_id: str,
     k: int,

@@ -42,7 +42,7 @@ import itertools
 import json
 import math
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from typing import Any
 import hnswlib
 import numpy as np
 
+from embrec.domain.fusion import fuse_rows, index_fusion
 from embrec.domain.model import Filters
 from embrec.engine._index_meta import MetadataColumns, StringColumn, parse_metadata
 from embrec.errors import CompatibilityError, IntegrityError, InvalidInputError, NotFoundError
@@ -70,9 +71,9 @@ __all__ = [
     "DEFAULT_M",
     "LIBRARY",
     "SPACE",
-    "Filters",
     "IndexDelta",
     "VectorIndex",
+    "fuse_delta",
     "library_version",
 ]
 
@@ -812,3 +813,13 @@ class IndexDelta:
             encoder_id=str(manifest.get("encoder_id", "")),
             images=images,
         )
+
+
+def fuse_delta(index: VectorIndex, delta: IndexDelta) -> IndexDelta:
+    """An ingestion delta (text vectors + images) mapped into ``index``'s space (unchanged when plain)."""
+    spec = index_fusion(index)
+    if spec is None or not delta.item_ids:
+        return delta
+    images = delta.images if delta.images else None
+    vectors, _ = fuse_rows(spec, delta.vectors, list(delta.metadata), images)
+    return replace(delta, vectors=vectors, images=())
