@@ -29,6 +29,7 @@ from typing import Any
 
 from embrec.config import Settings
 from embrec.errors import EmbrecError, NotFoundError, ServiceUnavailableError
+from embrec_tools import evaluation
 
 __all__ = ["api_base_url", "build_parser", "cli_settings", "main", "recommend_params", "results_table"]
 
@@ -373,8 +374,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_commands(subparsers)
     _add_encoder_commands(subparsers)
     _add_stack_commands(subparsers)
-    from embrec_tools import evaluation
-
     evaluation.add_cli(subparsers)
     _add_report_commands(subparsers)
     return parser
