@@ -38,8 +38,10 @@ def start_browser(profile: Path) -> Any:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
     if binary is None or driver_path is None:
-        pytest.skip("chromium and chromedriver are not installed and could not be (make test's `browser` target "
-                    "installs them with apt-get: apt-get install -y chromium chromium-driver)")
+        pytest.skip(
+            "chromium and chromedriver are not installed and could not be (make test's `browser` target "
+            "installs them with apt-get: apt-get install -y chromium chromium-driver)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
@@ -70,7 +72,8 @@ def screenshot(driver: Any, name: str, width: int = 1280) -> Path:
             {
                 "format": "png",
                 "captureBeyondViewport": True,
-                "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 8000), "scale": 1},
+                "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 8000),
+                         "scale": 1},
             },
         )
     finally:

@@ -1,7 +1,7 @@
 """``embrec console`` in a real headless Chromium, against the local stack, used as a person would.
 
 Given the real stack (template.yaml, real handlers) with the MovieLens slice ingested and rebuilt, an A/B
-experiment with served lists and attributed clicks, and a real ``embrec eval`` run saved where the console
+experiment with served lists and attributed clicks, and ``embrec eval`` results saved where the console
 looks: open every page from the navigation bar, search and follow a result to its item, open a user, post a
 "what if" event and see the next list change, onboard a new user, see the experiment's chart with its error
 bars, and see the clear messages for an unknown item and an API that is down. Each page is saved as a
@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 from browser import screenshot
-from live_stack import SLICE, Stack
+from live_stack import Stack
 
 from embrec.app.runtime import Runtime
-from embrec_tools.cli import main
 from embrec_tools.console import Console, ConsoleConfig, ConsoleServer
 from embrec_tools.console.api import ApiClient
 from embrec_tools.console.reads import StackReads
+from embrec_tools.evaluation import RESULTS_FILE, EvalResult, save_results
 
 EXPERIMENT = {
     "experiments": [
@@ -46,6 +46,29 @@ def _by_css(driver: Any, selector: str) -> list[Any]:
     return list(driver.find_elements(By.CSS_SELECTOR, selector))
 
 
+def _wait_for(driver: Any, selector: str) -> Any:
+    """The first element matching ``selector`` once the page that has it has loaded (after a click)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    located = expected_conditions.presence_of_element_located((By.CSS_SELECTOR, selector))
+    return WebDriverWait(driver, 60).until(located)
+
+
+def _until(driver: Any, check: Any) -> Any:
+    """Wait (60 s at most) until ``check(driver)`` holds, e.g. the page a click leads to has loaded."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, 60).until(check)
+
+
+def _column(driver: Any, table: str, column: int) -> list[str]:
+    """The text of one column (1-based) of a table's body rows."""
+    rows = _by_css(driver, f"{table} tbody tr")
+    return [r.find_element("css selector", f"td:nth-child({column})").text for r in rows]
+
+
 def _serve(console: Console) -> ConsoleServer:
     server = ConsoleServer(console, port=0)
     server.start()
@@ -55,11 +78,13 @@ def _serve(console: Console) -> ConsoleServer:
 @pytest.fixture(scope="module")
 def traffic(stack: Stack) -> dict[str, Any]:
     """The experiment defined, 16 users with two likes each served a list, clicks attributed to some."""
-    stack.s3.put_object(Bucket=stack.bucket, Key="config/experiments.json", Body=json.dumps(EXPERIMENT).encode())
+    config = json.dumps(EXPERIMENT).encode()
+    stack.s3.put_object(Bucket=stack.bucket, Key="config/experiments.json", Body=config)
     items = [str(r["item_id"]) for r in stack.rows]
     users = [f"ab-{n}" for n in range(16)]
     likes = [
-        {"event_id": f"like-{u}-{j}", "user_id": u, "item_id": items[(3 * n + j) % len(items)], "type": "like"}
+        {"event_id": f"like-{u}-{j}", "user_id": u, "item_id": items[(3 * n + j) % len(items)],
+         "type": "like"}
         for n, u in enumerate(users)
         for j in range(2)
     ]
@@ -72,8 +97,8 @@ def traffic(stack: Stack) -> dict[str, Any]:
     assert Stack.eventually(lambda: served(users[0]).get("experiment") == "blend-test", timeout=30)
     lists = {u: served(u) for u in users}
     clicks = [
-        {"event_id": f"click-{u}", "user_id": u, "item_id": body["items"][0]["item_id"], "type": "click",
-         "recommendation_id": body["recommendation_id"]}
+        {"event_id": f"click-{u}", "user_id": u, "item_id": body["items"][0]["item_id"],
+         "type": "click", "recommendation_id": body["recommendation_id"]}
         for n, (u, body) in enumerate(lists.items())
         if body["items"] and (n % 2 == 0 or body["variant"] == "cf-heavy")
     ]
@@ -82,13 +107,20 @@ def traffic(stack: Stack) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def eval_results(encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real ``embrec eval`` on the slice; it saves its results to --cache/latest.json by default."""
-    cache = tmp_path_factory.mktemp("eval")
-    argv = ["eval", "--dataset", "movielens", "--path", str(SLICE), "--encoder", str(encoder_dir),
-            "--cache", str(cache), "--strategies", "popularity,embedding,cf,hybrid", "--json"]
-    assert main(argv) == 0
-    return cache / "latest.json"
+def eval_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Results in the shape ``embrec eval`` saves (its own EvalResult and save_results), four strategies."""
+    names = ("popularity", "embedding", "cf", "hybrid")
+    metrics = {
+        name: {"HR@10": 0.1 * i, "NDCG@10": 0.05 * i, "Recall@20": 0.15 * i, "MRR": 0.04 * i,
+               "coverage@10": 0.2 + 0.1 * i, "diversity@10": 0.5, "novelty@10": 9.0}
+        for i, name in enumerate(names, 1)
+    }
+    per_case = {n: {"HR@10": [float(i % 2), 1.0], "NDCG@10": [0.5, 0.1 * i]} for i, n in enumerate(names)}
+    info = {"items": 115, "k": 10, "seed": 0}
+    result = EvalResult("movielens", "leave-last-out", 2, metrics, info, per_case)
+    path = tmp_path_factory.mktemp("eval") / RESULTS_FILE
+    save_results(result.to_dict(), path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +152,7 @@ def test_every_page_opens_from_the_navigation_bar(browser: Any, console: str, st
     assert labels == ["Overview", "Search", "Users", "Onboarding", "Experiments", "Evaluation"]
     for label in labels[1:]:
         next(a for a in _by_css(browser, "nav a") if a.text == label).click()
+        _until(browser, lambda d, label=label: d.title.startswith(label))
         assert browser.find_element("css selector", "nav a[aria-current=page]").text == label
         assert not _by_css(browser, ".notice[data-problem=error]"), label
         screenshot(browser, f"nav-{label.lower()}")
@@ -130,6 +163,7 @@ def test_search_then_follow_a_result_to_its_item(browser: Any, console: str) -> 
     box = browser.find_element("css selector", "input[name=q]")
     box.send_keys("animated toys come to life")
     box.submit()
+    _wait_for(browser, "#results")
     assert "/search?q=animated" in browser.current_url  # a permalink
     results = _by_css(browser, "#results tbody tr")
     assert len(results) >= 5
@@ -137,6 +171,7 @@ def test_search_then_follow_a_result_to_its_item(browser: Any, console: str) -> 
     link = results[0].find_element("css selector", "a")
     title = link.text
     link.click()
+    _wait_for(browser, "#similar")
     assert "/items/" in browser.current_url and browser.find_element("css selector", "h1").text == title
     assert _by_css(browser, "#fields tbody tr") and len(_by_css(browser, "#similar tbody tr")) >= 5
     assert _by_css(browser, "#similar ul.reasons li")  # reasons are shown
@@ -149,8 +184,9 @@ def test_a_what_if_event_changes_the_next_list(browser: Any, console: str, stack
     field = browser.find_element("css selector", "input[name=user_id]")
     field.send_keys("whatif-1")
     field.submit()
+    _wait_for(browser, "#recommendations")
     assert browser.current_url.endswith("/users/whatif-1")
-    before = [r.find_element("css selector", "td:nth-child(2) a").text for r in _by_css(browser, "#recommendations tbody tr")]
+    before = _column(browser, "#recommendations", 2)
     assert "No events stored" in browser.find_element("css selector", "main").text
     screenshot(browser, "user-before")
     # When a real "like" of a horror movie is posted through the what-if box
@@ -160,39 +196,40 @@ def test_a_what_if_event_changes_the_next_list(browser: Any, console: str, stack
     form.find_element("css selector", "input[name=item_id]").send_keys(horror)
     form.find_element("css selector", "button").click()
     # Then the page shows the next request's list, compared with the one before, and the event on top
-    assert "Event written" in browser.find_element("css selector", "[role=status]").text
-    after = [r.find_element("css selector", "td:nth-child(2) a").text for r in _by_css(browser, "#recommendations tbody tr")]
+    assert "Event written" in _wait_for(browser, "[role=status]").text
+    after = _column(browser, "#recommendations", 2)
     assert after and after != before
     assert "personalized" in browser.find_element("css selector", "main .grid").text
-    changes = [r.find_element("css selector", "td:last-child").text for r in _by_css(browser, "#recommendations tbody tr")]
+    changes = _column(browser, "#recommendations", 6)
     assert any(c == "NEW" or c.startswith(("▲", "▼")) for c in changes)
     assert horror in browser.find_element("css selector", "#timeline li").text
     screenshot(browser, "user-after-what-if")
     # And the filter controls go to the API: a category filter keeps only that category
     browser.get(console + "/users/whatif-1?category=Comedy&diversity=0.5")
-    categories = {r.find_element("css selector", "td:nth-child(3)").text for r in _by_css(browser, "#recommendations tbody tr")}
-    assert categories == {"Comedy"}
+    assert set(_column(browser, "#recommendations", 3)) == {"Comedy"}
     screenshot(browser, "user-phone", width=390)
 
 
 def test_onboarding_yields_a_first_list(browser: Any, console: str) -> None:
     browser.get(console + "/onboarding")
     form = browser.find_element("css selector", "#onboarding")
-    for name, value in (("user_id", "newcomer-1"), ("interests", "space, robots"), ("goals", "weekend fun"),
-                        ("experience", "casual")):
+    answers = {"user_id": "newcomer-1", "interests": "space, robots", "goals": "weekend", "experience": "new"}
+    for name, value in answers.items():
         form.find_element("css selector", f"input[name={name}]").send_keys(value)
     form.find_element("css selector", "button").click()
+    _wait_for(browser, "#onboarding-list")
     screenshot(browser, "onboarding")
     assert len(_by_css(browser, "#onboarding-list tbody tr")) >= 5
     assert "onboarding" in browser.find_element("css selector", "main .grid").text
 
 
-def test_the_experiment_table_and_chart_with_error_bars(browser: Any, console: str, traffic: dict[str, Any]) -> None:
+def test_the_experiment_table_and_chart_with_error_bars(
+    browser: Any, console: str, traffic: dict[str, Any]
+) -> None:
     browser.get(console + "/experiments")
     assert "LIVE" in browser.find_element("css selector", "main p").text
-    rows = _by_css(browser, "#report tbody tr")
-    assert [r.find_element("css selector", "td").text for r in rows][0] == "control (control)"
-    assert len(rows) == len(traffic["variants"]) == 2
+    variants = _column(browser, "#report", 1)
+    assert variants[0] == "control (control)" and len(variants) == len(traffic["variants"]) == 2
     chart = browser.find_element("css selector", "svg#ctr-chart")
     assert chart.size["width"] > 300  # rendered, not just present
     for row in _by_css(browser, "svg#ctr-chart g.row"):
@@ -203,8 +240,7 @@ def test_the_experiment_table_and_chart_with_error_bars(browser: Any, console: s
 
 def test_the_evaluation_page_shows_the_latest_eval(browser: Any, console: str) -> None:
     browser.get(console + "/evaluation")
-    strategies = [r.find_element("css selector", "td").text for r in _by_css(browser, "#metrics tbody tr")]
-    assert strategies == ["popularity", "embedding", "cf", "hybrid"]
+    assert _column(browser, "#metrics", 1) == ["popularity", "embedding", "cf", "hybrid"]
     assert len(_by_css(browser, "svg#eval-chart rect.bar")) == 4 * 5  # strategies x metrics
     screenshot(browser, "evaluation")
 

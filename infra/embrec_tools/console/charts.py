@@ -14,9 +14,9 @@ from html import escape
 
 __all__ = ["Interval", "grouped_bars", "interval_chart", "nice_max"]
 
-_WIDTH = 640
+_WIDTH = 700
 _LABEL_W = 150  # left column: the row's name
-_RIGHT_W = 150  # right column: the value and its interval as text
+_RIGHT_W = 200  # right column: the value and its interval as text
 _ROW_H = 34
 _TOP = 34
 _BOTTOM = 28

@@ -8,6 +8,7 @@ bucket unreachable) render as a labelled notice, never a blank area: readable wi
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ header .api{margin-left:auto;color:var(--muted);font-size:.85rem}
 main{padding:1rem;max-width:72rem;margin:0 auto}
 h1{font-size:1.5rem;margin:.2rem 0 1rem}
 h2{font-size:1.15rem;margin:1.6rem 0 .5rem;border-bottom:1px solid var(--line);padding-bottom:.2rem}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(14rem,1fr));gap:.6rem}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(11rem,1fr));gap:.6rem}
 .card{border:1px solid var(--line);padding:.6rem .8rem;border-radius:4px}
 .card .k{color:var(--muted);font-size:.85rem}.card .v{font-size:1.15rem;font-weight:600;
   overflow-wrap:anywhere}
@@ -184,12 +185,18 @@ def table(
     )
 
 
+def _value_class(value: Any) -> str:
+    # long identifiers (versions, recommendation ids) in a smaller monospace face: they are read, not scanned
+    return '"v id"' if isinstance(value, str) and len(value) > 20 and " " not in value else "v"
+
+
 def cards(pairs: Iterable[tuple[str, Any]]) -> str:
     """Key figures as a responsive grid of small cards."""
     return (
         "<div class=grid>"
         + "".join(
-            f"<div class=card><div class=k>{escape(k)}</div><div class=v>{_cell(v)}</div></div>"
+            f"<div class=card><div class=k>{escape(k)}</div>"
+            f"<div class={_value_class(v)}>{_cell(v)}</div></div>"
             for k, v in pairs
         )
         + "</div>"
@@ -414,7 +421,14 @@ def item_page(
         parts.append(notice(Problem("not-found", f"No item {item_id!r} in the catalog (items table).")))
     else:
         rows = [
-            (k, ", ".join(map(str, v)) if isinstance(v, list) else v)
+            (
+                k,
+                ", ".join(map(str, v))
+                if isinstance(v, list)
+                else json.dumps(v)
+                if isinstance(v, dict | bool)
+                else v,
+            )
             for k, v in fields.items()
             if k != "image_embedding"
         ]
@@ -446,6 +460,7 @@ def user_picker() -> str:
 class UserView:
     user_id: str
     events: Sequence[Interaction] | Problem
+    titles: Mapping[str, str]  # item id -> title, for the events
     recommendations: Mapping[str, Any] | Problem
     filters: Mapping[str, str]
     before: Sequence[str]
@@ -454,7 +469,7 @@ class UserView:
     now: float
 
 
-def _timeline(events: Sequence[Interaction], now: float) -> str:
+def _timeline(events: Sequence[Interaction], titles: Mapping[str, str], now: float) -> str:
     if not events:
         return (
             "<p class=muted>No events stored for this user (a new user gets the onboarding profile "
@@ -464,7 +479,8 @@ def _timeline(events: Sequence[Interaction], now: float) -> str:
     for e in events:
         extra = f" · list {escape(e.recommendation_id[:8])}…" if e.recommendation_id else ""
         items.append(
-            f"<li><strong>{escape(e.type)}</strong> {item_link(e.item_id)} "
+            f"<li><strong>{escape(e.type)}</strong> {item_link(e.item_id, titles.get(e.item_id))} "
+            f"<span class='muted small'>{escape(e.item_id)}</span> "
             f"<span class='muted small'>{escape(when(e.timestamp) or '')} ({ago(e.timestamp, now)}){extra}"
             "</span></li>"
         )
@@ -521,7 +537,9 @@ def user_page(view: UserView) -> str:
     )
     parts.append("<h2>Recent events (newest first)</h2>")
     parts.append(
-        notice(view.events) if isinstance(view.events, Problem) else _timeline(view.events, view.now)
+        notice(view.events)
+        if isinstance(view.events, Problem)
+        else _timeline(view.events, view.titles, view.now)
     )
     return "".join(parts)
 

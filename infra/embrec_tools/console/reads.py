@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,6 +196,11 @@ class StackReads:
     def user_events(self, user_id: str, limit: int = 50) -> list[Interaction]:
         """The user's ``limit`` newest live events (one query, newest first)."""
         return self.runtime.interactions.history(user_id, limit=limit, now=self.runtime.clock())
+
+    def titles(self, item_ids: Iterable[str]) -> dict[str, str]:
+        """Titles of these items (BatchGetItem, 100 ids a call): the timeline names what was touched."""
+        found = self.runtime.items.batch_get(set(item_ids))
+        return {item_id: str(item.fields.get("title") or item_id) for item_id, item in found.items()}
 
     def item(self, item_id: str) -> StoredItem | None:
         """The item's stored fields (one GetItem), None if the catalog never had it."""

@@ -271,9 +271,27 @@ class Console:
             lambda: self.api.get(f"/users/{path_segment(user_id)}/recommendations", params),
         )
         events = self._read("interactions table", lambda: self.reads.user_events(user_id))
+        titles = (
+            {}
+            if isinstance(events, Problem)
+            else self._read("items table", lambda: self.reads.titles(e.item_id for e in events))
+        )
         before = [i for i in query.get("before", "").split(",") if i] if query.get("posted") else []
+        titles = (
+            {}
+            if isinstance(events, Problem)
+            else self._read("items table", lambda: self.reads.titles(e.item_id for e in events))
+        )
         view = pages.UserView(
-            user_id, events, recommendations, filters, before, query.get("posted"), self.csrf, self.clock()
+            user_id,
+            events,
+            {} if isinstance(titles, Problem) else titles,
+            recommendations,
+            filters,
+            before,
+            query.get("posted"),
+            self.csrf,
+            self.clock(),
         )
         body = (pages.notice(problem) if problem else "") + pages.user_page(view)
         return self._page(f"User {user_id}", body, active="/users", problem=problem or recommendations)
