@@ -81,6 +81,7 @@ h2{font-size:1.15rem;margin:1.6rem 0 .5rem;border-bottom:1px solid var(--line);p
 .card{border:1px solid var(--line);padding:.6rem .8rem;border-radius:4px}
 .card .k{color:var(--muted);font-size:.85rem}.card .v{font-size:1.15rem;font-weight:600;
   overflow-wrap:anywhere}
+.card .v.id{font:500 .85rem/1.3 ui-monospace,monospace}
 .table-wrap{overflow-x:auto}
 table{border-collapse:collapse;width:100%;font-size:.95rem}
 th,td{border-bottom:1px solid var(--line);padding:.35rem .5rem;text-align:left;vertical-align:top}

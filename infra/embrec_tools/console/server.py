@@ -242,7 +242,7 @@ class Console:
             counts=self._read("event counts", lambda: self.reads.event_counts(now)),
             now=now,
         )
-        return self._page("Overview", pages.overview_page(view), active="/")
+        return self._page("Overview", pages.overview_page(view), active="/", problem=health)
 
     def search(self, q: str) -> Response:
         result: dict[str, Any] | Problem | None = None
