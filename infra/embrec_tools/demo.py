@@ -51,6 +51,8 @@ THEMES: tuple[tuple[str, frozenset[str]], ...] = (
     ("sci-fi", frozenset({"Sci-Fi"})),
 )
 CATALOG_KEY = "catalog/incoming/movielens.jsonl"
+#: ``embrec console``'s default port (embrec_tools.console.DEFAULT_PORT; not imported: the demo stays light).
+CONSOLE_PORT = 8300
 DEFAULT_DATASET = Path("data") / "ml-latest-small"
 
 # Powertools reads these when embrec.observability is first imported (by the first handler): the tour stays
@@ -541,6 +543,8 @@ def _print_ready(tour: _Tour, env: Any, health: Mapping[str, Any], *, sample: bo
     tour.say(f"  API            {api}")
     tour.say(f"  OpenAPI        {api}/openapi.json")
     tour.say(f"  AWS endpoint   {endpoint}   (bucket {bucket}; any access key works)")
+    tour.say(f"  Console        http://127.0.0.1:{CONSOLE_PORT}   (start it in another terminal: "
+             f"{_console_command(env)})")
     tour.say("Try:")
     item = toy_story or "<item_id>"
     examples = [
@@ -560,6 +564,14 @@ def _print_ready(tour: _Tour, env: Any, health: Mapping[str, Any], *, sample: bo
         examples = [examples[-1], examples[0], *examples[3:4]]
     for line in examples:
         tour.say(f"  {line}")
+
+
+def _console_command(env: Any) -> str:
+    """How to start ``embrec console`` against this stack (its ports, when they are not the defaults)."""
+    api_port, aws_port = env.api_url.rsplit(":", 1)[1], env.endpoint_url.rsplit(":", 1)[1]
+    default = (api_port, aws_port) == ("3000", "4566")
+    ports = "" if default else f"EMBREC_PORT={api_port} EMBREC_AWS_PORT={aws_port} "
+    return f"{ports}.venv/bin/embrec console"
 
 
 def _serve(tour: _Tour, env: Any) -> None:

@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -793,6 +794,7 @@ def _cli(args: argparse.Namespace) -> int:
         fusion=FusionConfig(meta_weight=args.meta_weight),
     )
     document = result.to_dict() | ({"tuned": tuned.to_dict()} if tuned is not None else {})
+    save_results(document, Path(args.out) if args.out else Path(args.cache) / RESULTS_FILE)
     if args.json:
         print(json.dumps(document, indent=2))
     else:
@@ -816,6 +818,20 @@ def _cli(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Under ``--cache``: where ``embrec eval`` saves its latest results unless ``--out`` says otherwise (the
+#: console's evaluation page reads ``.cache/eval/latest.json``).
+RESULTS_FILE = "latest.json"
+
+
+def save_results(document: Mapping[str, Any], path: Path) -> None:
+    """Write the results document (plus ``finished_at``, UTC) to ``path`` atomically (temp file, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamped = {**document, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    scratch.write_text(json.dumps(stamped, indent=2))
+    scratch.replace(path)
+
+
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``embrec eval``."""
     cmd = subparsers.add_parser("eval", help="offline evaluation (and tuning) on a public dataset")
@@ -826,6 +842,10 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cmd.add_argument("--seed", type=int, default=0, help="seed of the user sample")
     cmd.add_argument("--json", action="store_true", help="print JSON instead of the markdown table")
     cmd.add_argument("--plot", default=None, help="write a PNG chart here (needs matplotlib)")
+    cmd.add_argument(
+        "--out", default=None,
+        help=f"save the results as JSON here (default: --cache/{RESULTS_FILE}, which `embrec console` shows)",
+    )
     cmd.add_argument("--tune", action="store_true", help="tune on a validation split carved from training")
     cmd.add_argument(
         "--tune-users", type=int, default=100, help="validation users sampled per validation split for tuning"

@@ -237,3 +237,13 @@ def http() -> Iterator[requests.Session]:
     session.trust_env = False  # never route 127.0.0.1 through a proxy from the environment
     yield session
     session.close()
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Chromium driven through Debian's chromedriver (selenium; no browser download)."""
+    from browser import start_browser
+
+    driver = start_browser(tmp_path_factory.mktemp("chromium-profile"))
+    yield driver
+    driver.quit()

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = ROOT / "layers" / "embrec" / "embrec"
-TOOLS = ("cli", "demo", "datasets", "evaluation", "encoder_build", "template", "local", "report")
+TOOLS = ("cli", "demo", "datasets", "evaluation", "encoder_build", "template", "local", "report", "console")
 
 
 def test_the_layer_ships_no_operator_tooling() -> None:

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from embrec.errors import AuthenticationError, ServiceUnavailableError
+from embrec.errors import AuthenticationError, ForbiddenError, ServiceUnavailableError
 from embrec_tools.local.lambdas import DEFAULT_ACCOUNT_ID, HttpRoute, LambdaFunction
 
 __all__ = [
@@ -297,12 +297,12 @@ class ApiGatewayServer:
         port: int = 0,
         api_id: str = "local",
         max_body_bytes: int = MAX_BODY_BYTES,
-        authorizer: Callable[[Mapping[str, str]], dict[str, Any]] | None = None,
+        authorizer: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.routes = routes
-        # ``headers -> requestContext.authorizer`` (raises AuthenticationError): the API's default authorizer,
-        # applied to every route but the public ones, as API Gateway's JWT authorizer does
-        # (embrec_tools.local.jwt).
+        # ``event -> requestContext.authorizer`` (raises AuthenticationError: 401, ForbiddenError: 403): the
+        # API's default authorizer, applied to every route but the public ones, as API Gateway's JWT or IAM
+        # authorizer does (embrec_tools.local.jwt, embrec_tools.local.iam).
         self._authorizer = authorizer
         self._resolve = resolve
         self._api_id = api_id
@@ -374,9 +374,13 @@ class ApiGatewayServer:
             )
             if self._authorizer is not None and not match.route.public:
                 try:
-                    event["requestContext"]["authorizer"] = self._authorizer(event["headers"])
-                except AuthenticationError:
-                    response = error_response(401, "unauthorized", "Unauthorized")
+                    event["requestContext"]["authorizer"] = self._authorizer(event)
+                except (AuthenticationError, ForbiddenError) as refused:
+                    response = (
+                        error_response(401, "unauthorized", "Unauthorized")
+                        if isinstance(refused, AuthenticationError)
+                        else error_response(403, "forbidden", refused.message)
+                    )
                     response.headers.append(("apigw-requestid", request_id))
                     return response
             try:

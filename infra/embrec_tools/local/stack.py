@@ -31,6 +31,7 @@ from embrec.errors import NotFoundError, ServiceUnavailableError
 from embrec_tools.local.api_gateway import ApiGatewayServer, RouteTable
 from embrec_tools.local.aws_endpoint import LOCAL_CREDENTIALS, AwsEndpoint, patched_environ
 from embrec_tools.local.dispatch import QueuePoller, Scheduler
+from embrec_tools.local.iam import LocalIam
 from embrec_tools.local.jwt import LocalJwt
 from embrec_tools.local.lambdas import FunctionSpec, LambdaFunction, function_specs
 
@@ -105,6 +106,11 @@ class LocalEnvironment:
         if jwt is None and settings.auth == "jwt":
             jwt = LocalJwt.from_file(Path(settings.cache_dir) / LOCAL_JWT_KEY_FILE)
         self.jwt = jwt
+        # EMBREC_AUTH=iam: the API checks SigV4 signatures made with the local credentials, as API Gateway's
+        # IAM authorization does with the caller's (embrec_tools.local.iam).
+        access, secret = LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"], LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+        local_key = {str(access): str(secret)}
+        self.iam = LocalIam(local_key, settings.region) if settings.auth == "iam" else None
         self.root = (project_root or default_project_root()).resolve()
         self.template_path = (template or self.root / "template.yaml").resolve()
         self.host = host
@@ -223,7 +229,7 @@ class LocalEnvironment:
             self._start_pollers(specs, settings)
         if self._serve_api:
             routes = RouteTable.from_functions(self.functions.values())
-            authorizer = None if self.jwt is None else self.jwt.authorize
+            authorizer = self._authorizer()
             api = ApiGatewayServer(
                 routes, self.function, host=self.host, port=self._ports.api, authorizer=authorizer
             )
@@ -237,6 +243,13 @@ class LocalEnvironment:
                 if self._schedule:
                     self._exit.callback(scheduler.stop)
                     scheduler.start()
+
+    def _authorizer(self) -> Callable[[Mapping[str, Any]], dict[str, Any]] | None:
+        """The API's authorizer: the local JWT check (bearer token), the SigV4 check, or none."""
+        if self.jwt is not None:
+            jwt = self.jwt
+            return lambda event: jwt.authorize(event["headers"])
+        return None if self.iam is None else self.iam.authorize
 
     def _start_pollers(self, specs: Mapping[str, FunctionSpec], settings: Settings) -> None:
         from embrec.aws.clients import clients
