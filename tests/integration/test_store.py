@@ -408,8 +408,8 @@ def test_clients_honour_a_local_endpoint_and_lambda_retry_settings() -> None:
         ("ConditionalCheckFailedException", 400, "ConflictError"),
         ("PreconditionFailed", 412, "ConflictError"),
         ("ConditionalRequestConflict", 409, "ConflictError"),
-        ("NoSuchKey", 404, "NotFoundError"),
-        ("ResourceNotFoundException", 400, "NotFoundError"),
+        ("NoSuchKey", 404, "ResourceMissingError"),
+        ("ResourceNotFoundException", 400, "ResourceMissingError"),
         ("AccessDenied", 403, "EmbrecError"),
     ],
 )

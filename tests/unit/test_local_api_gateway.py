@@ -60,6 +60,13 @@ def test_path_parameters_are_extracted_and_url_decoded() -> None:
     assert match.path_parameters == {"user_id": "u é"}
 
 
+def test_an_encoded_slash_separates_segments_as_in_api_gateway() -> None:
+    # API Gateway's HTTP API decodes the path before matching: an id with '/' is never one segment, which
+    # is why the id rule (embrec.domain.model) leaves '/' out
+    assert ROUTES.match("DELETE", "/users/a%2Fb") is None
+    assert _match("GET", "/users/a%2Frecommendations").path_parameters == {"user_id": "a"}
+
+
 def test_literal_segment_beats_parameter_and_parameter_beats_greedy() -> None:
     assert _match("GET", "/items/special/similar").target == "Special"
     assert _match("GET", "/items/i1/similar").target == "Recommend"
@@ -110,7 +117,7 @@ def test_event_has_the_v2_shape() -> None:
     event = _event()
     assert event["version"] == "2.0"
     assert event["routeKey"] == "GET /items/{item_id}/similar"
-    assert event["rawPath"] == "/items/i%201/similar"
+    assert event["rawPath"] == "/items/i 1/similar"  # decoded, as API Gateway's HTTP API delivers it
     assert event["rawQueryString"] == ""
     assert event["pathParameters"] == {"item_id": "i 1"}
     assert event["isBase64Encoded"] is False
@@ -120,7 +127,7 @@ def test_event_has_the_v2_shape() -> None:
     ctx = event["requestContext"]
     assert ctx["http"] == {
         "method": "GET",
-        "path": "/items/i%201/similar",
+        "path": "/items/i 1/similar",
         "protocol": "HTTP/1.1",
         "sourceIp": "127.0.0.1",
         "userAgent": "pytest",
@@ -132,6 +139,14 @@ def test_event_has_the_v2_shape() -> None:
     assert ctx["time"] == "14/Nov/2023:22:13:20 +0000"
     assert ctx["domainName"] == "127.0.0.1:3000"
     assert {"accountId", "apiId", "domainPrefix"} <= set(ctx)
+
+
+def test_the_event_carries_the_path_decoded_as_the_function_reads_it_in_aws() -> None:
+    # Given a client that percent-encodes '|' (browsers, urllib), the function sees the id it would in AWS:
+    # the resolver matches rawPath, and its user guard reads the id from there too
+    event = _event(raw_path="/users/auth0%7C123/recommendations")
+    assert event["rawPath"] == event["requestContext"]["http"]["path"] == "/users/auth0|123/recommendations"
+    assert event["pathParameters"] == {"user_id": "auth0|123"}
 
 
 def test_route_without_parameters_has_no_path_parameters() -> None:

@@ -1,7 +1,8 @@
 """An API Gateway HTTP API (payload format 2.0) emulator in front of the template's functions.
 
 Pure parts, tested without a socket: :class:`RouteTable` matches a request to a route the way API Gateway does
-(literal segment before ``{param}`` before ``{proxy+}``, an exact method before ``ANY``, ``$default`` last);
+(literal segment before ``{param}`` before ``{proxy+}``, an exact method before ``ANY``, ``$default`` last,
+on the percent-decoded path, so ``%2F`` separates segments as ``/`` does);
 :func:`build_event` builds the exact v2.0 event; :func:`translate_response` turns what a handler returned into
 status, headers and body, including API Gateway's inference for a return value without ``statusCode``.
 :class:`ApiGatewayServer` puts them behind a ``ThreadingHTTPServer``.
@@ -120,8 +121,12 @@ class RouteTable:
         return [*keys, "$default"] if self._default else keys
 
     def match(self, method: str, raw_path: str) -> RouteMatch | None:
-        """The best route for ``method`` and the (URL-encoded) ``raw_path``; None when nothing matches."""
-        parts = [unquote(p) for p in _split(raw_path)]
+        """The best route for ``method`` and the (URL-encoded) ``raw_path``; None when nothing matches.
+
+        Like API Gateway's HTTP API, the path is decoded before it is matched: ``/users/a%2Fb`` has three
+        segments and matches no ``/users/{user_id}`` route.
+        """
+        parts = _split(unquote(raw_path))
         for compiled in self._routes:
             if compiled.route.method not in (method.upper(), "ANY"):
                 continue
@@ -156,12 +161,16 @@ def build_event(
 ) -> dict[str, Any]:
     """The API Gateway HTTP API payload v2.0 event for one request.
 
-    Header names are lower-cased and repeated headers comma-joined; ``Cookie`` headers become ``cookies``
+    ``raw_path`` is the request's (URL-encoded) path; the event carries it percent-decoded in ``rawPath`` and
+    ``requestContext.http.path``, as API Gateway's HTTP API does (``/users/auth0%7C1`` arrives as
+    ``/users/auth0|1``), so a function reads the same id here as in AWS. Header names are lower-cased and
+    repeated headers comma-joined; ``Cookie`` headers become ``cookies``
     (a list); repeated query keys are comma-joined in ``queryStringParameters``; ``body`` is omitted when
     empty, text for textual content types (valid UTF-8), base64 otherwise (``isBase64Encoded``). ``now`` is
     epoch seconds (defaults to the current time).
     """
     now = time.time() if now is None else now
+    path = unquote(raw_path)
     merged: dict[str, str] = {}
     cookies: list[str] = []
     for name, value in headers:
@@ -175,7 +184,7 @@ def build_event(
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": route_key,
-        "rawPath": raw_path,
+        "rawPath": path,
         "rawQueryString": raw_query,
     }
     if cookies:
@@ -194,7 +203,7 @@ def build_event(
         "domainPrefix": domain.split(".", 1)[0],
         "http": {
             "method": method.upper(),
-            "path": raw_path,
+            "path": path,
             "protocol": protocol,
             "sourceIp": source_ip,
             "userAgent": merged.get("user-agent", ""),

@@ -10,6 +10,9 @@ once, and the API layer maps ``error.status`` without ever looking at message te
     ├── AuthenticationError          401  no or bad credentials
     ├── ForbiddenError               403  credentials valid, but not for this user
     ├── NotFoundError                404  unknown item, user or route
+    │   └── ResourceMissingError     500  one of embrec's own stored resources (an S3 key, a table) is absent:
+    │                                     the deployment's state, not the request's, so clients get a generic
+    │                                     500 and the resource is named only in the log
     ├── ConflictError                409  lost a conditional write (e.g. the index pointer swap)
     ├── ConfigurationError           500  the deployment's settings are wrong: raised when a function starts,
     │                                     logged with the variable's name; clients see only a generic 500
@@ -33,6 +36,7 @@ __all__ = [
     "InvalidInputError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "ResourceMissingError",
     "ServiceUnavailableError",
     "UnprocessableError",
 ]
@@ -90,6 +94,15 @@ class ForbiddenError(EmbrecError):
 class NotFoundError(EmbrecError):
     status = 404
     code = "not_found"
+
+
+class ResourceMissingError(NotFoundError):
+    """An S3 key or a table of the deployment does not exist. Callers that expect absence (no index published
+    yet) catch :class:`NotFoundError`; one that reaches a client is our failure, so its message (which names
+    the bucket and key) stays in the log."""
+
+    status = 500
+    code = "resource_missing"
 
 
 class ConflictError(EmbrecError):

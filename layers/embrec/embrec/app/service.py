@@ -299,12 +299,17 @@ def delete_user(runtime: Runtime, user_id: str) -> dict[str, Any]:
 
 
 def health(runtime: Runtime) -> tuple[dict[str, Any], int]:
-    """``GET /health``: 200 once the service can take uploads; says what index (if any) it serves."""
-    body: dict[str, Any] = {"status": "ok", "bucket": runtime.settings.bucket}
+    """``GET /health``: 200 once the service can take uploads; says what index (if any) it serves.
+
+    The route is unauthenticated: it names no bucket, key or table, and a failure answers only its error
+    code; what failed, and where, goes to the log.
+    """
+    body: dict[str, Any] = {"status": "ok"}
     try:
         model = runtime.model()
     except EmbrecError as error:
-        return {"status": "degraded", "error": error.code, "message": error.message}, 503
+        logger.exception("health check failed", extra={"error_code": error.code})
+        return {"status": "degraded", "error": error.code, "message": "the index cannot be served"}, 503
     if model is None:
         body.update(index_version=None, items=0, encoder_id=None, loaded_at=None)
     else:

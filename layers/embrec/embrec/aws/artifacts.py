@@ -61,6 +61,7 @@ from embrec.errors import (
     EmbrecError,
     IntegrityError,
     NotFoundError,
+    ResourceMissingError,
     ServiceUnavailableError,
 )
 from embrec.manifest import MANIFEST_FILE, FileDigest, VerifiedDirectory, read_json, sha256_file, verify_files
@@ -321,7 +322,7 @@ class ArtifactStore:
                     # S3 answers a missing key with 403, not 404, unless the caller may list the whole
                     # bucket; our roles may list only their own prefixes (least privilege), so ask the
                     # listing, which they may: absent is NotFound (e.g. no index published yet).
-                    raise NotFoundError(f"s3://{self._bucket}/{key}: no such key") from None
+                    raise ResourceMissingError(f"s3://{self._bucket}/{key}: no such key") from None
                 raise
             return response["Body"].read(), _etag(response.get("ETag"))
 

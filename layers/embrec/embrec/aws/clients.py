@@ -9,7 +9,8 @@ Failure translation (used by :mod:`embrec.aws.store` and :mod:`embrec.aws.artifa
     throttling, 5xx, timeouts, connection errors (after botocore's retries)  -> ServiceUnavailableError
     ConditionalCheckFailed, PreconditionFailed (412), ConditionalRequestConflict (409), a transaction
     cancelled by a failed condition                                          -> ConflictError
-    NoSuchKey, NoSuchBucket, ResourceNotFoundException, 404                  -> NotFoundError
+    NoSuchKey, NoSuchBucket, ResourceNotFoundException, 404                  -> ResourceMissingError
+    (a NotFoundError, so absence is still caught as one, but a 500 with a generic body if it reaches a client)
     anything else (AccessDenied, validation errors: a bug or a misconfiguration) -> EmbrecError (500)
 """
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from embrec.config import Settings
-from embrec.errors import ConflictError, EmbrecError, NotFoundError, ServiceUnavailableError
+from embrec.errors import ConflictError, EmbrecError, ResourceMissingError, ServiceUnavailableError
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -149,7 +150,7 @@ def translate_error(error: Exception, resource: str) -> EmbrecError:
         if code in _CONFLICT_CODES or status in (409, 412):
             return ConflictError(f"{resource}: conditional write lost ({code or status})")
         if code in _NOT_FOUND_CODES or status == 404:
-            return NotFoundError(f"{resource}: not found")
+            return ResourceMissingError(f"{resource}: not found")
         if code in _THROTTLING_CODES or status >= 500 or status == 429:
             return ServiceUnavailableError(f"{resource}: AWS unavailable after retries ({code or status})")
         return EmbrecError(f"{resource}: AWS request failed ({code or status})")

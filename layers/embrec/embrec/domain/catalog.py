@@ -4,9 +4,12 @@ Everything here is pure except the readers, which only read the stream they are 
 
 Row rules (what ``validate_row`` accepts; a row breaking several rules gets one ``FieldError`` per field):
 
-- ``item_id`` (required): a string, stripped, 1..256 characters, no control characters. An ``int`` (not a
+- ``item_id`` (required): a string, stripped, that follows the one id rule of the API
+  (:data:`embrec.domain.model.ID_PATTERN`: 1..128 ASCII letters, digits and ``_-.:@+=|``), so that every
+  item the catalog accepts can be sent in an event and asked for its similar items. An ``int`` (not a
   ``bool``) is accepted and converted with ``str()``, because CSV exports and JSON dumps of integer keys are
-  common; floats are rejected (``1.0`` vs ``"1"`` would silently make two items).
+  common; floats are rejected (``1.0`` vs ``"1"`` would silently make two items). A tombstone may also name
+  an id stored before the rule (<= 256 characters, no control characters), so such items can be removed.
 - ``title`` (required unless ``deleted``): a string, whitespace runs collapsed, 1..500 characters.
 - ``description``: a string, stripped, at most ``MAX_DESCRIPTION_CHARS`` (100,000) characters and 200,000
   bytes of UTF-8; stored whole, and only truncated for encoding inside :func:`item_text`.
@@ -53,6 +56,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any, BinaryIO
 
+from embrec.domain.model import ID_RULE, is_valid_id
 from embrec.errors import InvalidInputError
 
 __all__ = [
@@ -73,7 +77,8 @@ __all__ = [
     "validate_row",
 ]
 
-MAX_ITEM_ID_CHARS = 256
+# The longest id the catalog took before the id rule: a tombstone may still name one (see _tombstone_id).
+MAX_LEGACY_ITEM_ID_CHARS = 256
 MAX_TITLE_CHARS = 500
 MAX_DESCRIPTION_CHARS = 100_000
 MAX_DESCRIPTION_BYTES = 200_000
@@ -241,7 +246,8 @@ def _text(value: Any, limit: int, *, collapse: bool) -> str:
     return text
 
 
-def _item_id(value: Any) -> str:
+def _id_text(value: Any) -> str:
+    """An id cell as text: an int converted, surrounding whitespace stripped, not empty."""
     if isinstance(value, bool):
         raise _Bad("must be a string, got bool")
     if isinstance(value, int):
@@ -251,12 +257,23 @@ def _item_id(value: Any) -> str:
     text = value.strip()
     if not text:
         raise _Bad("must not be empty")
-    if len(text) > MAX_ITEM_ID_CHARS:
-        raise _Bad(f"longer than {MAX_ITEM_ID_CHARS} characters ({len(text)})")
-    if _has_control(text):
-        raise _Bad("contains control characters")
-    if _SURROGATE.search(text):
-        raise _Bad(_NOT_UTF8)
+    return text
+
+
+def _item_id(value: Any) -> str:
+    text = _id_text(value)
+    if not is_valid_id(text):
+        raise _Bad(ID_RULE)
+    return text
+
+
+def _tombstone_id(value: Any) -> str:
+    """The id of a ``deleted`` row: the id rule, or an id the catalog accepted before the rule existed."""
+    text = _id_text(value)
+    if is_valid_id(text):
+        return text
+    if len(text) > MAX_LEGACY_ITEM_ID_CHARS or _has_control(text) or _SURROGATE.search(text):
+        raise _Bad(ID_RULE)
     return text
 
 
@@ -436,6 +453,13 @@ def _extra_by_key(extra: dict[Any, Any], errors: list[FieldError]) -> dict[str, 
     return good
 
 
+def _is_tombstone(row: Mapping[str, Any]) -> bool:
+    try:
+        return not _absent(row.get("deleted")) and bool(_flag(row.get("deleted")))
+    except _Bad:
+        return False  # reported by check("deleted", ...)
+
+
 def validate_row(row: Mapping[str, Any]) -> Item:
     """Validate one catalog row (a JSON object or CSV record as a mapping) into an :class:`Item`.
 
@@ -457,7 +481,7 @@ def validate_row(row: Mapping[str, Any]) -> Item:
         except _Bad as bad:
             errors.append(FieldError(name, bad.reason))
 
-    check("item_id", _item_id, required=True)
+    check("item_id", _tombstone_id if _is_tombstone(row) else _item_id, required=True)
     check("deleted", _flag)
     if clean.get("deleted"):
         if errors:

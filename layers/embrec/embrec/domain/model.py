@@ -7,15 +7,54 @@ engine (``embrec.engine.index``) applies :class:`Filters`, the use cases and the
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 
 from embrec.errors import InvalidInputError, UnprocessableError
 
-__all__ = ["Filters", "Impression", "Interaction", "ItemIndex", "StoredItem"]
+__all__ = [
+    "ID_MAX_CHARS",
+    "ID_PATTERN",
+    "ID_RULE",
+    "Filters",
+    "Impression",
+    "Interaction",
+    "ItemIndex",
+    "StoredItem",
+    "check_id",
+    "is_valid_id",
+]
+
+#: The one id rule, for users, items, events and recommendation lists alike, enforced at every door: catalog
+#: rows, ``POST /events``, path parameters and JWT subjects. An id the catalog accepts can be sent in an
+#: event and addressed in a path; a user id an event carries can be erased by ``DELETE /users/{id}``.
+#: ``|`` is in (identity providers issue subjects like ``auth0|123``); ``/`` is out: API Gateway's HTTP API
+#: decodes ``%2F`` before it matches a route, so such an id could never be one path segment. No spaces,
+#: ``#``, ``%``, ``?`` or non-ASCII either: each means something in a URL, or has several spellings (NFC vs
+#: NFD) that would make two ids of one. A leading ``.`` is out so that ``.`` and ``..`` (path segments that
+#: clients and proxies normalise away) are never ids.
+ID_MAX_CHARS = 128
+#: The rule as a JSON Schema / ECMA-262 pattern (the OpenAPI document publishes it as it is).
+ID_PATTERN = r"^[A-Za-z0-9_:@+=|-][A-Za-z0-9_.:@+=|-]{0,127}$"
+#: The reason a client or a catalog report gets for an id that breaks the rule.
+ID_RULE = "must be 1-128 characters of ASCII letters, digits and _ - . : @ + = | (not starting with .)"
+_ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))  # used with fullmatch: no "\n" before $
+
+
+def is_valid_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a string that follows the id rule (:data:`ID_PATTERN`)."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def check_id(value: object, field: str) -> str:
+    """``value`` if it is a valid id, else :class:`InvalidInputError` on ``field`` with :data:`ID_RULE`."""
+    if not is_valid_id(value):
+        raise InvalidInputError(field, ID_RULE)
+    return value
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@ API Gateway's JWT authorizer has already checked the token's signature, issuer, 
 request reaches Lambda; it passes the claims and scopes in ``requestContext.authorizer.jwt``. What it cannot
 check is *which* user a route touches, so this module does: the ``sub`` claim must equal the ``{user_id}`` of
 the route (and every event's ``user_id`` in ``POST /events``) unless the token carries :data:`ADMIN_SCOPE`.
+The subject is a user id like any other: it follows the one id rule (:mod:`embrec.domain.model`), which
+takes subjects such as ``auth0|123`` as they are; a non-admin token whose subject breaks the rule names no
+user embrec can hold and is refused with that reason.
 
 Under ``AuthMode=AWS_IAM`` (server-to-server, SigV4) and locally without auth there are no JWT claims: the
 caller is the trusted backend, and :func:`caller_from_event` returns None.
@@ -15,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from embrec.domain.model import ID_RULE, is_valid_id
 from embrec.errors import AuthenticationError, ForbiddenError
 
 __all__ = ["ADMIN_SCOPE", "Caller", "caller_from_event", "require_user", "require_users"]
@@ -68,6 +72,8 @@ def require_user(caller: Caller | None, user_id: str) -> None:
     """Raise :class:`ForbiddenError` unless ``caller`` may act on ``user_id``."""
     if caller is None or caller.admin or caller.subject == user_id:
         return
+    if not is_valid_id(caller.subject):
+        raise ForbiddenError(f"this token's subject is not a valid user id: a user id {ID_RULE}")
     raise ForbiddenError("this token may only access its own user")
 
 

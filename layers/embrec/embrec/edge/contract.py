@@ -3,6 +3,11 @@
 Pure functions from raw API Gateway inputs (query-string dicts, JSON bodies) to typed requests. Every
 violation is an :class:`~embrec.errors.InvalidInputError` naming the field and the reason, which the API
 answers with 400 (422 when well-formed but contradictory, 413 when over a size limit). Nothing here does I/O.
+
+Hostile input is bad input too: a body nested past Python's recursion limit, a 400-digit integer where a
+number belongs, a list where a string belongs are each a 400 naming the field (or a per-event rejection),
+never a ``RecursionError``, ``OverflowError`` or ``TypeError`` (a generic 500 that trips the 5xx alarm).
+Ids follow the one rule of :mod:`embrec.domain.model` (:data:`~embrec.domain.model.ID_PATTERN`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from embrec import __version__
-from embrec.domain.model import Filters
+from embrec.domain.model import ID_PATTERN, ID_RULE, Filters, check_id
 from embrec.errors import InvalidInputError, PayloadTooLargeError, UnprocessableError
 
 __all__ = [
@@ -56,9 +61,8 @@ MAX_EVENT_VALUE = 1e9  # |value| bound: DynamoDB numbers overflow past 1e126 (fo
 EVENT_VALUE_DECIMALS = 6  # and underflow below 1e-130: values are kept to 6 decimal places
 EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "like", "purchase", "dislike"})
 
-# Identifiers and filter values: printable, no control characters, bounded. This is the allow-list the API
-# validates filter values against (OWASP API4): anything else is rejected with the field named.
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}$")
+# Filter values: printable, no control characters, bounded. This is the allow-list the API validates filter
+# values against (OWASP API4): anything else is rejected with the field named. Ids: embrec.domain.model.
 _FILTER_VALUE_PATTERN = re.compile(r"^[^\x00-\x1f\x7f,]{1,100}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -98,18 +102,12 @@ class EventRejection:
     reason: str
 
 
-def _identifier(value: object, name: str) -> str:
-    if not isinstance(value, str) or not _ID_PATTERN.match(value):
-        raise InvalidInputError(name, "must be 1-128 characters of letters, digits and ._:@+=/- ")
-    return value
-
-
 def parse_user_id(value: object) -> str:
-    return _identifier(value, "user_id")
+    return check_id(value, "user_id")
 
 
 def parse_item_id(value: object) -> str:
-    return _identifier(value, "item_id")
+    return check_id(value, "item_id")
 
 
 def _known_params(params: Mapping[str, str], allowed: frozenset[str]) -> None:
@@ -172,29 +170,46 @@ def _values(params: Mapping[str, str], name: str) -> frozenset[str] | None:
     return frozenset(values) or None
 
 
+def _finite(value: int | float) -> float | None:
+    """``value`` as a float; None when NaN, infinite or an integer too large for a float (400 digits)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _timestamp(raw: object, name: str) -> float:
-    """ISO 8601 (with or without offset; naive means UTC) or epoch seconds/milliseconds -> epoch seconds."""
-    if isinstance(raw, bool):
-        raise InvalidInputError(name, "must be ISO 8601 or epoch seconds")
-    if isinstance(raw, int | float):
-        value = float(raw)
-    elif isinstance(raw, str):
+    """ISO 8601 (with or without offset; naive means UTC) or epoch seconds/milliseconds -> epoch seconds.
+
+    Only numbers are read as milliseconds (above 1e11): an ISO date is never rescaled, so a date in the year
+    9999 stays in the future instead of turning into 1978.
+    """
+    if isinstance(raw, str):
         try:
-            value = float(raw)
+            number: int | float = float(raw)
         except ValueError:
-            try:
-                parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-            except ValueError:
-                raise InvalidInputError(name, "must be ISO 8601 or epoch seconds") from None
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            value = parsed.timestamp()
+            return _iso_timestamp(raw, name)
+    elif isinstance(raw, int | float) and not isinstance(raw, bool):
+        number = raw
     else:
         raise InvalidInputError(name, "must be ISO 8601 or epoch seconds")
-    if not math.isfinite(value) or value < 0:
+    value = _finite(number)
+    if value is None or value < 0:
         raise InvalidInputError(name, "must be a non-negative finite time")
-    if value > 1e11:  # epoch milliseconds
-        value /= 1000.0
+    return value / 1000.0 if value > 1e11 else value
+
+
+def _iso_timestamp(raw: str, name: str) -> float:
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInputError(name, "must be ISO 8601 or epoch seconds") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    value = parsed.timestamp()
+    if value < 0:
+        raise InvalidInputError(name, "must be a non-negative finite time")
     return value
 
 
@@ -265,6 +280,8 @@ def parse_body(raw: str | bytes | None) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidInputError("body", f"is not valid JSON ({error})") from None
+    except RecursionError:  # e.g. 100 KB of "[": the C decoder gives up cleanly at the recursion limit
+        raise InvalidInputError("body", "is nested too deeply") from None
 
 
 def _answers(body: Mapping[str, Any], name: str) -> tuple[str, ...]:
@@ -297,33 +314,32 @@ def parse_onboarding(body: Any) -> OnboardingInput:
 def _event(raw: Any, now: float) -> EventInput:
     if not isinstance(raw, dict):
         raise InvalidInputError("event", "must be a JSON object")
-    event_id = _identifier(raw.get("event_id"), "event_id")
+    event_id = check_id(raw.get("event_id"), "event_id")
     user_id = parse_user_id(raw.get("user_id"))
     item_id = parse_item_id(raw.get("item_id"))
     kind = raw.get("type")
-    if kind not in EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:  # a list is unhashable: a TypeError in `in`
         raise InvalidInputError("type", f"must be one of {', '.join(sorted(EVENT_TYPES))}")
     timestamp = now if raw.get("timestamp") in (None, "") else _timestamp(raw["timestamp"], "timestamp")
     if timestamp > now + MAX_FUTURE_SKEW_SECONDS:
         raise InvalidInputError("timestamp", "is in the future")
-    value = raw.get("value")
-    if value is not None and (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or abs(value) > MAX_EVENT_VALUE
-    ):
-        raise InvalidInputError("value", f"must be a finite number within +-{MAX_EVENT_VALUE:g}")
+    raw_value = raw.get("value")
+    value = None
+    if raw_value is not None:
+        if isinstance(raw_value, int | float) and not isinstance(raw_value, bool):
+            value = _finite(raw_value)
+        if value is None or abs(value) > MAX_EVENT_VALUE:
+            raise InvalidInputError("value", f"must be a finite number within +-{MAX_EVENT_VALUE:g}")
     recommendation_id = raw.get("recommendation_id")
     if recommendation_id is not None:
-        recommendation_id = _identifier(recommendation_id, "recommendation_id")
+        recommendation_id = check_id(recommendation_id, "recommendation_id")
     return EventInput(
         event_id,
         user_id,
         item_id,
         str(kind),
         timestamp,
-        None if value is None else round(float(value), EVENT_VALUE_DECIMALS),
+        None if value is None else round(value, EVENT_VALUE_DECIMALS),
         recommendation_id,
     )
 
@@ -425,7 +441,7 @@ _QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "created_after": {"type": "string", "description": "ISO 8601 or epoch seconds"},
 }
 
-_ID_SCHEMA = {"type": "string", "pattern": _ID_PATTERN.pattern}
+_ID_SCHEMA = {"type": "string", "pattern": ID_PATTERN, "description": f"an id: {ID_RULE}"}
 
 _COMPONENTS: dict[str, Any] = {
     "Error": {

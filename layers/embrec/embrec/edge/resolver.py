@@ -20,11 +20,14 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from embrec.edge.auth import caller_from_event, require_user
+from embrec.edge.contract import parse_user_id
 from embrec.errors import EmbrecError, InvalidInputError
 
 __all__ = ["PERSONAL", "SHARED", "api_resolver", "json_response", "request_body"]
 
-#: Every route under /users/{user_id} is the user's own: the one path shape the middleware guards.
+#: Every route under /users/{user_id} is the user's own: the one path shape the middleware guards. The path is
+#: the one API Gateway's HTTP API hands over, already percent-decoded (``%7C`` arrives as ``|``): it is read
+#: as it is, never decoded a second time, so the middleware and the route see the same id.
 _USER_PATH = re.compile(r"^/users/(?P<user_id>[^/]+)")
 PERSONAL = "private, no-store"
 SHARED = "public, max-age=30"
@@ -63,10 +66,11 @@ def api_resolver(logger: Logger) -> APIGatewayHttpResolver:
 
     def _own_user_only(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[str]:
         # Object-level authorisation for every route with a {user_id}, before the route runs
-        # (embrec.edge.auth). The id is read from the public request path, the segment Powertools matched.
+        # (embrec.edge.auth). The id is read from the public request path, the segment Powertools matched,
+        # and checked against the id rule first: a malformed id is a 400 naming user_id, not a 403.
         found = _USER_PATH.match(app.current_event.path)
         if found is not None:
-            require_user(caller_from_event(app.current_event.raw_event), found["user_id"])
+            require_user(caller_from_event(app.current_event.raw_event), parse_user_id(found["user_id"]))
         return next_middleware(app)
 
     app.use(middlewares=[_own_user_only])
