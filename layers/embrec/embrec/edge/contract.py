@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from embrec import __version__
 from embrec.domain.model import Filters
+from embrec.domain.profiles import DEFAULT_TYPE_WEIGHTS
 from embrec.errors import InvalidInputError, PayloadTooLargeError, UnprocessableError
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Route",
     "openapi_document",
     "parse_body",
+    "parse_event_type",
     "parse_events",
     "parse_item_id",
     "parse_onboarding",
@@ -54,7 +56,7 @@ MAX_ANSWER_CHARS = 200
 MAX_FUTURE_SKEW_SECONDS = 300.0
 MAX_EVENT_VALUE = 1e9  # |value| bound: DynamoDB numbers overflow past 1e126 (found by fuzzing: a 500)
 EVENT_VALUE_DECIMALS = 6  # and underflow below 1e-130: values are kept to 6 decimal places
-EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "like", "purchase", "dislike"})
+EVENT_TYPES = frozenset(DEFAULT_TYPE_WEIGHTS)  # the built-ins; a deployment may declare its own
 
 # Identifiers and filter values: printable, no control characters, bounded. This is the allow-list the API
 # validates filter values against (OWASP API4): anything else is rejected with the field named.
@@ -294,15 +296,20 @@ def parse_onboarding(body: Any) -> OnboardingInput:
     return answers
 
 
-def _event(raw: Any, now: float) -> EventInput:
+def parse_event_type(value: object, event_types: Collection[str]) -> str:
+    """An event's ``type``: one of the deployment's declared types (``EMBREC_EVENT_TYPES``)."""
+    if not isinstance(value, str) or value not in event_types:
+        raise InvalidInputError("type", f"must be one of {', '.join(sorted(event_types))}")
+    return value
+
+
+def _event(raw: Any, now: float, event_types: Collection[str]) -> EventInput:
     if not isinstance(raw, dict):
         raise InvalidInputError("event", "must be a JSON object")
     event_id = _identifier(raw.get("event_id"), "event_id")
     user_id = parse_user_id(raw.get("user_id"))
     item_id = parse_item_id(raw.get("item_id"))
-    kind = raw.get("type")
-    if kind not in EVENT_TYPES:
-        raise InvalidInputError("type", f"must be one of {', '.join(sorted(EVENT_TYPES))}")
+    kind = parse_event_type(raw.get("type"), event_types)
     timestamp = now if raw.get("timestamp") in (None, "") else _timestamp(raw["timestamp"], "timestamp")
     if timestamp > now + MAX_FUTURE_SKEW_SECONDS:
         raise InvalidInputError("timestamp", "is in the future")
@@ -328,8 +335,13 @@ def _event(raw: Any, now: float) -> EventInput:
     )
 
 
-def parse_events(body: Any, now: float) -> tuple[list[EventInput], list[EventRejection]]:
-    """Validate a batch: every event is either accepted or rejected with its index, field and reason."""
+def parse_events(
+    body: Any, now: float, event_types: Collection[str] = EVENT_TYPES
+) -> tuple[list[EventInput], list[EventRejection]]:
+    """Validate a batch: every event is either accepted or rejected with its index, field and reason.
+
+    ``event_types``: the deployment's declared types (default the built-ins).
+    """
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise InvalidInputError("events", 'the body must be {"events": [...]}')
     raw_events = body["events"]
@@ -343,7 +355,7 @@ def parse_events(body: Any, now: float) -> tuple[list[EventInput], list[EventRej
     for position, raw in enumerate(raw_events):
         event_id = raw.get("event_id") if isinstance(raw, dict) else None
         try:
-            event = _event(raw, now)
+            event = _event(raw, now, event_types)
         except InvalidInputError as error:
             rejected.append(
                 EventRejection(
@@ -469,7 +481,13 @@ _COMPONENTS: dict[str, Any] = {
                         "event_id": _ID_SCHEMA,
                         "user_id": _ID_SCHEMA,
                         "item_id": _ID_SCHEMA,
-                        "type": {"type": "string", "enum": sorted(EVENT_TYPES)},
+                        "type": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 40,
+                            "description": "one of the deployment's event types (EMBREC_EVENT_TYPES; "
+                            f"default {', '.join(sorted(EVENT_TYPES))})",
+                        },
                         "timestamp": {"type": ["string", "number"]},
                         "recommendation_id": _ID_SCHEMA,
                         "value": {"type": "number", "minimum": -MAX_EVENT_VALUE, "maximum": MAX_EVENT_VALUE},
