@@ -508,7 +508,7 @@ def test_transformed_roles_add_no_managed_or_wildcard_policies(transformed: tupl
     assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
     mappings = resources_of_type(output, "AWS::Lambda::EventSourceMapping").values()
     assert len(mappings) == 2  # ingest and import
-    assert all(_props(mapping)["FunctionResponseTypes"] == ["ReportBatchItemFailures"] for mapping in mappings)
+    assert all(_props(m)["FunctionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings)
 
 
 def test_jwt_mode_refuses_to_deploy_without_issuer_and_audience(template: T) -> None:

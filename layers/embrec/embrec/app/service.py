@@ -44,8 +44,8 @@ from embrec.observability import (
     METRIC_CANDIDATES,
     METRIC_EVENTS_ACCEPTED,
     METRIC_EVENTS_IMPORTED,
-    METRIC_HISTORY_ROWS_REJECTED,
     METRIC_EVENTS_REJECTED,
+    METRIC_HISTORY_ROWS_REJECTED,
     METRIC_ROWS_ACCEPTED,
     METRIC_ROWS_REJECTED,
     NAMESPACE,
@@ -476,7 +476,8 @@ def import_object(runtime: Runtime, target: HistoryObject) -> dict[str, Any]:
         raise
     runtime.idempotency.complete(claim_key, asdict(outcome.counts))
     metrics.add_metric(name=METRIC_EVENTS_IMPORTED, unit=MetricUnit.Count, value=outcome.counts.accepted)
-    metrics.add_metric(name=METRIC_HISTORY_ROWS_REJECTED, unit=MetricUnit.Count, value=outcome.counts.rejected)
+    rejected = outcome.counts.rejected
+    metrics.add_metric(name=METRIC_HISTORY_ROWS_REJECTED, unit=MetricUnit.Count, value=rejected)
     logger.info(
         "history chunk imported", extra={"key": target.key, "chunk": target.chunk, **asdict(outcome.counts)}
     )
