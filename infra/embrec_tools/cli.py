@@ -5,6 +5,7 @@ embrec local up [--no-serve]                 the local stack with the encoder pu
 embrec encoder build --out DIR [--weights DIR] [--quantize none|int8]
 embrec encoder publish --dir DIR [--aws]     upload it to the bucket (EMBREC_BUCKET) and make it current
 embrec ingest FILE [--aws]                   upload to catalog/incoming/, wait for the report, print counts
+embrec import-events FILE [--aws]            upload to interactions/incoming/, wait with a progress bar
 embrec rebuild [--aws]                       run the rebuild use case now
 embrec recommend USER_ID [--k N --explain --category C ...]
 embrec similar ITEM_ID [--k N]
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gzip
 import json
 import sys
 import time
@@ -190,6 +192,65 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count_lines(path: Path) -> int:
+    """Lines in a (possibly gzipped) file: the progress bar's total."""
+    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as stream:
+        return sum(block.count(b"\n") for block in iter(lambda: stream.read(1 << 20), b""))
+
+
+def _import_events(args: argparse.Namespace) -> int:
+    from embrec.aws.artifacts import HISTORY_INCOMING_PREFIX, ArtifactStore
+    from embrec.aws.clients import aws_errors, clients
+    from embrec.edge.history_file import history_format
+    from embrec_tools.demo import Progress
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise NotFoundError(f"no such file: {path}")
+    name = args.key or path.name
+    history_format(name)  # refuse an unknown format before uploading
+    settings = cli_settings(args.aws)
+    aws = clients(settings)
+    key = f"{HISTORY_INCOMING_PREFIX}{name}"
+    print(f"uploading {path} to s3://{settings.bucket}/{key}")
+    with path.open("rb") as body, aws_errors(f"s3://{settings.bucket}/{key}"):
+        etag = str(aws.s3.put_object(Bucket=settings.bucket, Key=key, Body=body).get("ETag", "")).strip('"')
+    started = time.monotonic()
+    progress = Progress("import", _count_lines(path) - (1 if history_format(name)[0] == "csv" else 0))
+    report_key = ArtifactStore.history_report_key(name)
+    deadline = started + args.timeout
+    report: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            with aws_errors(f"s3://{settings.bucket}/{report_key}"):
+                found = json.loads(aws.s3.get_object(Bucket=settings.bucket, Key=report_key)["Body"].read())
+        except NotFoundError:
+            found = {}
+        if str(found.get("etag", "")).strip('"') == etag:
+            report = found
+            progress.update(int(report.get("total", 0)), "rows")
+            if report.get("status") != "in_progress":
+                break
+        time.sleep(0.5)
+    else:
+        raise ServiceUnavailableError(f"no complete import report at s3://{settings.bucket}/{report_key}")
+    progress.close("rows")
+    if report.get("status") == "refused":
+        print(f"refused: {report['error']['message']}")
+        return 1
+    counts = [(field, report.get(field)) for field in ("total", "accepted", "rejected", "expired")]
+    print(results_table(("count", "rows"), counts))
+    for kind, count in sorted(report.get("unknown_types", {}).items()):
+        print(f"unknown event type {kind!r}: {count} rows (declare it in EMBREC_EVENT_TYPES)")
+    elapsed = time.monotonic() - started
+    print(f"imported in {elapsed:.1f}s ({report['total'] / max(elapsed, 1e-9):,.0f} rows/s); "
+          f"report s3://{settings.bucket}/{report_key}")
+    if report.get("rejected"):
+        print(f"rejected rows: s3://{settings.bucket}/interactions/rejected/{name}[.partNNNN].jsonl")
+    return 0
+
+
 def _rebuild(args: argparse.Namespace) -> int:
     from embrec_tools.demo import quiet_logs
 
@@ -300,6 +361,14 @@ def _add_stack_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     ingest.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the report")
     ingest.add_argument("--aws", action="store_true", help=REAL_AWS_HELP)
     ingest.set_defaults(handler=_ingest)
+    history = subparsers.add_parser(
+        "import-events", help="upload a history file to interactions/incoming/ and wait for its import"
+    )
+    history.add_argument("file", help="history file (.csv or .jsonl, optionally .gz)")
+    history.add_argument("--key", default=None, help="name under interactions/incoming/ (default: file name)")
+    history.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the report")
+    history.add_argument("--aws", action="store_true", help=REAL_AWS_HELP)
+    history.set_defaults(handler=_import_events)
 
     rebuild = subparsers.add_parser("rebuild", help="rebuild and publish the index now")
     rebuild.add_argument("--aws", action="store_true", help=REAL_AWS_HELP)

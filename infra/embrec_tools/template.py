@@ -205,6 +205,8 @@ def local_names(settings: Settings | None = None) -> dict[str, str]:
         "ImpressionsTable": s.impressions_table,
         "IngestQueue": "embrec-ingest",
         "IngestDeadLetterQueue": "embrec-ingest-dlq",
+        "ImportQueue": "embrec-import",
+        "ImportDeadLetterQueue": "embrec-import-dlq",
         "RebuildDeadLetterQueue": "embrec-rebuild-dlq",
     }
 

@@ -304,7 +304,7 @@ def test_expired_events_are_ignored_and_not_written(events: InteractionStore) ->
     # 15 days later the 30-day TTL has passed for "old" (moto never deletes it; the store must hide it)
     later = NOW + 15 * DAY
     assert [i.event_id for i in events.history("u1", now=later)] == ["new"]
-    assert [i.event_id for _, i in events.scan_recent(0.0, segments=2, now=later)] == ["new"]
+    assert [i.event_id for _, i in events.read_window(NOW - 60 * DAY, now=later)] == ["new"]
 
 
 def test_delete_user_erases_all_pages_and_only_that_user(events: InteractionStore) -> None:
@@ -319,13 +319,13 @@ def test_delete_user_erases_all_pages_and_only_that_user(events: InteractionStor
     assert events.history("u1", now=NOW) == []
 
 
-def test_scan_recent_filters_by_time(events: InteractionStore) -> None:
+def test_read_window_filters_by_time(events: InteractionStore) -> None:
     events.put_events(
         [("u1", _event(n, ts=NOW - 5 * DAY)) for n in range(10)]
         + [("u2", _event(n, ts=NOW - 1 * DAY)) for n in range(10, 15)],
         now=NOW,
     )
-    recent = list(events.scan_recent(NOW - 2 * DAY, segments=3, now=NOW))
+    recent = list(events.read_window(NOW - 2 * DAY, now=NOW))
     assert sorted(i.event_id for _, i in recent) == [f"e-{n}" for n in range(10, 15)]
     assert {u for u, _ in recent} == {"u2"}
 

@@ -26,6 +26,10 @@ EXPECTED_S3: dict[str, dict[str, set[str]]] = {
         "s3:GetObject": {"catalog/incoming/*", "encoder/*", "index/current.json"},
         "s3:PutObject": {"catalog/rejected/*", "catalog/reports/*", "deltas/*"},
     },
+    "ImportFunction": {
+        "s3:GetObject": {"interactions/incoming/*"},
+        "s3:PutObject": {"interactions/rejected/*", "interactions/reports/*"},
+    },
     "RebuildFunction": {
         "s3:GetObject": {"index/*", "deltas/*", "encoder/*", "config/*"},
         "s3:PutObject": {"index/*"},
@@ -51,8 +55,11 @@ EXPECTED_TABLES: dict[str, dict[str, set[str]]] = {
         "ImpressionsTable": {"read", "write"},  # erasure: query by_user, batch deletes
     },
     "IngestFunction": {"ItemsTable": {"read", "write"}, "IdempotencyTable": {"read", "write", "delete"}},
-    "RebuildFunction": {"ItemsTable": {"scan"}, "InteractionsTable": {"scan"}, "ImpressionsTable": {"scan"}},
+    "ImportFunction": {"InteractionsTable": {"write"}, "IdempotencyTable": {"read", "write", "delete"}},
+    # interactions only through the by_time index: the signal window and the A/B report, bounded by time
+    "RebuildFunction": {"ItemsTable": {"scan"}, "InteractionsTable": {"read"}, "ImpressionsTable": {"scan"}},
 }
+QUEUES = {"IngestFunction": "IngestQueue", "ImportFunction": "ImportQueue"}  # consumed and continued
 DDB_KIND = {
     "dynamodb:GetItem": "read",
     "dynamodb:BatchGetItem": "read",
@@ -198,6 +205,7 @@ def test_environment_names_are_the_settings_constants(template: T) -> None:
         (config.ENV_IDEMPOTENCY_TABLE, "IdempotencyTable"),
         (config.ENV_IMPRESSIONS_TABLE, "ImpressionsTable"),
         (config.ENV_INGEST_QUEUE_URL, "IngestQueue"),
+        (config.ENV_IMPORT_QUEUE_URL, "ImportQueue"),
     ):
         assert variables[name] == {"Ref": logical}
     assert variables[config.ENV_EVENT_TTL_DAYS] == {"Ref": "EventTtlDays"}
@@ -259,14 +267,16 @@ def test_every_queue_has_a_dead_letter_queue_with_an_alarm(template: T) -> None:
     assert dead_letter_queues and dead_letter_queues == alarmed
 
 
-def test_ingest_queue_visibility_covers_six_ingest_timeouts(template: T) -> None:
-    (event,) = _props(template["Resources"]["IngestFunction"])["Events"].values()
+@pytest.mark.parametrize("function_id", sorted(QUEUES))
+def test_ingest_queue_visibility_covers_six_ingest_timeouts(template: T, function_id: str) -> None:
+    queue_id = QUEUES[function_id]
+    (event,) = _props(template["Resources"][function_id])["Events"].values()
     assert event["Type"] == "SQS"
-    assert event["Properties"]["Queue"] == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
+    assert event["Properties"]["Queue"] == {"Fn::GetAtt": [queue_id, "Arn"]}
     assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert event["Properties"]["BatchSize"] == 1
-    timeout = _function_setting(template, "IngestFunction", "Timeout")
-    assert _props(template["Resources"]["IngestQueue"])["VisibilityTimeout"] >= 6 * timeout
+    timeout = _function_setting(template, function_id, "Timeout")
+    assert _props(template["Resources"][queue_id])["VisibilityTimeout"] >= 6 * timeout
 
 
 def test_rebuild_schedule_retries_into_a_dead_letter_queue(template: T) -> None:
@@ -292,7 +302,11 @@ def test_tables_keys_ttl_pitr_retention(template: T) -> None:
         "IdempotencyTable": ({"id": "HASH"}, "expiration"),
         "ImpressionsTable": ({"recommendation_id": "HASH"}, "expires_at"),
     }
-    indexes = {"ImpressionsTable": {"by_user": {"user_id": "HASH"}}}
+    indexes = {
+        "ImpressionsTable": {"by_user": {"user_id": "HASH"}},
+        "InteractionsTable": {"by_time": {"tb": "HASH", "ts": "RANGE"}},
+    }
+    numeric = {"ts"}
     assert set(tables) == set(expected)
     for table_id, table in tables.items():
         props = _props(table)
@@ -306,7 +320,7 @@ def test_tables_keys_ttl_pitr_retention(template: T) -> None:
         indexed = {name for keys_of_index in index_keys.values() for name in keys_of_index}
         assert {
             a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]
-        } == dict.fromkeys([*keys, *sorted(indexed - set(keys))], "S")
+        } == {name: "N" if name in numeric else "S" for name in [*keys, *sorted(indexed - set(keys))]}
         assert props["BillingMode"] == "PAY_PER_REQUEST"
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
         assert props["SSESpecification"]["SSEEnabled"] is True
@@ -341,18 +355,21 @@ def test_bucket_is_versioned_encrypted_private_and_tls_only(template: T) -> None
 
 def test_only_catalog_incoming_notifies_and_no_function_writes_there(template: T) -> None:
     (bucket,) = resources_of_type(template, "AWS::S3::Bucket").values()
-    (config_entry,) = _props(bucket)["NotificationConfiguration"]["QueueConfigurations"]
-    assert config_entry["Queue"] == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
-    assert config_entry["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "catalog/incoming/"}]
+    catalog, history = _props(bucket)["NotificationConfiguration"]["QueueConfigurations"]
+    assert catalog["Queue"] == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
+    assert catalog["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "catalog/incoming/"}]
+    assert history["Queue"] == {"Fn::GetAtt": ["ImportQueue", "Arn"]}
+    assert history["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "interactions/incoming/"}]
     for function_id, actions in EXPECTED_S3.items():
         for prefix in actions.get("s3:PutObject", set()):
-            assert not prefix.startswith("catalog/incoming/"), function_id
+            assert not prefix.startswith(("catalog/incoming/", "interactions/incoming/")), function_id
 
 
-def test_queue_policy_names_the_bucket_without_a_cycle(template: T) -> None:
+@pytest.mark.parametrize("policy_id", ["IngestQueuePolicy", "ImportQueuePolicy"])
+def test_queue_policy_names_the_bucket_without_a_cycle(template: T, policy_id: str) -> None:
     bucket = template["Resources"]["ArtifactBucket"]
-    assert bucket["DependsOn"] == "IngestQueuePolicy"
-    (statement,) = _props(template["Resources"]["IngestQueuePolicy"])["PolicyDocument"]["Statement"]
+    assert bucket["DependsOn"] == ["IngestQueuePolicy", "ImportQueuePolicy"]
+    (statement,) = _props(template["Resources"][policy_id])["PolicyDocument"]["Statement"]
     assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
     assert statement["Action"] == "sqs:SendMessage"
     assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
@@ -409,12 +426,12 @@ def test_each_function_reaches_only_its_prefixes_and_tables(template: T) -> None
                     elif action in UNSCOPABLE_ACTIONS:
                         assert resource == "*"
                     else:
-                        assert function_id == "IngestFunction" and action.startswith("sqs:"), action
-                        assert resource == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
+                        assert function_id in QUEUES and action.startswith("sqs:"), action
+                        assert resource == {"Fn::GetAtt": [QUEUES[function_id], "Arn"]}
                         queue_actions.add(action)
         assert s3 == EXPECTED_S3[function_id], function_id
         assert tables == EXPECTED_TABLES[function_id], function_id
-        if function_id == "IngestFunction":  # consume, and re-enqueue the rest of a large file
+        if function_id in QUEUES:  # consume, and re-enqueue the rest of a large file
             assert queue_actions == {
                 "sqs:ReceiveMessage",
                 "sqs:DeleteMessage",
@@ -476,8 +493,8 @@ def test_transformed_routes_carry_the_chosen_authorizer(transformed: tuple[str, 
 def test_transformed_roles_add_no_managed_or_wildcard_policies(transformed: tuple[str, T]) -> None:
     _, output = transformed
     roles = resources_of_type(output, "AWS::IAM::Role")
-    # the five function roles plus the scheduler's, which SAM generates scoped to the function and its DLQ
-    assert len(roles) == 6
+    # the six function roles plus the scheduler's, which SAM generates scoped to the function and its DLQ
+    assert len(roles) == 7
     for role_id, role in roles.items():
         assert not _props(role).get("ManagedPolicyArns"), role_id
         for statement in _statements(role):
@@ -489,8 +506,9 @@ def test_transformed_roles_add_no_managed_or_wildcard_policies(transformed: tupl
     target = _props(schedule)["Target"]
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["RebuildDeadLetterQueue", "Arn"]}}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
-    (mapping,) = resources_of_type(output, "AWS::Lambda::EventSourceMapping").values()
-    assert _props(mapping)["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    mappings = resources_of_type(output, "AWS::Lambda::EventSourceMapping").values()
+    assert len(mappings) == 2  # ingest and import
+    assert all(_props(m)["FunctionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings)
 
 
 def test_jwt_mode_refuses_to_deploy_without_issuer_and_audience(template: T) -> None:

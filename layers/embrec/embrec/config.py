@@ -10,7 +10,9 @@ the tooling); in AWS they must be set.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,6 +29,7 @@ ENV_PROFILES_TABLE = "EMBREC_PROFILES_TABLE"
 ENV_IDEMPOTENCY_TABLE = "EMBREC_IDEMPOTENCY_TABLE"
 ENV_IMPRESSIONS_TABLE = "EMBREC_IMPRESSIONS_TABLE"
 ENV_INGEST_QUEUE_URL = "EMBREC_INGEST_QUEUE_URL"
+ENV_IMPORT_QUEUE_URL = "EMBREC_IMPORT_QUEUE_URL"
 # Where AWS is: a real region, or a local endpoint (moto server, LocalStack)
 ENV_AWS_ENDPOINT = "EMBREC_AWS_ENDPOINT"
 ENV_AWS_PORT = "EMBREC_AWS_PORT"
@@ -44,6 +47,10 @@ ENV_INDEX_REFRESH_SECONDS = "EMBREC_INDEX_REFRESH_SECONDS"
 ENV_SHARED_CACHE_SECONDS = "EMBREC_SHARED_CACHE_SECONDS"
 ENV_EVENT_TTL_DAYS = "EMBREC_EVENT_TTL_DAYS"
 ENV_KEEP_VERSIONS = "EMBREC_KEEP_VERSIONS"
+# The deployment's event types and their weights ("watch=1,share=2,skip=-1"); unset: the six built-ins
+ENV_EVENT_TYPES = "EMBREC_EVENT_TYPES"
+# Days of interactions the rebuild reads for its signals (CF and trending): a bounded read, not the history
+ENV_SIGNAL_WINDOW_DAYS = "EMBREC_SIGNAL_WINDOW_DAYS"
 # Multi-modal fusion (embrec.domain.fusion): auto|off, and the weights of the image and metadata parts
 ENV_FUSION = "EMBREC_FUSION"
 ENV_FUSION_IMAGE_WEIGHT = "EMBREC_FUSION_IMAGE_WEIGHT"
@@ -60,6 +67,8 @@ RESOURCE_VARIABLES = (
 )
 
 DEFAULT_AWS_PORT = 4566
+_EVENT_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+MAX_EVENT_TYPES = 50
 DEFAULT_PORT = 3000
 
 
@@ -89,6 +98,37 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
+def _event_types(env: Mapping[str, str]) -> tuple[tuple[str, float], ...]:
+    """``EMBREC_EVENT_TYPES`` as ``((type, weight), ...)``; empty when unset (the built-in types apply).
+
+    Format: ``name=weight`` pairs separated by commas; names are lower-case ``[a-z][a-z0-9_]``, weights finite
+    (negative: the type counts against an item, like ``dislike``).
+    """
+    raw = env.get(ENV_EVENT_TYPES, "").strip()
+    if not raw:
+        return ()
+    pairs: dict[str, float] = {}
+    for part in raw.split(","):
+        name, sep, weight = part.partition("=")
+        name = name.strip()
+        if not sep or not _EVENT_TYPE_NAME.match(name):
+            reason = f"each entry must be name=weight with a lower-case name, got {part.strip()!r}"
+            raise ConfigurationError(ENV_EVENT_TYPES, reason)
+        try:
+            value = float(weight)
+        except ValueError:
+            reason = f"{name}: weight must be a number, got {weight!r}"
+            raise ConfigurationError(ENV_EVENT_TYPES, reason) from None
+        if not math.isfinite(value):
+            raise ConfigurationError(ENV_EVENT_TYPES, f"{name}: weight must be finite")
+        if name in pairs:
+            raise ConfigurationError(ENV_EVENT_TYPES, f"{name} is declared twice")
+        pairs[name] = value
+    if len(pairs) > MAX_EVENT_TYPES:
+        raise ConfigurationError(ENV_EVENT_TYPES, f"at most {MAX_EVENT_TYPES} types, got {len(pairs)}")
+    return tuple(pairs.items())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything embrec reads from the environment, validated."""
@@ -100,6 +140,7 @@ class Settings:
     idempotency_table: str = "embrec-idempotency"
     impressions_table: str = "embrec-impressions"
     ingest_queue_url: str = ""
+    import_queue_url: str = ""
     aws_endpoint: str | None = None
     aws_port: int = DEFAULT_AWS_PORT
     region: str = "us-east-1"
@@ -113,6 +154,8 @@ class Settings:
     shared_cache_seconds: float = 30.0
     event_ttl_days: int = 365
     keep_versions: int = 5
+    event_types: tuple[tuple[str, float], ...] = ()  # (type, weight) pairs; () = the built-in six
+    signal_window_days: int = 180
     fusion_mode: str = "auto"
     fusion_image_weight: float = 0.5  # embrec.domain.fusion.DEFAULT_IMAGE_WEIGHT
     fusion_meta_weight: float = 0.0  # embrec.domain.fusion.DEFAULT_META_WEIGHT
@@ -148,6 +191,7 @@ class Settings:
             idempotency_table=env.get(ENV_IDEMPOTENCY_TABLE, defaults.idempotency_table),
             impressions_table=env.get(ENV_IMPRESSIONS_TABLE, defaults.impressions_table),
             ingest_queue_url=env.get(ENV_INGEST_QUEUE_URL, ""),
+            import_queue_url=env.get(ENV_IMPORT_QUEUE_URL, ""),
             aws_endpoint=env.get(ENV_AWS_ENDPOINT) or None,
             aws_port=aws_port,
             region=env.get(ENV_AWS_REGION) or env.get(ENV_AWS_DEFAULT_REGION) or defaults.region,
@@ -161,6 +205,8 @@ class Settings:
             shared_cache_seconds=_float(env, ENV_SHARED_CACHE_SECONDS, defaults.shared_cache_seconds),
             event_ttl_days=_int(env, ENV_EVENT_TTL_DAYS, defaults.event_ttl_days, 1),
             keep_versions=_int(env, ENV_KEEP_VERSIONS, defaults.keep_versions, 1),
+            event_types=_event_types(env),
+            signal_window_days=_int(env, ENV_SIGNAL_WINDOW_DAYS, defaults.signal_window_days, 1),
             fusion_mode=fusion_mode,
             fusion_image_weight=_float(env, ENV_FUSION_IMAGE_WEIGHT, defaults.fusion_image_weight),
             fusion_meta_weight=_float(env, ENV_FUSION_META_WEIGHT, defaults.fusion_meta_weight),

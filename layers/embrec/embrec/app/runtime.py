@@ -27,6 +27,7 @@ from embrec.aws.store import IdempotencyStore, ImpressionStore, InteractionStore
 from embrec.config import Settings, get_settings
 from embrec.domain.experiments import EXPERIMENTS_KEY, ExperimentConfig, parse_experiments
 from embrec.domain.fusion import text_dim
+from embrec.domain.profiles import declared_type_weights
 from embrec.domain.signals import Signals
 from embrec.engine.encoder import TextEncoder
 from embrec.engine.index import IndexDelta, VectorIndex, fuse_delta
@@ -253,6 +254,31 @@ class Runtime:
             yield body
         finally:
             body.close()
+
+    @contextmanager
+    def open_history(self, key: str, etag: str | None, offset: int = 0) -> Iterator[BinaryIO]:
+        """Stream one uploaded history file from byte ``offset`` (a ranged GET), ``IfMatch`` on its ETag."""
+        kwargs: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": key}
+        if etag:
+            kwargs["IfMatch"] = etag
+        if offset:
+            kwargs["Range"] = f"bytes={offset}-"
+        with aws_errors(f"s3://{self.settings.bucket}/{key}"):
+            body = self.aws.s3.get_object(**kwargs)["Body"]
+        try:
+            yield body
+        finally:
+            body.close()
+
+    def enqueue_import(self, message: str) -> None:
+        """Hand the rest of a large history file to another import invocation."""
+        with aws_errors("sqs import queue"):
+            self.aws.sqs.send_message(QueueUrl=self.settings.import_queue_url, MessageBody=message)
+
+    @cached_property
+    def type_weights(self) -> Mapping[str, float]:
+        """The deployment's event types and weights (``EMBREC_EVENT_TYPES``, else the six built-ins)."""
+        return declared_type_weights(self.settings.event_types)
 
     def enqueue_ingest(self, message: str) -> None:
         """Hand the rest of a large catalog file to another ingest invocation."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,22 +19,34 @@ from typing import Any
 from aws_lambda_powertools.metrics import single_metric
 
 from embrec.app.build import build_version
+from embrec.app.history_import import HistoryObject, ImportCounts, import_rows, parse_import_message
 from embrec.app.ingest import CatalogObject, IngestCounts, chunk_rows, ingest_rows, parse_ingest_message
 from embrec.app.runtime import LoadedModel, Runtime
+from embrec.aws.artifacts import HISTORY_INCOMING_PREFIX, ArtifactStore
 from embrec.aws.store import IdempotencyStore, UserEvent
 from embrec.domain import experiments, ranking, reporting
 from embrec.domain.catalog import read_catalog_named
 from embrec.domain.fusion import FusionConfig, profile_in_index_space, to_index_space
 from embrec.domain.model import Impression, Interaction
-from embrec.domain.profiles import onboarding_text
+from embrec.domain.profiles import SECONDS_PER_DAY, ProfileParams, onboarding_text
+from embrec.domain.signals import SignalParams
 from embrec.edge import contract as api
 from embrec.edge.auth import Caller, require_users
-from embrec.errors import CompatibilityError, EmbrecError, NotFoundError, ServiceUnavailableError
+from embrec.edge.history_file import history_format, read_history
+from embrec.errors import (
+    CompatibilityError,
+    EmbrecError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from embrec.observability import (
     METRIC_CANDIDATES,
     METRIC_EVENTS_ACCEPTED,
+    METRIC_EVENTS_IMPORTED,
     METRIC_EVENTS_REJECTED,
     METRIC_EXPERIMENT_SERVED,
+    METRIC_HISTORY_ROWS_REJECTED,
     METRIC_IMPRESSION_FAILED,
     METRIC_ROWS_ACCEPTED,
     METRIC_ROWS_REJECTED,
@@ -49,6 +62,8 @@ __all__ = [
     "emit_report_metrics",
     "experiment_report",
     "health",
+    "import_message",
+    "import_object",
     "ingest_message",
     "ingest_object",
     "onboard",
@@ -61,6 +76,10 @@ __all__ = [
 
 # A file is processed in chunks of this many rows per invocation; the rest goes on in a continuation message.
 ROWS_PER_INVOCATION = 20_000
+# A history file is imported in chunks of this many rows per invocation (~1-2 minutes of BatchWriteItem in
+# AWS, well inside the 300 s timeout); the rest goes on in a continuation message from the byte it reached.
+ROWS_PER_IMPORT = 200_000
+ATTRIBUTION_SLACK_SECONDS = 86_400.0
 # With a short history the onboarding profile still counts; past this many events it is not even read.
 PROFILE_HISTORY_LIMIT = 20
 DEFAULT_VARIANT = experiments.DEFAULT_VARIANT
@@ -143,7 +162,8 @@ def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | Non
     profile = runtime.profiles.get(user_id) if len(history) < PROFILE_HISTORY_LIMIT else None
     rank_params = assignment.overrides.apply(
         ranking.RankParams(
-            k=query.k, filters=query.filters, diversity=query.diversity, explain=query.explain
+            k=query.k, filters=query.filters, diversity=query.diversity, explain=query.explain,
+            profile=ProfileParams(type_weights=runtime.type_weights),
         ),
         diversity_explicit=bool((params or {}).get("diversity")),
     )
@@ -211,7 +231,11 @@ def onboard(runtime: Runtime, user_id: str, body: str | None) -> dict[str, Any]:
         model.signals,
         history,
         to_index_space(model.index, vector),  # profiles store the text vector
-        assignment.overrides.apply(ranking.RankParams(k=api.DEFAULT_K, explain=True)),
+        assignment.overrides.apply(
+            ranking.RankParams(
+                k=api.DEFAULT_K, explain=True, profile=ProfileParams(type_weights=runtime.type_weights)
+            )
+        ),
         now,
         profile_interests=answers.interests,
     )
@@ -236,7 +260,7 @@ def record_events(runtime: Runtime, body: str | None, caller: Caller | None = No
     before anything is written.
     """
     now = runtime.clock()
-    accepted, rejected = api.parse_events(api.parse_body(body), now)
+    accepted, rejected = api.parse_events(api.parse_body(body), now, runtime.type_weights.keys())
     require_users(caller, {event.user_id for event in accepted})
     stored = runtime.interactions.put_events(
         [
@@ -384,6 +408,88 @@ def ingest_object(runtime: Runtime, target: CatalogObject) -> dict[str, Any]:
     return {"key": target.key, "status": "continued" if more else "complete", **asdict(totals)}
 
 
+def import_message(runtime: Runtime, body: str) -> list[dict[str, Any]]:
+    """One SQS message of the import queue: an S3 notification, a continuation, or a test event."""
+    return [import_object(runtime, target) for target in parse_import_message(body)]
+
+
+def import_object(runtime: Runtime, target: HistoryObject) -> dict[str, Any]:
+    """Import one history file (or one chunk of it), idempotent per (bucket, key, etag, chunk).
+
+    Writes ``interactions/reports/<name>.json`` (``status`` ``in_progress`` while chunks remain and every
+    ``progress_every`` rows, then ``complete``; or ``refused`` for a file whose name is no known format) and
+    the chunk's rejected rows to ``interactions/rejected/``.
+    """
+    claim_key = IdempotencyStore.ingest_key(target.bucket, target.key, f"{target.etag}#{target.chunk}")
+    if not runtime.idempotency.claim(claim_key):
+        logger.info("duplicate history event skipped", extra={"key": target.key, "chunk": target.chunk})
+        return {"key": target.key, "status": "duplicate"}
+    name = target.key.removeprefix(HISTORY_INCOMING_PREFIX)
+    report_key = ArtifactStore.history_report_key(name)
+    base = {"bucket": target.bucket, "key": target.key, "etag": target.etag}
+    try:
+        try:
+            _, gzipped = history_format(target.key)
+        except InvalidInputError as error:
+            runtime.artifacts.put_json(report_key, {**base, "status": "refused", "error": error.to_dict()})
+            runtime.idempotency.complete(claim_key, {"status": "refused"})
+            return {"key": target.key, "status": "refused"}
+        prior = ImportCounts(**(target.counts or {}))
+        prior_unknown = Counter(target.unknown_types or {})
+
+        def report(counts: ImportCounts, unknown: Counter[str], status: str) -> None:
+            runtime.artifacts.put_json(
+                report_key,
+                {
+                    **base,
+                    "status": status,
+                    "chunks": target.chunk + 1,
+                    **asdict(prior.add(counts)),
+                    "unknown_types": dict(prior_unknown + unknown),
+                    "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+            )
+
+        now = runtime.clock()
+        with runtime.open_history(target.key, target.etag, 0 if gzipped else target.offset) as stream:
+            rows = read_history(
+                stream, target.key, runtime.type_weights.keys(), now,
+                offset=target.offset, first_line=target.line,
+                header=None if target.header is None else list(target.header),
+            )
+            outcome = import_rows(
+                rows,
+                lambda events: runtime.interactions.import_events(events, now=now),
+                max_rows=ROWS_PER_IMPORT,
+                header=target.header,
+                on_progress=lambda counts: report(counts, Counter(), "in_progress"),
+            )
+        if outcome.rejected_rows:
+            runtime.artifacts.put_lines(
+                ArtifactStore.history_rejected_key(name, target.chunk), outcome.rejected_rows
+            )
+        totals = prior.add(outcome.counts)
+        if not outcome.finished:
+            runtime.enqueue_import(
+                HistoryObject(
+                    target.bucket, target.key, target.etag, outcome.offset, outcome.line, target.chunk + 1,
+                    outcome.header, asdict(totals), dict(prior_unknown + outcome.unknown_types),
+                ).to_message()
+            )
+        report(outcome.counts, outcome.unknown_types, "complete" if outcome.finished else "in_progress")
+    except BaseException:
+        runtime.idempotency.release(claim_key)
+        raise
+    runtime.idempotency.complete(claim_key, asdict(outcome.counts))
+    metrics.add_metric(name=METRIC_EVENTS_IMPORTED, unit=MetricUnit.Count, value=outcome.counts.accepted)
+    rejected = outcome.counts.rejected
+    metrics.add_metric(name=METRIC_HISTORY_ROWS_REJECTED, unit=MetricUnit.Count, value=rejected)
+    logger.info(
+        "history chunk imported", extra={"key": target.key, "chunk": target.chunk, **asdict(outcome.counts)}
+    )
+    return {"key": target.key, "status": "complete" if outcome.finished else "continued", **asdict(totals)}
+
+
 def _strip_incoming(key: str) -> str:
     prefix = "catalog/incoming/"
     return key[len(prefix) :] if key.startswith(prefix) else key
@@ -399,13 +505,15 @@ def rebuild(runtime: Runtime, *, report_experiment: bool = False) -> dict[str, A
     started = runtime.clock()
     base = runtime.artifacts.read_current()
     encoder_manifest = runtime.encoder_manifest()
+    window_start = started - runtime.settings.signal_window_days * SECONDS_PER_DAY
     with tempfile.TemporaryDirectory() as scratch:
         built = build_version(
             runtime.items.scan_all(),
-            runtime.interactions.scan_recent(since=0.0, now=started),
+            runtime.interactions.read_window(window_start, now=started),
             Path(scratch),
             encoder_id=encoder_manifest["encoder_id"],
             now=started,
+            signal_params=SignalParams(type_weights=runtime.type_weights),
             fusion=FusionConfig.from_settings(runtime.settings),
         )
         if built.items and built.dim != int(encoder_manifest["dim"]):
@@ -466,8 +574,10 @@ def experiment_report(
 ) -> reporting.Report:
     """The online A/B report of experiment ``name`` (see :mod:`embrec.domain.reporting` for the definitions).
 
-    Scans the impressions of the experiment (served at or after ``since``, epoch s) and the events that
-    carry a ``recommendation_id``; variants and control come from ``config/experiments.json`` when the
+    Scans the impressions of the experiment (served at or after ``since``, epoch s), then reads the events
+    that carry a ``recommendation_id`` from the first of those lists on (a read bounded by time through the
+    interactions' ``by_time`` index: an event is attributed only to a list served before it); variants
+    and control come from ``config/experiments.json`` when the
     experiment is still defined there (else from the impressions). ``emit``: also write the CloudWatch EMF
     metrics per variant (a scheduled Lambda; the CLI only with ``--emf``).
     """
@@ -475,9 +585,13 @@ def experiment_report(
         defined: experiments.Experiment | None = runtime.experiments().get(name)
     except NotFoundError:
         defined = None
+    now = runtime.clock()
+    impressions = list(runtime.impressions.scan_experiment(name, since, now=now))
+    # Event timestamps are the client's clock: a day of slack keeps a clock that runs behind attributed.
+    first_served = min((impression.ts for impression in impressions), default=now) - ATTRIBUTION_SLACK_SECONDS
     report = reporting.experiment_report(
-        runtime.impressions.scan_experiment(name, since, now=runtime.clock()),
-        runtime.interactions.scan_attributed(since, now=runtime.clock()),
+        impressions,
+        runtime.interactions.read_attributed(first_served, now=now),
         name,
         since,
         control=None if defined is None else defined.control,

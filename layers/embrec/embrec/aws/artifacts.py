@@ -7,6 +7,8 @@ Layout (one bucket)::
     deltas/<ms, 13 digits>-<uuid>/delta.npz, .../manifest.json  (ingest publishes, containers apply)
     encoder/<encoder_id>/{model.onnx, tokenizer.json, encoder.json}, encoder/current.json
     catalog/reports/<key>.json, catalog/rejected/<key>.jsonl, config/experiments.json
+    interactions/incoming/<key> (history files), interactions/reports/<key>.json,
+    interactions/rejected/<key>.jsonl
 
 Version naming: a version is ``v-<24 hex>``, the sha256 of its files' content (JSON files hashed without
 volatile timestamps such as ``created_at``), so an identical rebuild derives the same version, collides on
@@ -70,6 +72,9 @@ __all__ = [
     "CURRENT_ENCODER_KEY",
     "CURRENT_INDEX_KEY",
     "DELTA_LOOKBACK_MS",
+    "HISTORY_INCOMING_PREFIX",
+    "HISTORY_REJECTED_PREFIX",
+    "HISTORY_REPORTS_PREFIX",
     "READ_CURRENT",
     "ArtifactStore",
     "DeltaRef",
@@ -90,6 +95,9 @@ DELTAS_PREFIX = "deltas/"
 ENCODER_PREFIX = "encoder/"
 CURRENT_ENCODER_KEY = "encoder/current.json"
 ENCODER_MANIFEST = "encoder.json"
+HISTORY_INCOMING_PREFIX = "interactions/incoming/"
+HISTORY_REPORTS_PREFIX = "interactions/reports/"
+HISTORY_REJECTED_PREFIX = "interactions/rejected/"
 DELTA_LOOKBACK_MS = 5 * 60 * 1000
 INCOMPLETE_GRACE_SECONDS = 3600.0  # an unpublished version younger than this may be a rebuild in flight
 VOLATILE_KEYS = frozenset({"created_at", "published_at", "built_at", "items_as_of", "version"})
@@ -368,6 +376,16 @@ class ArtifactStore:
 
     def rejected_key(self, source_key: str) -> str:
         return f"catalog/rejected/{source_key}.jsonl"
+
+    @staticmethod
+    def history_report_key(name: str) -> str:
+        """The report of the history file ``interactions/incoming/<name>``."""
+        return f"{HISTORY_REPORTS_PREFIX}{name}.json"
+
+    @staticmethod
+    def history_rejected_key(name: str, chunk: int) -> str:
+        """The rejected rows of one chunk of the history file ``interactions/incoming/<name>``."""
+        return f"{HISTORY_REJECTED_PREFIX}{name}{'' if chunk == 0 else f'.part{chunk:04d}'}.jsonl"
 
     def _list(
         self, prefix: str, *, delimiter: str | None = None, start_after: str | None = None

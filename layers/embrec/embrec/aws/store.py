@@ -6,7 +6,9 @@ Tables (names from :class:`embrec.config.Settings`, schema in template.yaml):
   float32 little-endian bytes), ``updated_at`` (epoch s).
 - interactions: PK ``user_id``, SK ``sk`` = ``"<ts ms, 13 digits>#<event_id>"``; ``item_id``, ``type``,
   ``ts`` (epoch ms), ``value``, ``recommendation_id``, ``variant``, ``event_id``, ``expires_at`` (TTL,
-  epoch s).
+  epoch s), ``tb`` (time bucket, see :func:`time_bucket`). Global secondary index ``by_time`` (``tb``,
+  ``ts``) serves the reads bounded by time (the rebuild's signal window, the A/B report since the
+  experiment's first list): each is one key-conditioned query per (week, shard), never a scan.
 - profiles: PK ``user_id``; ``vector`` (Binary float32), ``text``, ``updated_at``.
 - idempotency: PK ``id``; ``status``, ``expiration`` (TTL, epoch s), free attributes.
 
@@ -27,6 +29,7 @@ import queue
 import random
 import threading
 import time
+import zlib
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ from embrec.errors import ConflictError, EmbrecError, InvalidInputError, Service
 
 __all__ = [
     "IdempotencyStore",
+    "ImportWriteResult",
     "ImpressionStore",
     "InteractionStore",
     "ItemStore",
@@ -51,6 +55,7 @@ __all__ = [
     "decode_vector",
     "encode_vector",
     "event_sort_key",
+    "time_bucket",
 ]
 
 _BATCH_WRITE_MAX = 25
@@ -199,14 +204,26 @@ def _batch_get(
 def _parallel_scan(
     client: Any, table: str, segments: int, scan_kwargs: Mapping[str, Any]
 ) -> Generator[dict[str, Any], None, None]:
-    """Raw items of a parallel Scan (one thread per Segment), yielded as pages arrive.
+    """Raw items of a parallel Scan (one thread per Segment), yielded as pages arrive."""
+    if segments < 1:
+        raise InvalidInputError("segments", "must be >= 1")
+    requests = [
+        {"TableName": table, "Segment": segment, "TotalSegments": segments, **scan_kwargs}
+        for segment in range(segments)
+    ]
+    return _parallel_pages(client.scan, table, requests, workers=segments)
+
+
+def _parallel_pages(
+    operation: Any, table: str, requests: Sequence[Mapping[str, Any]], workers: int
+) -> Generator[dict[str, Any], None, None]:
+    """Raw items of several paginated Scan or Query requests, ``workers`` at a time, yielded as pages arrive.
 
     Pages go through a small bounded queue, so memory holds a few pages, not the table. If the consumer stops
     early (closes the generator), the workers notice and stop at their next page.
     """
-    if segments < 1:
-        raise InvalidInputError("segments", "must be >= 1")
-    pages: queue.Queue[list[dict[str, Any]] | BaseException | None] = queue.Queue(maxsize=2 * segments)
+    workers = max(1, min(workers, len(requests)))
+    pages: queue.Queue[list[dict[str, Any]] | BaseException | None] = queue.Queue(maxsize=2 * workers)
     stop = threading.Event()
 
     def put(payload: list[dict[str, Any]] | BaseException | None) -> None:
@@ -218,13 +235,12 @@ def _parallel_scan(
             except queue.Full:
                 continue
 
-    def worker(segment: int) -> None:
-        kwargs: dict[str, Any] = {"TableName": table, "Segment": segment, "TotalSegments": segments}
-        kwargs.update(scan_kwargs)
+    def worker(request: Mapping[str, Any]) -> None:
+        kwargs = dict(request)
         try:
             while not stop.is_set():
                 with aws_errors(table):
-                    response = client.scan(**kwargs)
+                    response = operation(**kwargs)
                 put(response.get("Items", []))
                 last = response.get("LastEvaluatedKey")
                 if not last:
@@ -235,12 +251,12 @@ def _parallel_scan(
         finally:
             put(None)
 
-    executor = ThreadPoolExecutor(max_workers=segments, thread_name_prefix=f"scan-{table}")
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"read-{table}")
     try:
-        for segment in range(segments):
-            executor.submit(worker, segment)
+        for request in requests:
+            executor.submit(worker, request)
         finished = 0
-        while finished < segments:
+        while finished < len(requests):
             payload = pages.get()
             if payload is None:
                 finished += 1
@@ -370,9 +386,64 @@ class PutEventsResult:
     errors: list[EmbrecError] = field(default_factory=list, repr=False)
 
 
+@dataclass
+class ImportWriteResult:
+    """Outcome of :meth:`InteractionStore.import_events`: rows written, past the retention, repeated."""
+
+    stored: int = 0
+    expired: int = 0
+    repeated: int = 0
+
+
 def event_sort_key(timestamp_s: float, event_id: str) -> str:
     """The interactions sort key ``"<epoch ms, 13 digits>#<event_id>"``: newest-first order by time."""
     return f"{round(timestamp_s * 1000):013d}#{event_id}"
+
+
+#: The interactions table's index of time-bounded reads, its partition key and the bucket layout.
+TIME_INDEX = "by_time"
+TIME_BUCKET_DAYS = 7
+# Writes to one bucket are spread over this many partition keys: one GSI partition key takes ~1,000 writes/s,
+# and every live event lands in the current week. Raising it later is safe (reads ask for every shard below
+# the current count, and rows written under a smaller count sit in a subset of them); lowering it is not.
+TIME_SHARDS = 4
+_BUCKET_MS = TIME_BUCKET_DAYS * _SECONDS_PER_DAY * 1000
+# Reads look this far past ``now`` too: the API accepts timestamps up to 5 minutes ahead (clock skew).
+_FUTURE_SKEW_MS = 600_000
+_READ_WORKERS = 8
+
+
+def time_bucket(ts_ms: int, sort_key: str) -> str:
+    """``"<week since the epoch>#<shard>"``: the ``by_time`` partition of an event (epoch ms, its sort key).
+
+    The shard is a hash of the sort key, so a re-delivered event lands in the same place.
+    """
+    return f"{ts_ms // _BUCKET_MS}#{zlib.crc32(sort_key.encode()) % TIME_SHARDS}"
+
+
+def _bucket_queries(
+    table: str, since_ms: int, until_ms: int, extra: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """One ``by_time`` query per (week, shard) from ``since_ms`` to ``until_ms``, keyed on ``ts >= since``.
+
+    Within a bucket the sort key bounds the read, so no event before ``since`` is read (or billed).
+    """
+    requests = []
+    for week in range(since_ms // _BUCKET_MS, until_ms // _BUCKET_MS + 1):
+        for shard in range(TIME_SHARDS):
+            request: dict[str, Any] = {
+                "TableName": table,
+                "IndexName": TIME_INDEX,
+                "KeyConditionExpression": "tb = :tb AND ts >= :since",
+                **extra,
+            }
+            request["ExpressionAttributeValues"] = {
+                ":tb": {"S": f"{week}#{shard}"},
+                ":since": {"N": str(since_ms)},
+                **extra.get("ExpressionAttributeValues", {}),
+            }
+            requests.append(request)
+    return requests
 
 
 def _event_token(user_id: str, event_id: str) -> str:
@@ -419,9 +490,11 @@ class InteractionStore:
             raise InvalidInputError("event_id", "must not be empty")
         ts_ms = round(float(interaction.timestamp) * 1000)
         expires_at = ts_ms // 1000 + self._ttl_s
+        sort_key = event_sort_key(interaction.timestamp, interaction.event_id)
         row: dict[str, Any] = {
             "user_id": {"S": event.user_id},
-            "sk": {"S": event_sort_key(interaction.timestamp, interaction.event_id)},
+            "sk": {"S": sort_key},
+            "tb": {"S": time_bucket(ts_ms, sort_key)},
             "event_id": {"S": interaction.event_id},
             "item_id": {"S": interaction.item_id},
             "type": {"S": interaction.type},
@@ -584,36 +657,49 @@ class InteractionStore:
         }
         return _delete_queried(self._client, self._table, kwargs, ("user_id", "sk"))
 
-    def scan_recent(
-        self, since: float, segments: int = 4, now: float | None = None
-    ) -> Iterator[tuple[str, Interaction]]:
-        """``(user_id, Interaction)`` for each live event at or after ``since`` (epoch s), for the rebuild.
+    def import_events(self, events: Iterable[UserEvent], now: float | None = None) -> ImportWriteResult:
+        """Write history rows in bulk: BatchWriteItem, 25 rows a call, no transaction, no idempotency record.
 
-        A parallel scan filtered server-side on ``ts``; order unspecified.
+        Idempotent by key: a row's key is its user and ``event_sort_key(timestamp, event_id)``, so a
+        re-delivered row overwrites itself. Rows past the retention (``expires_at <= now``) are not written
+        and come back in ``expired``; a row repeating an earlier key of the same call is written once and
+        counted in ``repeated``. UnprocessedItems are re-sent with backoff; a call that still fails raises.
         """
         clock = time.time() if now is None else now
-        scan_kwargs = {
-            "FilterExpression": "ts >= :since",
-            "ExpressionAttributeValues": {":since": {"N": str(round(since * 1000))}},
-        }
-        for row in _parallel_scan(self._client, self._table, segments, scan_kwargs):
-            if self._live(row, clock):
-                yield row["user_id"]["S"], self._interaction(row)
+        result = ImportWriteResult()
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for event in events:
+            row, expires_at = self._row(event)
+            if expires_at <= clock:
+                result.expired += 1
+                continue
+            key = (row["user_id"]["S"], row["sk"]["S"])
+            if key in rows:
+                result.repeated += 1
+            rows[key] = row
+        _batch_write(self._client, self._table, [{"PutRequest": {"Item": row}} for row in rows.values()])
+        result.stored = len(rows)
+        return result
 
-    def scan_attributed(
-        self, since: float | None = None, segments: int = 4, now: float | None = None
-    ) -> Iterator[tuple[str, Interaction]]:
-        """``(user_id, Interaction)`` for each live event that carries a ``recommendation_id`` (A/B report).
+    def read_window(self, since: float, now: float | None = None) -> Iterator[tuple[str, Interaction]]:
+        """``(user_id, Interaction)`` of each live event at or after ``since`` (epoch s), for the rebuild.
 
-        ``since`` (epoch s): only events at or after it. A parallel scan filtered server-side; order
-        unspecified.
+        A bounded read: one ``by_time`` query per (week, shard) of the window, the sort key cutting at
+        ``since`` (no older event is read or billed), run ``_READ_WORKERS`` at a time; order unspecified.
         """
+        return self._read_time_range(since, now, {})
+
+    def read_attributed(self, since: float, now: float | None = None) -> Iterator[tuple[str, Interaction]]:
+        """Like :meth:`read_window`, only the events that carry a ``recommendation_id`` (A/B report)."""
+        return self._read_time_range(since, now, {"FilterExpression": "attribute_exists(recommendation_id)"})
+
+    def _read_time_range(
+        self, since: float, now: float | None, extra: Mapping[str, Any]
+    ) -> Iterator[tuple[str, Interaction]]:
         clock = time.time() if now is None else now
-        scan_kwargs: dict[str, Any] = {"FilterExpression": "attribute_exists(recommendation_id)"}
-        if since is not None:
-            scan_kwargs["FilterExpression"] += " AND ts >= :since"
-            scan_kwargs["ExpressionAttributeValues"] = {":since": {"N": str(round(since * 1000))}}
-        for row in _parallel_scan(self._client, self._table, segments, scan_kwargs):
+        since_ms = max(0, round(since * 1000))
+        requests = _bucket_queries(self._table, since_ms, round(clock * 1000) + _FUTURE_SKEW_MS, extra)
+        for row in _parallel_pages(self._client.query, self._table, requests, _READ_WORKERS):
             if self._live(row, clock):
                 yield row["user_id"]["S"], self._interaction(row)
 

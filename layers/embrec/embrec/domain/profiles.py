@@ -32,6 +32,7 @@ __all__ = [
     "INTERACTION_VERBS",
     "ProfileParams",
     "blend_with_profile",
+    "declared_type_weights",
     "interaction_weights",
     "interest_vectors",
     "onboarding_text",
@@ -44,6 +45,12 @@ SECONDS_PER_DAY = 86_400.0
 DEFAULT_TYPE_WEIGHTS: Mapping[str, float] = MappingProxyType(
     {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "like": 3.0, "purchase": 5.0, "dislike": -2.0}
 )
+
+
+def declared_type_weights(declared: Sequence[tuple[str, float]]) -> Mapping[str, float]:
+    """The deployment's type weights: its declared ``(type, weight)`` pairs, else the six built-ins."""
+    return MappingProxyType(dict(declared)) if declared else DEFAULT_TYPE_WEIGHTS
+
 
 #: Past-tense verb per interaction type, for reasons ("Because you liked <title>").
 INTERACTION_VERBS: Mapping[str, str] = MappingProxyType(

@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from embrec import __version__
 from embrec.domain.model import ID_PATTERN, ID_RULE, Filters, check_id
+from embrec.domain.profiles import DEFAULT_TYPE_WEIGHTS
 from embrec.errors import InvalidInputError, PayloadTooLargeError, UnprocessableError
 
 __all__ = [
@@ -39,12 +40,14 @@ __all__ = [
     "Route",
     "openapi_document",
     "parse_body",
+    "parse_event_type",
     "parse_events",
     "parse_item_id",
     "parse_onboarding",
     "parse_recommend_query",
     "parse_search_query",
     "parse_similar_query",
+    "parse_timestamp",
     "parse_user_id",
 ]
 
@@ -59,7 +62,7 @@ MAX_ANSWER_CHARS = 200
 MAX_FUTURE_SKEW_SECONDS = 300.0
 MAX_EVENT_VALUE = 1e9  # |value| bound: DynamoDB numbers overflow past 1e126 (found by fuzzing: a 500)
 EVENT_VALUE_DECIMALS = 6  # and underflow below 1e-130: values are kept to 6 decimal places
-EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "like", "purchase", "dislike"})
+EVENT_TYPES = frozenset(DEFAULT_TYPE_WEIGHTS)  # the built-ins; a deployment may declare its own
 
 # Filter values: printable, no control characters, bounded. This is the allow-list the API validates filter
 # values against (OWASP API4): anything else is rejected with the field named. Ids: embrec.domain.model.
@@ -179,7 +182,7 @@ def _finite(value: int | float) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _timestamp(raw: object, name: str) -> float:
+def parse_timestamp(raw: object, name: str) -> float:
     """ISO 8601 (with or without offset; naive means UTC) or epoch seconds/milliseconds -> epoch seconds.
 
     Only numbers are read as milliseconds (above 1e11): an ISO date is never rescaled, so a date in the year
@@ -219,7 +222,7 @@ def _filters(params: Mapping[str, str]) -> Filters:
     if min_price is not None and max_price is not None and min_price > max_price:
         raise UnprocessableError("min_price", f"must not exceed max_price ({min_price:g} > {max_price:g})")
     created_after_raw = params.get("created_after")
-    created_after = _timestamp(created_after_raw, "created_after") if created_after_raw else None
+    created_after = parse_timestamp(created_after_raw, "created_after") if created_after_raw else None
     available = _bool(params, "available")
     return Filters(
         categories=_values(params, "category"),
@@ -311,16 +314,21 @@ def parse_onboarding(body: Any) -> OnboardingInput:
     return answers
 
 
-def _event(raw: Any, now: float) -> EventInput:
+def parse_event_type(value: object, event_types: Collection[str]) -> str:
+    """An event's ``type``: one of the deployment's declared types (``EMBREC_EVENT_TYPES``)."""
+    if not isinstance(value, str) or value not in event_types:
+        raise InvalidInputError("type", f"must be one of {', '.join(sorted(event_types))}")
+    return value
+
+
+def _event(raw: Any, now: float, event_types: Collection[str]) -> EventInput:
     if not isinstance(raw, dict):
         raise InvalidInputError("event", "must be a JSON object")
     event_id = check_id(raw.get("event_id"), "event_id")
     user_id = parse_user_id(raw.get("user_id"))
     item_id = parse_item_id(raw.get("item_id"))
-    kind = raw.get("type")
-    if not isinstance(kind, str) or kind not in EVENT_TYPES:  # a list is unhashable: a TypeError in `in`
-        raise InvalidInputError("type", f"must be one of {', '.join(sorted(EVENT_TYPES))}")
-    timestamp = now if raw.get("timestamp") in (None, "") else _timestamp(raw["timestamp"], "timestamp")
+    kind = parse_event_type(raw.get("type"), event_types)
+    timestamp = now if raw.get("timestamp") in (None, "") else parse_timestamp(raw["timestamp"], "timestamp")
     if timestamp > now + MAX_FUTURE_SKEW_SECONDS:
         raise InvalidInputError("timestamp", "is in the future")
     raw_value = raw.get("value")
@@ -344,8 +352,13 @@ def _event(raw: Any, now: float) -> EventInput:
     )
 
 
-def parse_events(body: Any, now: float) -> tuple[list[EventInput], list[EventRejection]]:
-    """Validate a batch: every event is either accepted or rejected with its index, field and reason."""
+def parse_events(
+    body: Any, now: float, event_types: Collection[str] = EVENT_TYPES
+) -> tuple[list[EventInput], list[EventRejection]]:
+    """Validate a batch: every event is either accepted or rejected with its index, field and reason.
+
+    ``event_types``: the deployment's declared types (default the built-ins).
+    """
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise InvalidInputError("events", 'the body must be {"events": [...]}')
     raw_events = body["events"]
@@ -359,7 +372,7 @@ def parse_events(body: Any, now: float) -> tuple[list[EventInput], list[EventRej
     for position, raw in enumerate(raw_events):
         event_id = raw.get("event_id") if isinstance(raw, dict) else None
         try:
-            event = _event(raw, now)
+            event = _event(raw, now, event_types)
         except InvalidInputError as error:
             rejected.append(
                 EventRejection(
@@ -485,7 +498,13 @@ _COMPONENTS: dict[str, Any] = {
                         "event_id": _ID_SCHEMA,
                         "user_id": _ID_SCHEMA,
                         "item_id": _ID_SCHEMA,
-                        "type": {"type": "string", "enum": sorted(EVENT_TYPES)},
+                        "type": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 40,
+                            "description": "one of the deployment's event types (EMBREC_EVENT_TYPES; "
+                            f"default {', '.join(sorted(EVENT_TYPES))})",
+                        },
                         "timestamp": {"type": ["string", "number"]},
                         "recommendation_id": _ID_SCHEMA,
                         "value": {"type": "number", "minimum": -MAX_EVENT_VALUE, "maximum": MAX_EVENT_VALUE},

@@ -1,0 +1,236 @@
+"""Bulk history import through the import function (S3 -> SQS -> λ on moto), and reads bounded by time."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from deployment import Deployment
+
+from embrec.app import service
+from embrec.aws.clients import AwsClients
+from embrec.aws.store import TIME_SHARDS, InteractionStore, UserEvent
+from embrec.config import Settings
+from embrec.domain.model import Interaction
+
+DAY = 86_400.0
+
+
+def _put(deployment: Deployment, name: str, body: bytes) -> str:
+    put = deployment.clients.s3.put_object(
+        Bucket=deployment.env["EMBREC_BUCKET"], Key=f"interactions/incoming/{name}", Body=body
+    )
+    return str(put["ETag"])
+
+
+def _report(deployment: Deployment, name: str) -> dict[str, Any]:
+    body = deployment.clients.s3.get_object(
+        Bucket=deployment.env["EMBREC_BUCKET"], Key=f"interactions/reports/{name}.json"
+    )["Body"].read()
+    return dict(json.loads(body))
+
+
+def _rejected(deployment: Deployment, name: str) -> list[dict[str, Any]]:
+    body = deployment.clients.s3.get_object(
+        Bucket=deployment.env["EMBREC_BUCKET"], Key=f"interactions/rejected/{name}.jsonl"
+    )["Body"].read()
+    return [json.loads(line) for line in body.decode().splitlines()]
+
+
+def _stored_rows(deployment: Deployment) -> int:
+    table = deployment.env["EMBREC_INTERACTIONS_TABLE"]
+    pages = deployment.clients.dynamodb.get_paginator("scan").paginate(TableName=table)
+    return sum(page["Count"] for page in pages)
+
+
+def _calls(clients: AwsClients, service_name: str) -> Counter[str]:
+    """Operation names of every call the client makes from now on."""
+    seen: Counter[str] = Counter()
+    clients_of = {"dynamodb": clients.dynamodb, "s3": clients.s3}
+    clients_of[service_name].meta.events.register(
+        f"before-call.{service_name}", lambda model, **_: seen.update([model.name])
+    )
+    return seen
+
+
+def test_every_row_is_accounted_for_and_unknown_types_are_reported(deployment: Deployment) -> None:
+    # Given a CSV with good rows and every kind of bad one, including a type the deployment never declared
+    now = time.time()
+    lines = ["user_id,item_id,type,timestamp,value,event_id"]
+    lines += [f"u{n % 7},ml-{n},like,{now - n * 60:.0f},4.5," for n in range(60)]
+    lines += [
+        f",ml-1,like,{now:.0f},,",  # missing user
+        "u1,ml-1,like,yesterday,,",  # bad timestamp
+        f"u1,ml-1,watch,{now:.0f},,",  # undeclared type
+        f"u2,ml-2,watch,{now:.0f},,",  # undeclared type
+        f"u1,ml-1,share,{now:.0f},,",  # undeclared type
+        f"u1,ml-1,like,{now + 10 * DAY:.0f},,",  # in the future
+        f"u1,ml-1,like,{now - 400 * DAY:.0f},,",  # older than the 365-day retention
+        f"u1,ml-1,like,{now:.0f},NaN,",  # not a finite value
+    ]
+    calls = _calls(_runtime(deployment).aws, "dynamodb")
+    etag = _put(deployment, "history.csv", ("\n".join(lines) + "\n").encode())
+
+    # When the import function runs
+    (outcome,) = deployment.drain_import_queue()
+
+    # Then every row is counted, each rejection names its line, field and reason, and unknown types are listed
+    assert outcome == {"batchItemFailures": []}
+    report = _report(deployment, "history.csv")
+    assert report["etag"].strip('"') == etag.strip('"') and report["status"] == "complete"
+    assert (report["total"], report["accepted"], report["rejected"], report["expired"]) == (68, 60, 7, 1)
+    assert report["total"] == report["accepted"] + report["rejected"] + report["expired"]
+    assert report["unknown_types"] == {"watch": 2, "share": 1}
+    rejected = _rejected(deployment, "history.csv")
+    assert [(row["line"], row["errors"][0]["field"]) for row in rejected] == [
+        (62, "user_id"), (63, "timestamp"), (64, "type"), (65, "type"), (66, "type"), (67, "timestamp"),
+        (69, "value"),
+    ]
+    assert _stored_rows(deployment) == 60
+    # And the rows went in with BatchWriteItem (25 a call), never a transaction per event
+    assert calls["TransactWriteItems"] == 0
+    assert calls["BatchWriteItem"] == 3
+
+
+def test_redelivery_and_reimport_change_nothing(deployment: Deployment) -> None:
+    now = time.time()
+    rows = [
+        {"user_id": f"u{n % 5}", "item_id": f"ml-{n % 11}", "type": "view", "timestamp": now - n * 3600}
+        for n in range(120)
+    ]
+    body = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    _put(deployment, "events.jsonl", body)
+    deployment.drain_import_queue()
+    first = _report(deployment, "events.jsonl")
+
+    # The same S3 notification delivered again: the claim makes it a duplicate, the report is not recounted
+    bucket = deployment.env["EMBREC_BUCKET"]
+    head = deployment.clients.s3.head_object(Bucket=bucket, Key="interactions/incoming/events.jsonl")
+    etag = head["ETag"].strip('"')  # as S3 notifications carry it
+    notification = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {
+        "bucket": {"name": bucket}, "object": {"key": "interactions/incoming/events.jsonl", "eTag": etag}}}]}
+    runtime_result = service.import_message(_runtime(deployment), json.dumps(notification))
+    assert runtime_result == [{"key": "interactions/incoming/events.jsonl", "status": "duplicate"}]
+    assert _report(deployment, "events.jsonl") == first
+
+    # The same rows uploaded again as a new file (no event_id: the key is derived from the content)
+    _put(deployment, "events-again.jsonl", body)
+    deployment.drain_import_queue()
+    assert _report(deployment, "events-again.jsonl")["accepted"] == 120
+    assert _stored_rows(deployment) == 120
+
+
+def _runtime(deployment: Deployment) -> Any:
+    from embrec.app.runtime import get_runtime
+
+    return get_runtime()
+
+
+def test_personalize_header_gzip_and_declared_types(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a deployment that declares its own types, and an Amazon Personalize interactions export
+    monkeypatch.setenv("EMBREC_EVENT_TYPES", "watch=1,share=2,skip=-1")
+    from embrec.app.runtime import reset_runtime
+
+    reset_runtime()
+    now = int(time.time())
+    csv_text = "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE\n" + "".join(
+        f"user-{n % 4},item-{n},{now - n * 60},{('watch', 'share', 'skip')[n % 3]},{n % 5}\n"
+        for n in range(30)
+    ) + f"user-1,item-1,{now},like,\n"  # a built-in type, not declared here
+    _put(deployment, "personalize.csv.gz", gzip.compress(csv_text.encode()))
+
+    deployment.drain_import_queue()
+
+    report = _report(deployment, "personalize.csv.gz")
+    assert (report["total"], report["accepted"], report["rejected"]) == (31, 30, 1)
+    assert report["unknown_types"] == {"like": 1}
+    history = _runtime(deployment).interactions.history("user-0", now=now + 1)
+    assert {event.type for event in history} <= {"watch", "share", "skip"} and len(history) == 8
+    assert all(event.event_id.startswith("h-") for event in history)
+
+
+def test_a_large_file_continues_at_a_byte_offset_and_reports_once(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "ROWS_PER_IMPORT", 40)
+    now = time.time()
+    lines = ["user_id,item_id,type,timestamp"] + [f"u{n % 9},i{n},click,{now - n:.0f}" for n in range(100)]
+    _put(deployment, "big.csv", ("\n".join(lines) + "\n").encode())
+    ranges: list[str | None] = []
+    _runtime(deployment).aws.s3.meta.events.register(
+        "before-call.s3.GetObject",
+        lambda params, **_: ranges.append(params.get("headers", {}).get("Range"))
+        if "big.csv" in params.get("url_path", "") else None,
+    )
+
+    outcomes = deployment.drain_import_queue()
+
+    assert len(outcomes) == 3  # the notification, then two continuations
+    report = _report(deployment, "big.csv")
+    counts = (report["status"], report["chunks"], report["total"], report["accepted"])
+    assert counts == ("complete", 3, 100, 100)
+    assert _stored_rows(deployment) == 100
+    # each continuation starts where the last one stopped: a ranged GET, the earlier rows never read again
+    assert ranges[0] is None and all(r is not None and r.startswith("bytes=") for r in ranges[1:])
+    offsets = [int(r.removeprefix("bytes=").rstrip("-")) for r in ranges[1:]]
+    assert offsets == sorted(offsets) and offsets[0] == len(("\n".join(lines[:41]) + "\n").encode())
+
+
+# ---------------------------------------------------------------------------------- reads bounded by time
+
+
+@pytest.fixture
+def events(aws_clients: AwsClients, settings: Settings) -> InteractionStore:
+    return InteractionStore(aws_clients.dynamodb, settings.interactions_table, settings.idempotency_table)
+
+
+NOW = 1_780_000_000.0
+
+
+def _history(n: int, age_days: float, user: str = "u", recommendation: str | None = None) -> list[UserEvent]:
+    return [
+        UserEvent(f"{user}{i % 13}", Interaction(f"i{i % 17}", "view", NOW - age_days * DAY + i, None,
+                                                 f"{user}-{age_days}-{i}", recommendation))
+        for i in range(n)
+    ]
+
+
+def test_the_window_read_never_returns_events_outside_the_window(
+    events: InteractionStore, aws_clients: AwsClients
+) -> None:
+    # Given 300 events 200 days old, 80 from 20 days ago and 50 from yesterday
+    rows = _history(300, 200, "old") + _history(80, 20, "mid") + _history(50, 1, "new")
+    events.import_events(rows, now=NOW)
+    scanned: list[int] = []
+    operations: Counter[str] = Counter()
+    aws_clients.dynamodb.meta.events.register(
+        "after-call.dynamodb", lambda model, parsed, **_: (
+            operations.update([model.name]), scanned.append(parsed.get("ScannedCount", 0))
+        )
+    )
+
+    # When the rebuild reads a 30-day window
+    window = list(events.read_window(NOW - 30 * DAY, now=NOW))
+
+    # Then DynamoDB read exactly the 130 events inside it: the 300 old ones were never read, not filtered out
+    assert len(window) == 130 and {user[:3] for user, _ in window} == {"mid", "new"}
+    assert sum(scanned) == 130
+    assert set(operations) == {"Query"}  # no Scan
+    # one query per (week, shard) of the window (5 or 6 weeks): bounded by the window, not the table
+    assert operations["Query"] in (5 * TIME_SHARDS, 6 * TIME_SHARDS)
+
+
+def test_attributed_reads_start_at_the_given_time(events: InteractionStore) -> None:
+    events.import_events(
+        _history(40, 100, "old", recommendation="r-old") + _history(10, 3, "new", recommendation="r-new")
+        + _history(25, 2, "plain"),
+        now=NOW,
+    )
+    found = list(events.read_attributed(NOW - 7 * DAY, now=NOW))
+    assert len(found) == 10 and {event.recommendation_id for _, event in found} == {"r-new"}
