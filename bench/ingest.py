@@ -19,7 +19,7 @@ from embrec.app.ingest import ingest_rows
 from embrec.aws.store import ItemStore
 from embrec.config import Settings
 from embrec.domain.catalog import item_text, read_catalog, validate_row
-from embrec.domain.model import StoredItem
+from embrec.domain.model import ItemState, StoredItem
 from embrec_tools.datasets import load_movielens, to_jsonl
 
 __all__ = ["NullItemStore", "main"]
@@ -28,7 +28,7 @@ __all__ = ["NullItemStore", "main"]
 class NullItemStore:
     """An items table that stores nothing: isolates parse/validate/hash/encode from the DynamoDB write."""
 
-    def hashes_for(self, item_ids: Iterable[str]) -> dict[str, str]:
+    def states_for(self, item_ids: Iterable[str]) -> dict[str, ItemState]:
         list(item_ids)
         return {}
 

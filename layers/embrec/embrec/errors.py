@@ -10,6 +10,7 @@ once, and the API layer maps ``error.status`` without ever looking at message te
     ├── AuthenticationError          401  no or bad credentials
     ├── ForbiddenError               403  credentials valid, but not for this user
     ├── NotFoundError                404  unknown item, user or route
+    │   └── EncoderMissingError           no encoder published yet (encoder/current.json absent)
     ├── ConflictError                409  lost a conditional write (e.g. the index pointer swap)
     ├── ConfigurationError           500  the deployment's settings are wrong: raised when a function starts,
     │                                     logged with the variable's name; clients see only a generic 500
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "EmbrecError",
+    "EncoderMissingError",
     "ForbiddenError",
     "IntegrityError",
     "InvalidInputError",
@@ -90,6 +92,10 @@ class ForbiddenError(EmbrecError):
 class NotFoundError(EmbrecError):
     status = 404
     code = "not_found"
+
+
+class EncoderMissingError(NotFoundError):
+    """No encoder has been published yet: a deployment (or a local stack) that is still starting."""
 
 
 class ConflictError(EmbrecError):

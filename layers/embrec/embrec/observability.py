@@ -22,6 +22,7 @@ __all__ = [
     "METRIC_EVENTS_REJECTED",
     "METRIC_INDEX_FALLBACK",
     "METRIC_INDEX_REFUSED",
+    "METRIC_INGEST_MESSAGES_REFUSED",
     "METRIC_ROWS_ACCEPTED",
     "METRIC_ROWS_REJECTED",
     "METRIC_SHARED_CACHE_HIT",
@@ -44,6 +45,7 @@ METRIC_EVENTS_ACCEPTED = "EventsAccepted"
 METRIC_EVENTS_REJECTED = "EventsRejected"
 METRIC_ROWS_ACCEPTED = "CatalogRowsAccepted"
 METRIC_ROWS_REJECTED = "CatalogRowsRejected"
+METRIC_INGEST_MESSAGES_REFUSED = "IngestMessagesRefused"  # an SQS body that can never succeed, not retried
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
