@@ -191,20 +191,21 @@ def ingest_rows(
     encoder_id: str,
     source_id: str = "",
     max_rows: int | None = None,
-    batch_size: int = ENCODE_BATCH,
+    batch_size: int | None = None,
     clock: Callable[[], float] = time.time,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> IngestOutcome:
     """Validate, skip unchanged, encode changed, upsert; returns the counts, rejections and the index delta.
 
-    Rows are processed in batches of ``batch_size``: one ``states_for`` read, one encode call and one batch
-    write per batch. The write of a batch runs in a background thread while the next batch is read and
-    encoded (one write in flight at most; in AWS it is network wait), and every write has finished before
-    this returns; a failed write raises here. It stops after ``max_rows`` rows, or when ``should_stop`` (the
-    caller's time budget, asked between batches) says so: then the outcome is ``finished=False`` with
-    ``rows`` and ``resume`` set so a continuation can go on from there. ``source_id`` (the file's id) turns
-    on the per-row source record (see the module docstring).
+    Rows are processed in batches of ``batch_size`` (default ``ENCODE_BATCH``): one ``states_for`` read, one
+    encode call and one batch write per batch. The write of a batch runs in a background thread while the
+    next batch is read and encoded (one write in flight at most; in AWS it is network wait), and every write
+    has finished before this returns; a failed write raises here. It stops after ``max_rows`` rows, or when
+    ``should_stop`` (the caller's time budget, asked between batches) says so: then the outcome is
+    ``finished=False`` with ``rows`` and ``resume`` set so a continuation can go on from there.
+    ``source_id`` (the file's id) turns on the per-row source record (see the module docstring).
     """
+    batch_size = batch_size or ENCODE_BATCH
     counts = IngestCounts()
     rejected: list[dict[str, Any]] = []
     delta_ids: list[str] = []

@@ -411,7 +411,8 @@ def ingest_object(
         suffix = "" if target.chunk == 0 else f".part{target.chunk:04d}"
         if outcome.rejected_rows:
             key = runtime.artifacts.rejected_key(_strip_incoming(target.key))
-            runtime.artifacts.put_lines(key.replace(".jsonl", f"{suffix}.jsonl"), outcome.rejected_rows)
+            stem = key.removesuffix(".jsonl")  # only the last ".jsonl": "a.jsonl" -> "a.jsonl.part0001.jsonl"
+            runtime.artifacts.put_lines(f"{stem}{suffix}.jsonl", outcome.rejected_rows)
         more = not outcome.finished
         if more:
             resume = outcome.resume or target.resume
