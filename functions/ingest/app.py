@@ -7,16 +7,25 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from embrec.app import service
+from embrec.app.ingest import IngestDelivery
 from embrec.app.runtime import get_runtime, settings_at_start
 from embrec.observability import logger, metrics, tracer
 
 settings_at_start()  # a bad setting fails the function's start, named in the log, not a request
 
 processor = BatchProcessor(event_type=EventType.SQS)
+# Time kept back from the function's timeout: one more encode batch, the delta, the report, the continuation.
+RESERVE_MS = 60_000
 
 
-def ingest_record(record: SQSRecord) -> None:
-    service.ingest_message(get_runtime(), record.body)
+def ingest_record(record: SQSRecord, lambda_context: LambdaContext) -> None:
+    delivery = IngestDelivery(
+        record.body,
+        record.receipt_handle,
+        int(record.attributes.approximate_receive_count or 1),
+        lambda: lambda_context.get_remaining_time_in_millis() < RESERVE_MS,
+    )
+    service.ingest_message(get_runtime(), delivery)
 
 
 @logger.inject_lambda_context

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from embrec.config import Settings
 from embrec.domain.model import Interaction
 from embrec.errors import NotFoundError, ServiceUnavailableError
 
@@ -308,6 +309,7 @@ class _Tour:
         self.started = time.monotonic()
         self.http: Any = None
         self.api = ""
+        self.encoder_id: str | None = None  # published while the stack starts
 
     def say(self, line: str = "") -> None:
         self.out.write(line + "\n")
@@ -358,11 +360,10 @@ def _prepare_encoder(tour: _Tour, root: Path) -> Path:
     return directory
 
 
-def _publish_encoder(tour: _Tour, env: Any, directory: Path) -> str:
+def _publish_encoder(tour: _Tour, settings: Settings, directory: Path) -> str:
     from embrec.aws.artifacts import ArtifactStore
     from embrec.aws.clients import clients
 
-    settings = env.settings
     with tempfile.TemporaryDirectory() as scratch:
         store = ArtifactStore(clients(settings).s3, settings.bucket, Path(scratch))
         encoder_id = store.publish_encoder(directory)
@@ -370,14 +371,23 @@ def _publish_encoder(tour: _Tour, env: Any, directory: Path) -> str:
     return encoder_id
 
 
-def _start_env(tour: _Tour, root: Path) -> Any:
+def _start_env(tour: _Tour, root: Path, encoder_dir: Path) -> Any:
     from embrec_tools.local import LocalEnvironment
 
-    tour.step("starting the local stack (AWS endpoint, resources from template.yaml, API emulator)")
+    tour.step("starting the local stack (AWS endpoint, resources from template.yaml, encoder, API emulator)")
     # The schedule starts once the tour is done: a timed rebuild in the middle of the replay would only
     # compete with it for the two cores (and for moto, which is not built for concurrent transactions).
+    # The encoder is published before the API and the queue pollers start: a stack that answers /health
+    # can take an upload at once.
+    def publish(settings: Settings) -> None:
+        tour.encoder_id = _publish_encoder(tour, settings, encoder_dir)
+
     env = LocalEnvironment(
-        root, api_port=tour.options.api_port, aws_port=tour.options.aws_port, schedule=False
+        root,
+        api_port=tour.options.api_port,
+        aws_port=tour.options.aws_port,
+        schedule=False,
+        prepare=publish,
     )
     env.start()
     tour.say(f"    AWS endpoint {env.endpoint_url}   API {env.api_url}   bucket {env.settings.bucket}")
@@ -611,11 +621,10 @@ def run_demo(options: DemoOptions) -> int:
              f"replaying {len(replay)} events of {len({u for u, _ in replay})} users "
              f"(showcase users {', '.join(u for _, u, _ in showcase)})")
     encoder_dir = _prepare_encoder(tour, root)
-    env = _start_env(tour, root)
+    env = _start_env(tour, root, encoder_dir)
     try:
         tour.api = env.api_url
         tour.http = _session()
-        _publish_encoder(tour, env, encoder_dir)
         # Events first: they need no index, and the local DynamoDB (moto) copies every table on each
         # transaction, so writing them before the 9,742 items keeps the replay fast. One rebuild then
         # takes in the catalog and the events (CF and trending) together.
@@ -641,13 +650,12 @@ def run_local_up(options: DemoOptions) -> int:
     tour = _Tour(options)
     root = _project_root(options)
     encoder_dir = _prepare_encoder(tour, root)
-    env = _start_env(tour, root)
+    env = _start_env(tour, root, encoder_dir)
     try:
         tour.api = env.api_url
         tour.http = _session()
-        encoder_id = _publish_encoder(tour, env, encoder_dir)
         health = _wait_healthy(tour)
-        _print_ready(tour, env, health, sample=False, encoder_id=encoder_id)
+        _print_ready(tour, env, health, sample=False, encoder_id=tour.encoder_id)
         tour.say("upload a catalog to catalog/incoming/ (the aws command above or `embrec ingest FILE`), "
                  "then `embrec rebuild`")
         if options.serve:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from embrec.aws.store import (
     event_sort_key,
 )
 from embrec.config import Settings
-from embrec.domain.model import Interaction, StoredItem
+from embrec.domain.model import Interaction, ItemState, StoredItem
 from embrec.errors import ServiceUnavailableError
 
 NOW = 1_780_000_000.0  # a fixed "now" (epoch s) so TTL decisions do not depend on the clock
@@ -113,14 +114,19 @@ def test_items_round_trip_with_vectors_and_nested_fields(items: ItemStore) -> No
     np.testing.assert_array_equal(many["item-029"].vector, stored[29].vector)
 
 
-def test_hashes_for_returns_only_known_items(items: ItemStore) -> None:
+def test_states_for_returns_only_known_items_with_encoder_and_source(items: ItemStore) -> None:
     rng = np.random.default_rng(1)
-    items.upsert([_item(i, rng) for i in range(3)])
+    stored = [_item(i, rng) for i in range(3)]
+    stored[2] = replace(stored[2], encoder_id="enc-b", source="f00d:7")
+    items.upsert(stored)
 
-    assert items.hashes_for(["item-000", "item-002", "item-999"]) == {
-        "item-000": "hash-0",
-        "item-002": "hash-2",
+    assert items.states_for(["item-000", "item-002", "item-999"]) == {
+        "item-000": ItemState("hash-0"),
+        "item-002": ItemState("hash-2", "enc-b", "f00d:7"),
     }
+    got = items.get("item-002")
+    assert got is not None and (got.encoder_id, got.source) == ("enc-b", "f00d:7")
+    assert "encoder_id" not in got.fields and "ingest_source" not in got.fields  # bookkeeping, not metadata
 
 
 def test_upsert_replaces_and_later_duplicate_wins(items: ItemStore) -> None:

@@ -167,7 +167,7 @@ def test_price_accepted(value: Any, expected: float) -> None:
 @pytest.mark.parametrize(
     ("value", "reason_part"),
     [(-1, ">= 0"), (math.nan, "finite"), (math.inf, "finite"), ("nan", "finite"), (True, "bool"),
-     ("cheap", "number"), ([1], "number")],
+     ("cheap", "number"), ([1], "number"), (10**400, "range"), (1e300, "range"), (1e-200, "range")],
 )
 def test_price_rejected(value: Any, reason_part: str) -> None:
     assert reason_part in errors_of(row(price=value))["price"]
@@ -233,7 +233,8 @@ def test_image_embedding_accepted(value: Any, expected: tuple[float, ...]) -> No
 @pytest.mark.parametrize(
     ("value", "reason_part"),
     [([], "1..4096"), ([0.0] * 4097, "1..4096"), ([1, "2"], "number"), ([1, True], "number"),
-     ([math.nan], "finite"), ("[1, 2", "JSON"), ("1 2 3", "list"), ({"x": 1}, "list")],
+     ([math.nan], "finite"), ("[1, 2", "JSON"), ("1 2 3", "list"), ({"x": 1}, "list"),
+     ([1.0, 10**400], "range"), ([1e-200], "range"), ("[" * 5000 + "]" * 5000, "JSON")],
 )
 def test_image_embedding_rejected(value: Any, reason_part: str) -> None:
     assert reason_part in errors_of(row(image_embedding=value))["image_embedding"]
@@ -268,6 +269,14 @@ def test_unknown_fields_kept_in_extra() -> None:
     assert item.extra == {"color": "red", "brand": "Acme", "sizes": [40, 41]}
 
 
+def _nested(depth: int) -> Any:
+    """A JSON value nested ``depth`` levels deep: [[...["leaf"]...]]."""
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("fields", "bad_field"),
     [
@@ -276,10 +285,19 @@ def test_unknown_fields_kept_in_extra() -> None:
         ({"extra": "not an object"}, "extra"),
         ({f"k{i}": i for i in range(65)}, "extra"),
         ({"notes": "n" * 20_000}, "extra"),
+        ({"sku": 10**50}, "sku"),  # DynamoDB numbers: 38 digits
+        ({"ratio": 1e-200}, "ratio"),
+        ({"specs": _nested(17)}, "specs"),  # DynamoDB refuses a document nested deeper than 32 levels
+        ({"extra": {"specs": _nested(900)}}, "specs"),
     ],
 )
 def test_extra_rejected(fields: dict[str, Any], bad_field: str) -> None:
     assert bad_field in errors_of(row(**fields))
+
+
+def test_extra_nested_up_to_the_limit_and_numbers_dynamodb_stores_are_kept() -> None:
+    item = validate_row(row(specs=_nested(16), sku=10**37, ratio=1e-120))
+    assert item.extra["sku"] == 10**37 and item.extra["ratio"] == 1e-120
 
 
 # --- whole row -----------------------------------------------------------------------------------------

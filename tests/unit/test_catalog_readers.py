@@ -262,3 +262,39 @@ def test_csv_row_over_limit_rejected() -> None:
     results = read(data, "csv", max_row_bytes=1000)
     assert summary(results) == [(2, None, ["row"]), (3, "b", [])]
     assert "larger than 1000 bytes" in results[0].errors[0].reason
+
+
+# --- rows that would crash a parser, and resuming at a byte offset ----------------------------------------
+
+
+def test_brackets_nested_too_deep_to_parse_are_one_rejected_row_in_every_format() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    good = b'{"item_id": "a", "title": "A"}'
+    jsonl = read(good + b"\n" + deep + b"\n" + good.replace(b'"a"', b'"b"') + b"\n", "jsonl")
+    assert summary(jsonl) == [(1, "a", []), (2, None, ["row"]), (3, "b", [])]
+    assert "nested too deeply" in jsonl[1].errors[0].reason
+    array = read(b"[" + good + b"," + deep + b"," + good.replace(b'"a"', b'"b"') + b"]", "json")
+    assert [r.item.item_id if r.item else None for r in array] == ["a", None, "b"]
+
+
+def test_jsonl_rows_carry_their_end_offset_and_a_resume_point_continues_there() -> None:
+    lines = [json.dumps({"item_id": f"i{k}", "title": f"T{k}"}).encode() for k in range(5)]
+    data = b"\n".join(lines[:2]) + b"\n\n" + b"\n".join(lines[2:]) + b"\n"  # a blank line 3
+    rows = read(data, "jsonl")
+    assert [r.line for r in rows] == [1, 2, 4, 5, 6]
+    assert [r.end for r in rows] == [data.index(line) + len(line) + 1 for line in lines]
+
+    resume = catalog.ResumePoint(offset=rows[1].end or 0, line=rows[1].line)
+    tail = list(read_catalog(io.BytesIO(data[resume.offset:]), "jsonl", resume=resume))
+    assert [(r.line, r.item.item_id if r.item else None, r.end) for r in tail] == [
+        (r.line, r.item.item_id if r.item else None, r.end) for r in rows[2:]
+    ]
+    gz = list(read_catalog(io.BytesIO(gzip.compress(data)), "jsonl", gzipped=True, resume=resume))
+    assert [(r.line, r.end) for r in gz] == [(r.line, r.end) for r in rows[2:]]
+
+
+def test_only_json_lines_resume_at_a_byte_offset() -> None:
+    assert catalog.resumable("a.jsonl") and catalog.resumable("a.ndjson.gz")
+    assert not catalog.resumable("a.csv") and not catalog.resumable("a.json")
+    with pytest.raises(InvalidInputError):
+        list(read_catalog(io.BytesIO(b"item_id,title\n"), "csv", resume=catalog.ResumePoint(10, 1)))

@@ -16,7 +16,7 @@ import pytest
 from embrec.app.ingest import IngestOutcome, ingest_rows
 from embrec.aws.store import ItemStore
 from embrec.domain.catalog import read_catalog
-from embrec.domain.model import StoredItem
+from embrec.domain.model import ItemState, StoredItem
 
 
 class SlowStore:
@@ -30,8 +30,8 @@ class SlowStore:
         self.fail_on = fail_on
         self._lock = threading.Lock()
 
-    def hashes_for(self, item_ids: Iterable[str]) -> dict[str, str]:
-        return {i: self.rows[i].content_hash for i in item_ids if i in self.rows}
+    def states_for(self, item_ids: Iterable[str]) -> dict[str, ItemState]:
+        return {i: ItemState(self.rows[i].content_hash) for i in item_ids if i in self.rows}
 
     def upsert(self, items: Iterable[StoredItem]) -> int:
         with self._lock:

@@ -79,7 +79,9 @@ class LocalEnvironment:
     ``EMBREC_AWS_ENDPOINT``, ``EMBREC_REBUILD_SECONDS`` 300); pass ``api_port=0`` / ``aws_port=0`` for free
     ports (tests). ``serve_api``, ``dispatch`` and ``schedule`` switch the API, the SQS pollers and the timer
     off (``trigger_rebuild`` still works). ``provision`` replaces how the template's resources are created
-    (default: :func:`embrec_tools.template.create_local_resources`).
+    (default: :func:`embrec_tools.template.create_local_resources`). ``prepare(settings)`` runs once the
+    resources exist and before the SQS pollers and the API start: what must be in place before the stack
+    answers ``/health`` or takes an upload (``embrec local up`` publishes the encoder there).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class LocalEnvironment:
         provision: Provisioner | None = None,
         poll_wait_seconds: int = 1,
         jwt: LocalJwt | None = None,
+        prepare: Callable[[Settings], None] | None = None,
     ) -> None:
         settings = settings or Settings.from_env(local=True)
         # EMBREC_AUTH=jwt (or an explicit ``jwt``): the API checks bearer tokens like API Gateway's JWT
@@ -124,6 +127,7 @@ class LocalEnvironment:
         self._serve_api, self._dispatch, self._schedule = serve_api, dispatch, schedule
         self._provision = provision or _default_provisioner
         self._poll_wait = poll_wait_seconds
+        self._prepare = prepare
         self._lock = threading.Lock()
         self._exit = ExitStack()
         self._state = "stopped"
@@ -223,6 +227,8 @@ class LocalEnvironment:
         self._exit.enter_context(patched_environ(env))
         _clear_caches()
         settings = Settings.from_env(local=True)
+        if self._prepare is not None:
+            self._prepare(settings)
 
         self.functions = {name: LambdaFunction(spec, self.region) for name, spec in specs.items()}
         if self._dispatch:

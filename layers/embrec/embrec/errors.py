@@ -13,6 +13,7 @@ once, and the API layer maps ``error.status`` without ever looking at message te
     │   └── ResourceMissingError     500  one of embrec's own stored resources (an S3 key, a table) is absent:
     │                                     the deployment's state, not the request's, so clients get a generic
     │                                     500 and the resource is named only in the log
+    │       └── EncoderMissingError       no encoder published yet (encoder/current.json absent)
     ├── ConflictError                409  lost a conditional write (e.g. the index pointer swap)
     ├── ConfigurationError           500  the deployment's settings are wrong: raised when a function starts,
     │                                     logged with the variable's name; clients see only a generic 500
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "EmbrecError",
+    "EncoderMissingError",
     "ForbiddenError",
     "IntegrityError",
     "InvalidInputError",
@@ -103,6 +105,10 @@ class ResourceMissingError(NotFoundError):
 
     status = 500
     code = "resource_missing"
+
+
+class EncoderMissingError(ResourceMissingError):
+    """No encoder has been published yet: a deployment (or a local stack) that is still starting."""
 
 
 class ConflictError(EmbrecError):

@@ -22,6 +22,7 @@ __all__ = [
     "METRIC_IMPRESSION_FAILED",
     "METRIC_INDEX_FALLBACK",
     "METRIC_INDEX_REFUSED",
+    "METRIC_INGEST_MESSAGES_REFUSED",
     "METRIC_ROWS_ACCEPTED",
     "METRIC_ROWS_REJECTED",
     "METRIC_SHARED_CACHE_HIT",
@@ -48,6 +49,7 @@ METRIC_ROWS_ACCEPTED = "CatalogRowsAccepted"
 METRIC_ROWS_REJECTED = "CatalogRowsRejected"
 METRIC_EXPERIMENT_SERVED = "ExperimentListsServed"  # its own EMF document, dimensions experiment, variant
 METRIC_IMPRESSION_FAILED = "ImpressionWriteFailed"
+METRIC_INGEST_MESSAGES_REFUSED = "IngestMessagesRefused"  # an SQS body that can never succeed, not retried
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)

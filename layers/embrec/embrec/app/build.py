@@ -52,8 +52,10 @@ def build_version(
     """Build index + signals into ``directory`` from every live item and the given interactions.
 
     Items without a vector and deleted items are left out (counted in ``skipped_items``). Items carrying
-    vectors of several dimensions raise :class:`CompatibilityError` (re-ingest them with one encoder), so a
-    mismatched build is never published.
+    vectors of several dimensions, or vectors another encoder than ``encoder_id`` made (as recorded with each
+    item; items stored before it was recorded are taken as the current encoder's), raise
+    :class:`CompatibilityError` (re-upload the catalog: ingest re-encodes them), so an index never labels one
+    model's vectors with another's id.
 
     ``fusion`` (default ``FusionConfig()``: auto) decides the index layout from the whole catalog: the plain
     text vector unless some item has an ``image_embedding`` or the metadata weight is > 0 (see
@@ -64,13 +66,22 @@ def build_version(
     vectors: list[np.ndarray] = []
     metadata: list[dict[str, Any]] = []
     skipped = 0
+    foreign: dict[str, int] = {}
     for item in items:
         if item.deleted or item.vector is None:
             skipped += 1
             continue
+        if item.encoder_id and item.encoder_id != encoder_id:
+            foreign[item.encoder_id] = foreign.get(item.encoder_id, 0) + 1
+            continue
         ids.append(item.item_id)
         vectors.append(item.vector)
         metadata.append(dict(item.fields))
+    if foreign:
+        raise CompatibilityError(
+            f"items carry vectors of other encoders {foreign} than the current {encoder_id}: re-upload the "
+            "catalog so ingest re-encodes them"
+        )
     # Positions in item_id order, not scan order (a parallel scan's order varies): the same items give the
     # same index input digest, so a re-run with no change is recognised as unchanged (embrec.aws.artifacts).
     order = sorted(range(len(ids)), key=ids.__getitem__)

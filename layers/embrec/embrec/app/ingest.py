@@ -3,32 +3,40 @@
 :func:`ingest_rows` is the use case with its I/O injected (the item store, an encode function); the S3 and
 SQS edges live in :mod:`embrec.app.service`. Counts always add up: ``total == accepted + unchanged +
 rejected``, where *accepted* rows are new, changed or deleted items, *unchanged* rows match the stored content
-hash and are skipped (no encoding, no write), and *rejected* rows carry their line number and reasons.
+hash and encoder and are skipped (no encoding, no write), and *rejected* rows carry their line number and
+reasons.
+
+Every stored item records the encoder of its vector and the row that wrote it (``"<file id>:<line>"``). So a
+new encoder re-encodes an unchanged row, a row that finds its own source stored was written by an earlier
+attempt at this file that died before publishing its delta (it goes into this attempt's delta: every item
+written under a claim reaches a delta), and a row that finds an earlier line of its own file stored is a
+duplicate of that row, also when the two sit in different invocations' chunks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote_plus
 
 import numpy as np
 
 from embrec.aws.store import ItemStore
-from embrec.domain.catalog import Item, RowResult, content_hash, item_text
-from embrec.domain.model import StoredItem
+from embrec.domain.catalog import FieldError, Item, ResumePoint, RowResult, content_hash, item_text
+from embrec.domain.model import ItemState, StoredItem
 from embrec.engine.index import IndexDelta
 from embrec.errors import InvalidInputError
 
 __all__ = [
     "CatalogObject",
     "IngestCounts",
+    "IngestDelivery",
     "IngestOutcome",
-    "chunk_rows",
     "index_metadata",
     "ingest_rows",
     "parse_ingest_message",
@@ -62,13 +70,18 @@ class IngestOutcome:
     counts: IngestCounts
     rejected_rows: list[dict[str, Any]] = field(default_factory=list)
     delta: IndexDelta | None = None
-    last_row: int = 0  # rows consumed from the file so far (for continuations)
-    finished: bool = True
+    rows: int = 0  # rows consumed from the file in this call
+    finished: bool = True  # False: rows are left; a continuation resumes after the last consumed one
+    resume: ResumePoint | None = None  # just past the last consumed row, when the reader can resume there
 
 
 @dataclass(frozen=True)
 class CatalogObject:
-    """One version of one uploaded catalog file, and where a continuation resumes."""
+    """One version of one uploaded catalog file, and where a continuation resumes.
+
+    ``start_row`` rows were consumed by the chunks before this one; a JSON Lines file resumes at byte
+    ``resume_offset`` after ``resume_line`` lines (a ranged GET), other formats skip ``start_row`` rows.
+    """
 
     bucket: str
     key: str
@@ -76,9 +89,36 @@ class CatalogObject:
     start_row: int = 0
     chunk: int = 0
     counts: dict[str, int] | None = None  # totals of the chunks before this one
+    resume_offset: int = 0
+    resume_line: int = 0
+
+    @property
+    def file_id(self) -> str:
+        """A short id of this version of this file, recorded with every item one of its rows writes."""
+        name = f"{self.bucket}/{self.key}#{self.etag.strip(chr(34))}"
+        return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+    @property
+    def resume(self) -> ResumePoint:
+        return ResumePoint(self.resume_offset, self.resume_line)
 
     def to_message(self) -> str:
         return json.dumps({"embrec_continuation": asdict(self)})
+
+
+@dataclass(frozen=True)
+class IngestDelivery:
+    """One SQS delivery to the ingest function: the body, and what the handler knows around it.
+
+    ``receipt_handle`` lets the use case shorten the message's visibility (a retry soon, not in 30 minutes);
+    ``receive_count`` is SQS's ``ApproximateReceiveCount``; ``should_stop`` is the time budget (True once
+    the invocation should wrap up and hand the rest of a file to a continuation).
+    """
+
+    body: str
+    receipt_handle: str = ""
+    receive_count: int = 1
+    should_stop: Callable[[], bool] = field(default=lambda: False, compare=False)
 
 
 def parse_ingest_message(body: str) -> list[CatalogObject]:
@@ -96,7 +136,10 @@ def parse_ingest_message(body: str) -> list[CatalogObject]:
     if message.get("Event") == "s3:TestEvent":
         return []
     if "embrec_continuation" in message:
-        return [CatalogObject(**message["embrec_continuation"])]
+        try:
+            return [CatalogObject(**message["embrec_continuation"])]
+        except TypeError:
+            raise InvalidInputError("message", "malformed continuation") from None
     records = message.get("Records")
     if not isinstance(records, list):
         raise InvalidInputError("message", "neither an S3 event notification nor a continuation")
@@ -130,18 +173,14 @@ def index_metadata(item: Item) -> dict[str, Any]:
     }
 
 
-def chunk_rows(rows: Iterable[RowResult], start_row: int, max_rows: int) -> Iterator[RowResult]:
-    """Rows ``start_row`` (0-based) up to ``start_row + max_rows`` of a file: one invocation's share."""
-    for position, row in enumerate(rows):
-        if position < start_row:
-            continue
-        if position >= start_row + max_rows:
-            return
-        yield row
-
-
 def _rejection(row: RowResult) -> dict[str, Any]:
     return {"line": row.line, "errors": [error.to_dict() for error in row.errors], "raw": row.raw}
+
+
+def _duplicate(row: RowResult, item: Item, state: ItemState) -> RowResult:
+    """The row repeats an item_id an earlier row of the same file wrote (in an earlier chunk)."""
+    reason = f"duplicate item_id {item.item_id!r} (first at line {state.source.rpartition(':')[2]})"
+    return replace(row, item=None, errors=[FieldError("item_id", reason)])
 
 
 def ingest_rows(
@@ -150,19 +189,23 @@ def ingest_rows(
     encode: Callable[[Sequence[str]], np.ndarray],
     *,
     encoder_id: str,
-    batch_size: int = ENCODE_BATCH,
+    source_id: str = "",
+    max_rows: int | None = None,
+    batch_size: int | None = None,
     clock: Callable[[], float] = time.time,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> IngestOutcome:
     """Validate, skip unchanged, encode changed, upsert; returns the counts, rejections and the index delta.
 
-    Rows are processed in batches of ``batch_size``: one ``hashes_for`` read, one encode call and one batch
-    write per batch. The write of a batch runs in a background thread while the next batch is read and
-    encoded (one write in flight at most; in AWS it is network wait), and every write has finished before
-    this returns; a failed write raises here. ``should_stop`` is asked between batches (the caller's time
-    budget); when it says stop, the outcome is ``finished=False`` with ``last_row`` set so a continuation can
-    resume there.
+    Rows are processed in batches of ``batch_size`` (default ``ENCODE_BATCH``): one ``states_for`` read, one
+    encode call and one batch write per batch. The write of a batch runs in a background thread while the
+    next batch is read and encoded (one write in flight at most; in AWS it is network wait), and every write
+    has finished before this returns; a failed write raises here. It stops after ``max_rows`` rows, or when
+    ``should_stop`` (the caller's time budget, asked between batches) says so: then the outcome is
+    ``finished=False`` with ``rows`` and ``resume`` set so a continuation can go on from there.
+    ``source_id`` (the file's id) turns on the per-row source record (see the module docstring).
     """
+    batch_size = batch_size or ENCODE_BATCH
     counts = IngestCounts()
     rejected: list[dict[str, Any]] = []
     delta_ids: list[str] = []
@@ -171,54 +214,92 @@ def ingest_rows(
     delta_images: list[tuple[float, ...] | None] = []  # fused into the index's layout when applied
     deletes: list[str] = []
     consumed = 0
+    resume: ResumePoint | None = None
     batch: list[RowResult] = []
     finished = True
     writes: list[Future[int]] = []
 
+    def reject(row: RowResult) -> None:
+        counts.rejected += 1
+        rejected.append(_rejection(row))
+
+    def add_to_delta(item: Item, vector: np.ndarray) -> None:
+        delta_ids.append(item.item_id)
+        delta_vectors.append(vector)
+        delta_meta.append(index_metadata(item))
+        delta_images.append(item.image_embedding)
+
     def flush(writer: ThreadPoolExecutor) -> None:
-        good = [row.item for row in batch if row.item is not None]
-        stored = items.hashes_for(item.item_id for item in good)
-        changed = [(item, content_hash(item)) for item in good]
-        changed = [(item, digest) for item, digest in changed if stored.get(item.item_id) != digest]
-        counts.unchanged += len(good) - len(changed)
-        live = [(item, digest) for item, digest in changed if not item.deleted]
-        vectors = encode([item_text(item) for item, _ in live]) if live else np.zeros((0, 0), np.float32)
+        good = [row for row in batch if row.item is not None]
+        states = items.states_for(row.item.item_id for row in good if row.item is not None)
+        changed: list[tuple[Item, str, str]] = []  # item, content hash, source
+        rewritten: list[tuple[Item, str, str]] = []  # written by an earlier attempt at this row: delta owed
+        for row in good:
+            assert row.item is not None
+            item, digest = row.item, content_hash(row.item)
+            source = f"{source_id}:{row.line}" if source_id else ""
+            state = states.get(item.item_id)
+            if state is None:
+                changed.append((item, digest, source))
+            elif source and state.source.startswith(f"{source_id}:") and state.source != source:
+                reject(_duplicate(row, item, state))
+            elif state.content_hash != digest or (not item.deleted and state.encoder_id != encoder_id):
+                changed.append((item, digest, source))
+            elif source and state.source == source:
+                rewritten.append((item, digest, source))
+            else:
+                counts.unchanged += 1
+        stored = items.batch_get(item.item_id for item, _, _ in rewritten) if rewritten else {}
+        republished = 0
+        for entry in rewritten:
+            item = entry[0]
+            found = stored.get(item.item_id)
+            if not item.deleted and (found is None or found.vector is None):  # gone meanwhile: write it again
+                changed.append(entry)
+                continue
+            republished += 1
+            counts.deleted += item.deleted
+            if item.deleted:
+                deletes.append(item.item_id)
+            else:
+                assert found is not None and found.vector is not None
+                add_to_delta(item, found.vector)
+        live = [(item, digest, source) for item, digest, source in changed if not item.deleted]
+        vectors = encode([item_text(item) for item, _, _ in live]) if live else np.zeros((0, 0), np.float32)
         now = clock()
-        records = [
-            StoredItem(item.item_id, item.to_dict(), digest, None, now)
-            for item, digest in changed
-            if item.deleted
-        ]
-        for (item, digest), vector in zip(live, vectors, strict=True):
-            records.append(StoredItem(item.item_id, item.to_dict(), digest, vector, now))
-            delta_ids.append(item.item_id)
-            delta_vectors.append(vector)
-            delta_meta.append(index_metadata(item))
-            delta_images.append(item.image_embedding)
+        records = []
+        for item, digest, source in changed:
+            if item.deleted:
+                records.append(StoredItem(item.item_id, item.to_dict(), digest, None, now, source=source))
+                deletes.append(item.item_id)
+        for (item, digest, source), vector in zip(live, vectors, strict=True):
+            records.append(StoredItem(item.item_id, item.to_dict(), digest, vector, now, encoder_id, source))
+            add_to_delta(item, vector)
         if writes:
             writes.pop().result()  # one write in flight: raises that write's error, if any
         writes.append(writer.submit(items.upsert, records))
-        for item, _ in changed:
-            if item.deleted:
-                deletes.append(item.item_id)
-        counts.accepted += len(changed)
-        counts.deleted += len(changed) - len(live)
+        counts.accepted += len(changed) + republished
+        counts.deleted += sum(item.deleted for item, _, _ in changed)
         counts.encoded += len(live)
         batch.clear()
 
+    iterator = iter(rows)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embrec-ingest-write") as writer:
-        for row in rows:
+        for row in iterator:
+            if max_rows is not None and consumed >= max_rows:
+                finished = False  # this row is left for the continuation (it resumes before it)
+                break
             consumed += 1
             counts.total += 1
+            resume = None if row.end is None else ResumePoint(row.end, row.line)
             if row.item is None:
-                counts.rejected += 1
-                rejected.append(_rejection(row))
+                reject(row)
                 continue
             batch.append(row)
             if len(batch) >= batch_size:
                 flush(writer)
                 if should_stop():
-                    finished = False
+                    finished = next(iterator, None) is None
                     break
         if batch:
             flush(writer)
@@ -236,4 +317,4 @@ def ingest_rows(
             encoder_id=encoder_id,
             images=tuple(delta_images),
         )
-    return IngestOutcome(counts, rejected, delta, consumed, finished)
+    return IngestOutcome(counts, rejected, delta, consumed, finished, resume)

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from embrec.app.build import load_version
 from embrec.aws.artifacts import ENCODER_MANIFEST, ENCODER_PREFIX, ArtifactStore, LiveArtifact, WatchedJson
-from embrec.aws.clients import AwsClients, aws_errors, clients
+from embrec.aws.clients import AwsClients, aws_errors, buffered, clients
 from embrec.aws.store import IdempotencyStore, ImpressionStore, InteractionStore, ItemStore, ProfileStore
 from embrec.config import Settings, get_settings
 from embrec.domain.experiments import EXPERIMENTS_KEY, ExperimentConfig, parse_experiments
@@ -243,15 +243,20 @@ class Runtime:
         return found[0]
 
     @contextmanager
-    def open_catalog(self, key: str, etag: str | None) -> Iterator[BinaryIO]:
-        """Stream one uploaded catalog object (``IfMatch`` on the notified ETag when there is one)."""
+    def open_catalog(self, key: str, etag: str | None, start: int = 0) -> Iterator[BinaryIO]:
+        """Stream one uploaded catalog object from byte ``start`` (a ranged GET), read in 1 MiB blocks.
+
+        ``IfMatch`` on the notified ETag when there is one, so every chunk reads the same version.
+        """
         kwargs: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": key}
         if etag:
             kwargs["IfMatch"] = etag
+        if start:
+            kwargs["Range"] = f"bytes={start}-"
         with aws_errors(f"s3://{self.settings.bucket}/{key}"):
             body = self.aws.s3.get_object(**kwargs)["Body"]
         try:
-            yield body
+            yield buffered(body)
         finally:
             body.close()
 
@@ -284,6 +289,15 @@ class Runtime:
         """Hand the rest of a large catalog file to another ingest invocation."""
         with aws_errors("sqs ingest queue"):
             self.aws.sqs.send_message(QueueUrl=self.settings.ingest_queue_url, MessageBody=message)
+
+    def retry_ingest_in(self, receipt_handle: str, seconds: int) -> None:
+        """Make a received ingest message visible again after ``seconds`` (instead of the queue's timeout)."""
+        with aws_errors("sqs ingest queue"):
+            self.aws.sqs.change_message_visibility(
+                QueueUrl=self.settings.ingest_queue_url,
+                ReceiptHandle=receipt_handle,
+                VisibilityTimeout=seconds,
+            )
 
 
 def settings_at_start() -> Settings:

@@ -8,11 +8,13 @@ request parts, validates them with :mod:`embrec.edge.contract`, calls the pure c
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,18 @@ from aws_lambda_powertools.metrics import single_metric
 
 from embrec.app.build import build_version
 from embrec.app.history_import import HistoryObject, ImportCounts, import_rows, parse_import_message
-from embrec.app.ingest import CatalogObject, IngestCounts, chunk_rows, ingest_rows, parse_ingest_message
+from embrec.app.ingest import (
+    CatalogObject,
+    IngestCounts,
+    IngestDelivery,
+    ingest_rows,
+    parse_ingest_message,
+)
 from embrec.app.runtime import LoadedModel, Runtime
 from embrec.aws.artifacts import HISTORY_INCOMING_PREFIX, ArtifactStore
 from embrec.aws.store import IdempotencyStore, UserEvent
 from embrec.domain import experiments, ranking, reporting
-from embrec.domain.catalog import read_catalog_named
+from embrec.domain.catalog import RowResult, read_catalog_named, resumable
 from embrec.domain.fusion import FusionConfig, profile_in_index_space, to_index_space
 from embrec.domain.model import Impression, Interaction
 from embrec.domain.profiles import SECONDS_PER_DAY, ProfileParams, onboarding_text
@@ -36,6 +44,7 @@ from embrec.edge.history_file import history_format, read_history
 from embrec.errors import (
     CompatibilityError,
     EmbrecError,
+    EncoderMissingError,
     InvalidInputError,
     NotFoundError,
     ServiceUnavailableError,
@@ -48,6 +57,7 @@ from embrec.observability import (
     METRIC_EXPERIMENT_SERVED,
     METRIC_HISTORY_ROWS_REJECTED,
     METRIC_IMPRESSION_FAILED,
+    METRIC_INGEST_MESSAGES_REFUSED,
     METRIC_ROWS_ACCEPTED,
     METRIC_ROWS_REJECTED,
     NAMESPACE,
@@ -60,6 +70,7 @@ from embrec.observability import (
 __all__ = [
     "delete_user",
     "emit_report_metrics",
+    "encoder_retry_seconds",
     "experiment_report",
     "health",
     "import_message",
@@ -74,7 +85,8 @@ __all__ = [
     "similar",
 ]
 
-# A file is processed in chunks of this many rows per invocation; the rest goes on in a continuation message.
+# A file is processed in chunks of at most this many rows per invocation (the delta of one chunk stays a few
+# tens of MB); the rest goes on in a continuation message. The time budget may end a chunk sooner.
 ROWS_PER_INVOCATION = 20_000
 # A history file is imported in chunks of this many rows per invocation (~1-2 minutes of BatchWriteItem in
 # AWS, well inside the 300 s timeout); the rest goes on in a continuation message from the byte it reached.
@@ -347,23 +359,73 @@ def health(runtime: Runtime) -> tuple[dict[str, Any], int]:
     return body, 200
 
 
-def ingest_message(runtime: Runtime, body: str) -> list[dict[str, Any]]:
-    """One SQS message: an S3 notification (possibly several records), a continuation, or a test event."""
-    return [ingest_object(runtime, target) for target in parse_ingest_message(body)]
+def ingest_message(runtime: Runtime, delivery: IngestDelivery) -> list[dict[str, Any]]:
+    """One SQS message: an S3 notification (possibly several records), a continuation, or a test event.
+
+    A body that can never succeed (not JSON, not a notification or continuation) is acknowledged at once,
+    logged with its head and counted in ``IngestMessagesRefused``: retrying it 5 times would change nothing.
+    A missing encoder (``encoder/current.json`` not published yet: a stack that is still starting) makes the
+    message visible again in :func:`encoder_retry_seconds` rather than the queue's 30 minutes; the record
+    fails, so the retry counts towards the queue's ``maxReceiveCount``.
+    """
+    try:
+        targets = parse_ingest_message(delivery.body)
+    except InvalidInputError as error:
+        metrics.add_metric(name=METRIC_INGEST_MESSAGES_REFUSED, unit=MetricUnit.Count, value=1)
+        logger.error(
+            "ingest message refused: it can never succeed, not retried",
+            extra={"reason": error.reason, "body_head": delivery.body[:500]},
+        )
+        return [{"status": "refused", "reason": error.reason}]
+    try:
+        return [ingest_object(runtime, target, should_stop=delivery.should_stop) for target in targets]
+    except EncoderMissingError:
+        delay = encoder_retry_seconds(delivery.receive_count)
+        logger.warning("no encoder published yet: ingest retried shortly", extra={"retry_in_s": delay})
+        if delivery.receipt_handle:
+            runtime.retry_ingest_in(delivery.receipt_handle, delay)
+        raise
 
 
-def ingest_object(runtime: Runtime, target: CatalogObject) -> dict[str, Any]:
-    """Ingest one catalog object (or one chunk of it), idempotent per (bucket, key, etag)."""
+def encoder_retry_seconds(receive_count: int) -> int:
+    """How long a message waits for an encoder that is not published yet: 10 s, 20 s, 40 s, ... (<= 300)."""
+    return int(min(300, 10 * 2 ** max(0, receive_count - 1)))
+
+
+def ingest_object(
+    runtime: Runtime, target: CatalogObject, *, should_stop: Callable[[], bool] = lambda: False
+) -> dict[str, Any]:
+    """Ingest one catalog object (or one chunk of it), idempotent per (bucket, key, etag, chunk).
+
+    A chunk ends after ``ROWS_PER_INVOCATION`` rows or when ``should_stop`` says the time budget is spent
+    (asked between batches); the rest goes on in a continuation message. A JSON Lines file resumes at the
+    byte offset where the chunk ended (a ranged GET: earlier rows are never read again; a gzipped one is
+    decompressed from the start and the earlier bytes skipped unparsed); JSON arrays and CSV re-read the rows
+    before the chunk (use JSON Lines for catalogs larger than one invocation's share).
+    """
     claim_key = IdempotencyStore.ingest_key(target.bucket, target.key, f"{target.etag}#{target.chunk}")
     if not runtime.idempotency.claim(claim_key):
         logger.info("duplicate catalog event skipped", extra={"key": target.key, "chunk": target.chunk})
         return {"key": target.key, "status": "duplicate"}
     try:
         encoder = runtime.encoder()
-        with runtime.open_catalog(target.key, target.etag) as stream:
-            rows = chunk_rows(read_catalog_named(stream, target.key), target.start_row, ROWS_PER_INVOCATION)
+        byte_resume = resumable(target.key)
+        gzipped = target.key.lower().endswith(".gz")
+        start = target.resume_offset if byte_resume and not gzipped else 0
+        with runtime.open_catalog(target.key, target.etag, start) as stream:
+            if byte_resume:
+                rows: Iterator[RowResult] = read_catalog_named(stream, target.key, resume=target.resume)
+            else:
+                rows = itertools.islice(read_catalog_named(stream, target.key), target.start_row, None)
             outcome = ingest_rows(
-                rows, runtime.items, encoder.encode, encoder_id=encoder.encoder_id, clock=runtime.clock
+                rows,
+                runtime.items,
+                encoder.encode,
+                encoder_id=encoder.encoder_id,
+                source_id=target.file_id,
+                max_rows=ROWS_PER_INVOCATION,
+                clock=runtime.clock,
+                should_stop=should_stop,
             )
         if outcome.delta is not None:
             with tempfile.TemporaryDirectory() as scratch:
@@ -373,17 +435,19 @@ def ingest_object(runtime: Runtime, target: CatalogObject) -> dict[str, Any]:
         suffix = "" if target.chunk == 0 else f".part{target.chunk:04d}"
         if outcome.rejected_rows:
             key = runtime.artifacts.rejected_key(_strip_incoming(target.key))
-            runtime.artifacts.put_lines(key.replace(".jsonl", f"{suffix}.jsonl"), outcome.rejected_rows)
-        more = outcome.last_row >= ROWS_PER_INVOCATION
+            stem = key.removesuffix(".jsonl")  # only the last ".jsonl": "a.jsonl" -> "a.jsonl.part0001.jsonl"
+            runtime.artifacts.put_lines(f"{stem}{suffix}.jsonl", outcome.rejected_rows)
+        more = not outcome.finished
         if more:
+            resume = outcome.resume or target.resume
             runtime.enqueue_ingest(
-                CatalogObject(
-                    target.bucket,
-                    target.key,
-                    target.etag,
-                    target.start_row + outcome.last_row,
-                    target.chunk + 1,
-                    asdict(totals),
+                replace(
+                    target,
+                    start_row=target.start_row + outcome.rows,
+                    chunk=target.chunk + 1,
+                    counts=asdict(totals),
+                    resume_offset=resume.offset,
+                    resume_line=resume.line,
                 ).to_message()
             )
         else:

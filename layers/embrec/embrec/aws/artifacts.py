@@ -61,6 +61,7 @@ from embrec.errors import (
     ArtifactError,
     ConflictError,
     EmbrecError,
+    EncoderMissingError,
     IntegrityError,
     NotFoundError,
     ResourceMissingError,
@@ -793,8 +794,12 @@ class ArtifactStore:
         return encoder_id
 
     def current_encoder_id(self) -> str:
-        """The encoder id ``encoder/current.json`` names (NotFoundError before the first publish)."""
-        found = self.get_json(CURRENT_ENCODER_KEY)
+        """The encoder id ``encoder/current.json`` names (:class:`EncoderMissingError` before the first
+        publish)."""
+        try:
+            found = self.get_json(CURRENT_ENCODER_KEY)
+        except NotFoundError:
+            raise EncoderMissingError(f"{CURRENT_ENCODER_KEY}: no encoder published yet") from None
         assert found is not None
         encoder_id = found[0].get("encoder_id")
         if not isinstance(encoder_id, str) or not encoder_id:

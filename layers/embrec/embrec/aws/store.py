@@ -3,7 +3,8 @@
 Tables (names from :class:`embrec.config.Settings`, schema in template.yaml):
 
 - items: PK ``item_id``; the item's fields (``Item.to_dict()``), ``content_hash``, ``vector`` (Binary,
-  float32 little-endian bytes), ``updated_at`` (epoch s).
+  float32 little-endian bytes), ``encoder_id`` (the encoder that made the vector), ``ingest_source`` (the
+  catalog row that wrote it, ``"<file id>:<line>"``), ``updated_at`` (epoch s).
 - interactions: PK ``user_id``, SK ``sk`` = ``"<ts ms, 13 digits>#<event_id>"``; ``item_id``, ``type``,
   ``ts`` (epoch ms), ``value``, ``recommendation_id``, ``variant``, ``event_id``, ``expires_at`` (TTL,
   epoch s), ``tb`` (time bucket, see :func:`time_bucket`). Global secondary index ``by_time`` (``tb``,
@@ -39,7 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embrec.aws.clients import aws_errors, cancellation_codes, is_transaction_conflict
-from embrec.domain.model import Impression, Interaction, StoredItem
+from embrec.domain.model import Impression, Interaction, ItemState, StoredItem
 from embrec.errors import ConflictError, EmbrecError, InvalidInputError, ServiceUnavailableError
 
 __all__ = [
@@ -61,7 +62,8 @@ __all__ = [
 _BATCH_WRITE_MAX = 25
 _BATCH_GET_MAX = 100
 _UNPROCESSED_ATTEMPTS = 8  # botocore already retried each call; these back off on partial batches
-_ITEM_RESERVED = frozenset({"item_id", "content_hash", "vector", "updated_at"})
+_ITEM_RESERVED = frozenset({"item_id", "content_hash", "vector", "updated_at", "encoder_id", "ingest_source"})
+_ITEM_BOOKKEEPING = _ITEM_RESERVED - {"item_id"}  # stored beside the fields, never among them
 _SECONDS_PER_DAY = 86_400
 
 
@@ -288,12 +290,16 @@ class ItemStore:
         row["updated_at"] = {"N": repr(float(item.updated_at or time.time()))}
         if item.vector is not None:
             row["vector"] = {"B": encode_vector(item.vector)}
+        if item.encoder_id:
+            row["encoder_id"] = {"S": item.encoder_id}
+        if item.source:
+            row["ingest_source"] = {"S": item.source}
         return row
 
     @staticmethod
     def _from_row(row: Mapping[str, Any]) -> StoredItem:
         blob = row.get("vector", {}).get("B")
-        rest = {k: v for k, v in row.items() if k not in ("vector", "content_hash", "updated_at")}
+        rest = {k: v for k, v in row.items() if k not in _ITEM_BOOKKEEPING}
         fields = _deserialize(rest)
         return StoredItem(
             item_id=row["item_id"]["S"],
@@ -301,6 +307,8 @@ class ItemStore:
             content_hash=row.get("content_hash", {}).get("S", ""),
             vector=decode_vector(bytes(blob)) if blob is not None else None,
             updated_at=float(row.get("updated_at", {}).get("N", 0.0)),
+            encoder_id=row.get("encoder_id", {}).get("S", ""),
+            source=row.get("ingest_source", {}).get("S", ""),
         )
 
     def get(self, item_id: str) -> StoredItem | None:
@@ -317,11 +325,22 @@ class ItemStore:
         keys = [{"item_id": {"S": i}} for i in dict.fromkeys(item_ids)]
         return {(s := self._from_row(r)).item_id: s for r in _batch_get(self._client, self._table, keys)}
 
-    def hashes_for(self, item_ids: Iterable[str]) -> dict[str, str]:
-        """``{item_id: content_hash}`` of the stored ids: ingest skips rows with an unchanged hash."""
+    def states_for(self, item_ids: Iterable[str]) -> dict[str, ItemState]:
+        """``{item_id: ItemState}`` of the stored ids (hash, encoder, source; projected: no vector, no text).
+
+        Ingest skips rows whose state is unchanged; one BatchGetItem per 100 ids.
+        """
         keys = [{"item_id": {"S": i}} for i in dict.fromkeys(item_ids)]
-        rows = _batch_get(self._client, self._table, keys, "#i, #h", {"#i": "item_id", "#h": "content_hash"})
-        return {r["item_id"]["S"]: r.get("content_hash", {}).get("S", "") for r in rows}
+        names = {"#i": "item_id", "#h": "content_hash", "#e": "encoder_id", "#s": "ingest_source"}
+        rows = _batch_get(self._client, self._table, keys, "#i, #h, #e, #s", names)
+        return {
+            r["item_id"]["S"]: ItemState(
+                r.get("content_hash", {}).get("S", ""),
+                r.get("encoder_id", {}).get("S", ""),
+                r.get("ingest_source", {}).get("S", ""),
+            )
+            for r in rows
+        }
 
     def upsert(self, items: Iterable[StoredItem]) -> int:
         """Write (replace) every item; UnprocessedItems re-sent with backoff. Returns the number written.

@@ -16,7 +16,9 @@ Row rules (what ``validate_row`` accepts; a row breaking several rules gets one 
 - ``category``: a string, whitespace collapsed, at most 200 characters.
 - ``tags``: a list of strings, or one comma-separated string. Each tag is trimmed, empty tags dropped,
   duplicates dropped case-insensitively (first spelling kept); at most 50 tags of at most 100 characters.
-- ``price``: a finite number >= 0, or a numeric string. NaN, infinity, negatives and booleans are rejected.
+- ``price``: a finite number >= 0, or a numeric string. NaN, infinity, negatives and booleans are rejected,
+  and so is every number DynamoDB cannot store (magnitude outside 1e-130..1e126, e.g. a 400-digit integer),
+  here and in ``image_embedding`` and ``extra``.
 - ``available``: a bool, 0/1, or one of "true"/"false"/"1"/"0"/"yes"/"no" (any case). Default true.
 - ``created_at``: ISO 8601 (naive means UTC) or epoch seconds; numbers above 1e11 are taken as epoch
   milliseconds. Stored as epoch seconds (float, UTC).
@@ -24,14 +26,16 @@ Row rules (what ``validate_row`` accepts; a row breaking several rules gets one 
 - ``deleted``: a bool-like tombstone flag. A row with ``deleted`` true needs only ``item_id``; its other
   fields are ignored.
 - Anything else is kept in ``extra`` (the keys of a nested ``extra`` object are merged in too): values must be
-  JSON-safe (no NaN/inf), at most 64 keys and 16 KiB of JSON altogether.
+  JSON-safe (no NaN/inf), at most 64 keys and 16 KiB of JSON altogether. Values nested
+  deeper than ``MAX_EXTRA_DEPTH`` (16) levels are rejected, key by key (DynamoDB would refuse the item).
 
 ``None`` and strings that are empty after stripping mean "absent" for every optional field. Text that cannot
 be encoded as UTF-8 (undecodable bytes, lone surrogate escapes such as ``"\\ud800"``) is rejected in every
 field, so an accepted item can always be hashed, stored and encoded. ``Item.to_dict`` gives every field
 (absent ones as None or their default) with the unknown fields nested under ``"extra"``.
 
-Readers (``read_catalog``) yield one :class:`RowResult` per row, good or bad, so every row is accounted for:
+Readers (``read_catalog``) yield one :class:`RowResult` per row, good or bad, so every row is accounted for
+(JSON nested too deeply to parse is one rejected row, not a crash):
 JSON Lines (one object per line), JSON arrays (parsed incrementally, never loaded whole) and CSV (header row,
 empty cells mean absent). Bytes that are not UTF-8 reject the row they fall in, not the file. A row larger
 than ``max_row_bytes`` is rejected without being parsed. An ``item_id`` seen in an earlier *accepted* row of
@@ -52,7 +56,7 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import IO, Any, BinaryIO
 
@@ -67,6 +71,7 @@ __all__ = [
     "TEXT_DESCRIPTION_CHARS",
     "FieldError",
     "Item",
+    "ResumePoint",
     "RowError",
     "RowResult",
     "content_hash",
@@ -74,6 +79,7 @@ __all__ = [
     "item_text",
     "read_catalog",
     "read_catalog_named",
+    "resumable",
     "validate_row",
 ]
 
@@ -88,6 +94,12 @@ MAX_TAG_CHARS = 100
 MAX_EMBEDDING_DIM = 4096
 MAX_EXTRA_KEYS = 64
 MAX_EXTRA_BYTES = 16_384
+# Nesting levels of an unknown field's value: DynamoDB refuses documents nested deeper than 32 levels (the
+# item is one, ``extra`` another), and a refused item would fail the whole batch write, not its row.
+MAX_EXTRA_DEPTH = 16
+_DYNAMODB_MIN, _DYNAMODB_MAX = 1e-130, 1e126
+_DYNAMODB_DIGITS = 38
+_OUT_OF_RANGE = "out of the range a number can be stored in (magnitude 1e-130 to 1e126, 38 digits)"
 # A row (one JSON line, one array element, one CSV record) larger than this is rejected unparsed.
 MAX_ROW_BYTES = 16 * 1024 * 1024
 # RowResult.raw keeps at most this many characters, so a rejected-rows report stays small.
@@ -203,6 +215,7 @@ class RowResult:
     item: Item | None
     errors: list[FieldError]
     raw: str
+    end: int | None = None  # see the docstring
 
     @property
     def ok(self) -> bool:
@@ -324,7 +337,10 @@ def _number(value: Any) -> float:
     if isinstance(value, bool):
         raise _Bad("must be a number, got bool")
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise _Bad(_OUT_OF_RANGE) from None
     elif isinstance(value, str):
         try:
             number = float(value.strip())
@@ -334,7 +350,15 @@ def _number(value: Any) -> float:
         raise _Bad(f"must be a number, got {_type_name(value)}")
     if not math.isfinite(number):
         raise _Bad("must be finite")
+    if not _storable(number):
+        raise _Bad(_OUT_OF_RANGE)
     return number
+
+
+def _storable(number: float) -> bool:
+    """DynamoDB stores numbers of magnitude 1e-130 .. 1e126 (or 0), at most 38 significant digits."""
+    magnitude = abs(number)
+    return magnitude == 0 or _DYNAMODB_MIN <= magnitude < _DYNAMODB_MAX
 
 
 def _price(value: Any) -> float:
@@ -389,7 +413,7 @@ def _embedding(value: Any) -> tuple[float, ...]:
     if isinstance(value, str) and value.strip().startswith("["):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _Bad("is not a valid JSON array") from None
     if not isinstance(value, list | tuple):
         raise _Bad(f"must be a list of numbers, got {_type_name(value)}")
@@ -399,9 +423,14 @@ def _embedding(value: Any) -> tuple[float, ...]:
     for x in value:
         if isinstance(x, bool) or not isinstance(x, int | float):
             raise _Bad(f"every value must be a number, got {_type_name(x)}")
-        number = float(x)
+        try:
+            number = float(x)
+        except OverflowError:
+            raise _Bad("every value must be " + _OUT_OF_RANGE) from None
         if not math.isfinite(number):
             raise _Bad("every value must be finite")
+        if not _storable(number):
+            raise _Bad("every value must be " + _OUT_OF_RANGE)
         out.append(number)
     return tuple(out)
 
@@ -419,6 +448,11 @@ def _extra(row: Mapping[str, Any], errors: list[FieldError]) -> dict[str, Any]:
             extra[key] = value
     if not extra:
         return {}
+    for key, value in list(extra.items()):
+        problem = _unstorable(value)
+        if problem is not None:
+            errors.append(FieldError(str(key), problem))
+            del extra[key]
     try:  # the common case: everything serialises; check key by key only to name the culprit
         blob = json.dumps(extra, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError):
@@ -433,6 +467,25 @@ def _extra(row: Mapping[str, Any], errors: list[FieldError]) -> dict[str, Any]:
     elif len(blob.encode()) > MAX_EXTRA_BYTES:
         errors.append(FieldError("extra", f"unknown fields exceed {MAX_EXTRA_BYTES} bytes of JSON"))
     return good
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why DynamoDB would refuse this JSON value (too deep, a number out of its range), or None. Iterative:
+    a value nested thousands deep is judged without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping | list | tuple):
+            if depth > MAX_EXTRA_DEPTH:
+                return f"nested deeper than {MAX_EXTRA_DEPTH} levels"
+            children = node.values() if isinstance(node, Mapping) else node
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(node, int) and not isinstance(node, bool):
+            if abs(node) >= 10**_DYNAMODB_DIGITS:
+                return _OUT_OF_RANGE
+        elif isinstance(node, float) and math.isfinite(node) and not _storable(node):
+            return _OUT_OF_RANGE
+    return None
 
 
 def _extra_by_key(extra: dict[Any, Any], errors: list[FieldError]) -> dict[str, Any]:
@@ -569,34 +622,69 @@ def detect_format(name: str) -> str:
     raise InvalidInputError("format", reason)
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a continuation picks a JSON Lines file up: ``offset`` bytes into the uncompressed file, after
+    ``line`` physical lines. A plain file's stream must start there (a ranged GET); a gzipped one starts at
+    byte 0 and the reader decompresses and discards ``offset`` bytes first (gzip cannot seek: the earlier
+    rows are decompressed again, never parsed or validated again)."""
+
+    offset: int = 0
+    line: int = 0
+
+
+def resumable(name: str) -> bool:
+    """True when a file of this name can be resumed at a byte offset (JSON Lines, gzipped or not)."""
+    return detect_format(name) == "jsonl"
+
+
 def read_catalog_named(
-    stream: BinaryIO, name: str, *, max_row_bytes: int = MAX_ROW_BYTES
+    stream: BinaryIO, name: str, *, max_row_bytes: int = MAX_ROW_BYTES, resume: ResumePoint | None = None
 ) -> Iterator[RowResult]:
     """:func:`read_catalog` with the format taken from ``name`` and gzip applied when it ends in ".gz"."""
     return read_catalog(stream, detect_format(name), gzipped=name.lower().endswith(".gz"),
-                        max_row_bytes=max_row_bytes)
+                        max_row_bytes=max_row_bytes, resume=resume)
 
 
 def read_catalog(
-    stream: BinaryIO, fmt: str, *, gzipped: bool = False, max_row_bytes: int = MAX_ROW_BYTES
+    stream: BinaryIO,
+    fmt: str,
+    *,
+    gzipped: bool = False,
+    max_row_bytes: int = MAX_ROW_BYTES,
+    resume: ResumePoint | None = None,
 ) -> Iterator[RowResult]:
     """Stream rows of a catalog file as :class:`RowResult` (one per row, good or bad), in file order.
 
     ``stream`` is a binary file-like object (a local file, an S3 body); it is read sequentially, never whole.
-    ``fmt`` is "jsonl", "json" or "csv". Raises InvalidInputError("format", ...) for an unknown format.
+    ``fmt`` is "jsonl", "json" or "csv". Raises InvalidInputError("format", ...) for an unknown format, or for
+    a ``resume`` point in a format that cannot resume (JSON arrays and CSV are read from their start).
     """
     if fmt not in FORMATS:
         raise InvalidInputError("format", f"unknown catalog format {fmt!r}; expected one of {FORMATS}")
+    if resume is not None and resume.offset and fmt != "jsonl":
+        raise InvalidInputError("format", f"a {fmt} file cannot resume at a byte offset")
     source: IO[bytes] = stream
     if gzipped:
         source = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
+        if resume is not None:
+            _discard(source, resume.offset)
     if fmt == "jsonl":
-        rows = _read_jsonl(source, max_row_bytes)
+        rows = _read_jsonl(source, max_row_bytes, resume or ResumePoint())
     elif fmt == "json":
         rows = _read_json_array(source, max_row_bytes)
     else:
         rows = _read_csv(source, max_row_bytes)
     return _dedupe(rows)
+
+
+def _discard(stream: IO[bytes], size: int) -> None:
+    left = size
+    while left > 0:
+        got = len(stream.read(min(left, 1 << 20)))
+        if not got:
+            raise InvalidInputError("resume", f"the file ends before the resume offset {size}")
+        left -= got
 
 
 def _dedupe(rows: Iterator[RowResult]) -> Iterator[RowResult]:
@@ -643,40 +731,45 @@ def _too_large(line: int, size: int, limit: int, raw: str) -> RowResult:
     return RowResult(line, None, [FieldError("row", reason)], _display(raw[:200]))
 
 
-def _read_jsonl(stream: IO[bytes], limit: int) -> Iterator[RowResult]:
-    line_no = 0
+def _read_jsonl(stream: IO[bytes], limit: int, resume: ResumePoint) -> Iterator[RowResult]:
+    line_no = resume.line
+    offset = resume.offset
     while True:
         chunk = stream.readline(limit + 1)
         if not chunk:
             return
         line_no += 1
+        offset += len(chunk)
         if len(chunk) > limit and not chunk.endswith(b"\n"):
             size = len(chunk)
             head = chunk[:200].decode("utf-8", "replace")
             while chunk and not chunk.endswith(b"\n"):  # skip the rest of the oversized line
                 chunk = stream.readline(1 << 20)
                 size += len(chunk)
-            yield _too_large(line_no, size, limit, head)
+                offset += len(chunk)
+            yield replace(_too_large(line_no, size, limit, head), end=offset)
             continue
-        if line_no == 1 and chunk.startswith(codecs.BOM_UTF8):
+        if offset == len(chunk) and chunk.startswith(codecs.BOM_UTF8):  # the file's first line
             chunk = chunk[len(codecs.BOM_UTF8):]
         text = chunk.decode("utf-8", "surrogateescape").rstrip("\r\n")
         if not text.strip():
             continue
         bad = _bad_utf8(text)
         if bad is not None:
-            yield RowResult(line_no, None, [bad], _display(text))
+            yield RowResult(line_no, None, [bad], _display(text), offset)
             continue
         try:
             obj = json.loads(text)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             yield RowResult(line_no, None, [FieldError("row", f"invalid JSON: {_json_reason(err)}")],
-                            _display(text))
+                            _display(text), offset)
             continue
-        yield _from_object(line_no, obj, text)
+        yield replace(_from_object(line_no, obj, text), end=offset)
 
 
-def _json_reason(err: ValueError) -> str:
+def _json_reason(err: ValueError | RecursionError) -> str:
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
     if isinstance(err, json.JSONDecodeError):
         return f"{err.msg} (column {err.colno})"
     return str(err)
@@ -800,7 +893,7 @@ def _read_json_array(stream: IO[bytes], limit: int) -> Iterator[RowResult]:
                 # A scalar cut at the buffer edge ("12" of "123") decodes; make sure it is really complete.
                 if end == len(buf) and not eof and not isinstance(obj, dict | list):
                     raise ValueError("maybe incomplete")
-            except ValueError as err:
+            except (ValueError, RecursionError) as err:
                 end_scan = _scan_value_end(buf, start)
                 if end_scan is not None:
                     raw = buf[start:end_scan]
@@ -892,7 +985,7 @@ def _csv_rows(reader: Any, limit: int) -> Iterator[RowResult]:
             if name in _LIST_COLUMNS and cell.lstrip().startswith("["):
                 try:
                     value = json.loads(cell)
-                except ValueError:
+                except (ValueError, RecursionError):
                     value = cell  # validation reports it (tags fall back to comma-splitting)
             row[name] = value
         try:

@@ -24,6 +24,7 @@ __all__ = [
     "Impression",
     "Interaction",
     "ItemIndex",
+    "ItemState",
     "StoredItem",
     "check_id",
     "is_valid_id",
@@ -87,7 +88,9 @@ class StoredItem:
     """One row of the items table.
 
     ``fields`` is ``Item.to_dict()`` (JSON-safe); ``vector`` is (dim,) float32 or None (a tombstone or an
-    item whose encoding failed); ``updated_at`` is epoch seconds.
+    item whose encoding failed); ``updated_at`` is epoch seconds. ``encoder_id`` names the encoder that made
+    ``vector`` ("" for rows written before it was recorded); ``source`` is the catalog row that wrote it,
+    ``"<file id>:<line>"`` (see :class:`ItemState`).
     """
 
     item_id: str
@@ -95,10 +98,26 @@ class StoredItem:
     content_hash: str
     vector: np.ndarray | None = None
     updated_at: float = 0.0
+    encoder_id: str = ""
+    source: str = ""
 
     @property
     def deleted(self) -> bool:
         return bool(self.fields.get("deleted", False))
+
+
+@dataclass(frozen=True)
+class ItemState:
+    """What ingest needs to know of a stored item to decide about a new row for it (no vector, no text).
+
+    ``source`` is ``"<file id>:<line>"`` of the catalog row that last wrote the item: a row finding its own
+    source there was written by an earlier attempt at the same file (whose delta may never have been
+    published); one finding an earlier line of the same file is a duplicate of that row.
+    """
+
+    content_hash: str
+    encoder_id: str = ""
+    source: str = ""
 
 
 def _frozen(value: Any, field: str) -> frozenset[str] | None:
