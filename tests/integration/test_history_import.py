@@ -234,3 +234,21 @@ def test_attributed_reads_start_at_the_given_time(events: InteractionStore) -> N
     )
     found = list(events.read_attributed(NOW - 7 * DAY, now=NOW))
     assert len(found) == 10 and {event.recommendation_id for _, event in found} == {"r-new"}
+
+
+def test_counting_recent_events_reads_only_their_range(
+    events: InteractionStore, aws_clients: AwsClients
+) -> None:
+    # Given 300 events 200 days old and 50 from yesterday (the console's "events of the last day")
+    events.import_events(_history(300, 200, "old") + _history(50, 1, "new"), now=NOW)
+    scanned: list[int] = []
+    operations: Counter[str] = Counter()
+    aws_clients.dynamodb.meta.events.register(
+        "after-call.dynamodb", lambda model, parsed, **_: (
+            operations.update([model.name]), scanned.append(parsed.get("ScannedCount", 0))
+        )
+    )
+    # When the events of the last 3 days are counted, then only those are read: Select=COUNT queries, no Scan
+    assert events.count_since(NOW - 3 * DAY, now=NOW) == 50
+    assert sum(scanned) == 50 and set(operations) == {"Query"}
+    assert events.count_since(NOW - 3600, now=NOW) == 0

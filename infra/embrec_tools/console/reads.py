@@ -4,9 +4,8 @@ Through the layer's own adapters and use cases with the operator's credentials (
 :func:`embrec_tools.cli.cli_settings`): the index pointer and the deltas since it, the newest catalog reports
 and a page of rejected rows, a user's newest events (one query, newest first), an item's stored fields (one
 GetItem), the experiments and their report (:func:`embrec.app.service.experiment_report`, the same code as
-``embrec report``). Event counts of the last hour and day read at most :data:`COUNT_SCAN_LIMIT` rows of the
-interactions table (keyed by user, so no query can select by time): past that the count is "not available"
-rather than a full scan.
+``embrec report``), and the event counts of the last hour and day (``Select=COUNT`` queries on the
+interactions table's ``by_time`` index: only that range is read, never a scan).
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from embrec.domain.reporting import Report
 from embrec.errors import NotFoundError
 
 __all__ = [
-    "COUNT_SCAN_LIMIT",
     "REJECTED_PREFIX",
     "REPORTS_PREFIX",
     "CatalogReport",
@@ -40,7 +38,6 @@ __all__ = [
 REPORTS_PREFIX = "catalog/reports/"
 REJECTED_PREFIX = "catalog/rejected/"
 #: The event counts read at most this many interaction rows (the table is keyed by user, not by time).
-COUNT_SCAN_LIMIT = 20_000
 #: One S3 listing page: the newest reports are picked from at most this many keys.
 REPORT_KEYS_LIMIT = 1_000
 
@@ -61,11 +58,10 @@ class CatalogReport:
 
 @dataclass(frozen=True)
 class EventCounts:
-    """Events stored in the last hour and day, or None with ``note`` saying why not."""
+    """Events stored in the last hour and day; ``note`` says how they were counted."""
 
-    last_hour: int | None
-    last_day: int | None
-    rows_read: int
+    last_hour: int
+    last_day: int
     note: str
 
 
@@ -159,39 +155,13 @@ class StackReads:
                 body.close()
         return rows, more
 
-    def event_counts(self, now: float | None = None, limit: int = COUNT_SCAN_LIMIT) -> EventCounts:
-        """Events of the last hour and day from at most ``limit`` rows (projection ``ts`` only)."""
+    def event_counts(self, now: float | None = None) -> EventCounts:
+        """Events stored in the last hour and day: ``by_time`` counts, bounded by the range."""
         clock = time.time() if now is None else now
-        hour_ms, day_ms = round((clock - 3600) * 1000), round((clock - 86400) * 1000)
-        kwargs: dict[str, Any] = {
-            "TableName": self.runtime.settings.interactions_table,
-            "ProjectionExpression": "ts",
-            "FilterExpression": "ts >= :day",
-            "ExpressionAttributeValues": {":day": {"N": str(day_ms)}},
-            "Limit": min(limit, 1_000),
-        }
-        hour = day = read = 0
-        dynamodb = self.runtime.aws.dynamodb
-        while True:
-            with aws_errors(self.runtime.settings.interactions_table):
-                page = dynamodb.scan(**kwargs)
-            read += int(page.get("ScannedCount", 0))
-            for row in page.get("Items", []):
-                day += 1
-                hour += int(row["ts"]["N"]) >= hour_ms
-            last = page.get("LastEvaluatedKey")
-            if not last:
-                return EventCounts(hour, day, read, f"counted over all {read:,} stored events")
-            if read >= limit:
-                return EventCounts(
-                    None,
-                    None,
-                    read,
-                    f"not available: the interactions table holds more than {limit:,} events and is keyed by "
-                    "user, so a count by time would need a full scan (in AWS: CloudWatch metric "
-                    "embrec/EventsAccepted)",
-                )
-            kwargs["ExclusiveStartKey"] = last
+        interactions = self.runtime.interactions
+        hour = interactions.count_since(clock - 3600, now=clock)
+        day = interactions.count_since(clock - 86_400, now=clock)
+        return EventCounts(hour, day, "counted on the interactions table's time index (by_time)")
 
     def user_events(self, user_id: str, limit: int = 50) -> list[Interaction]:
         """The user's ``limit`` newest live events (one query, newest first)."""

@@ -712,6 +712,24 @@ class InteractionStore:
         """Like :meth:`read_window`, only the events that carry a ``recommendation_id`` (A/B report)."""
         return self._read_time_range(since, now, {"FilterExpression": "attribute_exists(recommendation_id)"})
 
+    def count_since(self, since: float, now: float | None = None) -> int:
+        """How many events were stored at or after ``since`` (epoch s): the ``by_time`` queries of
+        :meth:`read_window` with ``Select=COUNT``, so only that range is read (and billed), never a scan."""
+        clock = time.time() if now is None else now
+        since_ms = max(0, round(since * 1000))
+        until_ms = round(clock * 1000) + _FUTURE_SKEW_MS
+        total = 0
+        for request in _bucket_queries(self._table, since_ms, until_ms, {"Select": "COUNT"}):
+            while True:
+                with aws_errors(self._table):
+                    page = self._client.query(**request)
+                total += int(page.get("Count", 0))
+                last = page.get("LastEvaluatedKey")
+                if not last:
+                    break
+                request = {**request, "ExclusiveStartKey": last}
+        return total
+
     def _read_time_range(
         self, since: float, now: float | None, extra: Mapping[str, Any]
     ) -> Iterator[tuple[str, Interaction]]:
