@@ -914,7 +914,7 @@ class LiveArtifact(Generic[T]):
                     self._loaded = replace(self._apply_new_deltas(current), pointer_etag=etag)
                     return True
                 if version in self._refused:
-                    return False
+                    return self._keep_serving(current)
                 pointer = Pointer(version, etag, document)
             except EmbrecError as error:
                 self._emit(
@@ -929,9 +929,19 @@ class LiveArtifact(Generic[T]):
                 self._emit(
                     "refused", version=pointer.version, reason=type(error).__name__, message=str(error)
                 )
-                return False
+                return self._keep_serving(current)
             self._forget_old_dirs(current)
             return True
+
+    def _keep_serving(self, current: LoadedArtifact[T]) -> bool:
+        """The pointer names a version this container refused: keep serving ``current``, but with the deltas
+        published since (new items, tombstones), which do not depend on the refused version. True if any."""
+        try:
+            self._loaded = self._apply_new_deltas(current)
+        except EmbrecError as error:  # listing the deltas failed: try again at the next refresh
+            self._emit("refused", version=current.version, reason=type(error).__name__, message=str(error))
+            return False
+        return self._loaded is not current
 
     def _load_fallback(self, pointer: Pointer, error: ArtifactError) -> LoadedArtifact[T]:
         """Cold start with a current version that fails verification: serve the newest older one that passes.
