@@ -358,6 +358,24 @@ def test_warm_container_refuses_a_corrupt_new_version_and_keeps_the_old(
     assert live.get().version == first.version and [n for n, _ in events].count("refused") == 1
 
 
+def test_a_manifest_naming_a_path_outside_the_version_is_refused_before_download(
+    tmp_path: Path, store: ArtifactStore, aws_clients: AwsClients, settings: Settings
+) -> None:
+    name = "../../escaped.bin"
+    published = store.publish_version(_build(tmp_path, "a"), items_as_of=T0, base=None)
+    key = f"index/{published.version}/manifest.json"
+    manifest = json.loads(aws_clients.s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read())
+    manifest["files"][name] = manifest["files"].pop("index/graph.bin")
+    aws_clients.s3.put_object(Bucket=settings.bucket, Key=key, Body=json.dumps(manifest).encode())
+    gets = _count_calls(aws_clients.s3, "GetObject", f"index/{published.version}/{name}")
+
+    with pytest.raises(IntegrityError, match="unsafe file path"):
+        store.download_version(published.version)
+    with pytest.raises(IntegrityError, match="unsafe file path"):
+        store.download_version("../../elsewhere")
+    assert gets == [] and not list(Path(settings.cache_dir).parent.rglob("escaped.bin"))
+
+
 def test_transient_503s_at_cold_start_are_retried_and_absorbed(
     tmp_path: Path, store: ArtifactStore, aws_clients: AwsClients
 ) -> None:

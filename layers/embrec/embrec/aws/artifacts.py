@@ -63,7 +63,15 @@ from embrec.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
-from embrec.manifest import MANIFEST_FILE, FileDigest, VerifiedDirectory, read_json, sha256_file, verify_files
+from embrec.manifest import (
+    MANIFEST_FILE,
+    FileDigest,
+    VerifiedDirectory,
+    check_file_names,
+    read_json,
+    sha256_file,
+    verify_files,
+)
 
 __all__ = [
     "CURRENT_ENCODER_KEY",
@@ -473,6 +481,7 @@ class ArtifactStore:
         size matches. An existing ``target`` is reused only after hashing it on disk (a warm container
         re-loading, or a shared cache): a directory that was not just written is never trusted as is.
         """
+        check_file_names(files)  # names are joined onto local paths below: none may leave ``target``
         if target.is_dir():
             try:
                 return verify_files(target, files)
@@ -615,6 +624,7 @@ class ArtifactStore:
         :func:`embrec.app.build.load_version` trusts without hashing the files again. Raises
         :class:`IntegrityError` (and leaves nothing behind) when any file does not match the manifest.
         """
+        check_file_names([version])  # the pointer's version names a cache directory too
         prefix = f"{INDEX_PREFIX}{version}/"
         manifest = self._read_manifest(prefix)
         target = self._cache / "index" / version
