@@ -282,6 +282,23 @@ def test_rebuild_schedule_retries_into_a_dead_letter_queue(template: T) -> None:
     assert props["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["RebuildDeadLetterQueue", "Arn"]}
 
 
+def test_a_failing_rebuild_is_not_retried_and_lands_in_the_dead_letter_queue(template: T) -> None:
+    # The schedule invokes asynchronously: without EventInvokeConfig Lambda retries a failed run twice and
+    # then drops it; the schedule's DeadLetterConfig only sees delivery failures.
+    config = _props(template["Resources"]["RebuildFunction"])["EventInvokeConfig"]
+    assert config["MaximumRetryAttempts"] == 0
+    assert 60 <= config["MaximumEventAgeInSeconds"] <= 21600
+    failure = config["DestinationConfig"]["OnFailure"]
+    assert failure == {"Type": "SQS", "Destination": {"Fn::GetAtt": ["RebuildDeadLetterQueue", "Arn"]}}
+    granted = {
+        (action, json.dumps(resource, sort_keys=True))
+        for statement in _statements(_role_of(template, "RebuildFunction"))
+        for action in _as_list(statement["Action"])
+        for resource in _as_list(statement["Resource"])
+    }
+    assert ("sqs:SendMessage", json.dumps(failure["Destination"], sort_keys=True)) in granted
+
+
 # ------------------------------------------------------------------------------------------------ storage
 def test_tables_keys_ttl_pitr_retention(template: T) -> None:
     tables = resources_of_type(template, "AWS::DynamoDB::Table")
@@ -408,6 +425,9 @@ def test_each_function_reaches_only_its_prefixes_and_tables(template: T) -> None
                         assert resource["Fn::GetAtt"][0].endswith("LogGroup")
                     elif action in UNSCOPABLE_ACTIONS:
                         assert resource == "*"
+                    elif function_id == "RebuildFunction":  # its on-failure destination, nothing else
+                        assert action == "sqs:SendMessage", action
+                        assert resource == {"Fn::GetAtt": ["RebuildDeadLetterQueue", "Arn"]}
                     else:
                         assert function_id == "IngestFunction" and action.startswith("sqs:"), action
                         assert resource == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
