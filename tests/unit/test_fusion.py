@@ -69,7 +69,13 @@ def test_metadata_weight_alone_fuses_without_an_image_part() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"mode": "on"}, {"image_weight": -1.0}, {"text_weight": 0.0}, {"price_band_edges": (10.0, 5.0)}],
+    [
+        {"mode": "always"},
+        {"min_image_share": 1.5},
+        {"image_weight": -1.0},
+        {"text_weight": 0.0},
+        {"price_band_edges": (10.0, 5.0)},
+    ],
 )
 def test_bad_configs_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(InvalidInputError):

@@ -91,9 +91,11 @@ def test_a_corrupted_file_in_a_directory_on_disk_is_refused(tmp_path: Path) -> N
         verify_files(tmp_path, files)
 
 
-@pytest.mark.parametrize("name", ["../outside.bin", "index/../../outside.bin", "/etc/passwd", "./x", "a//b", ""])
+@pytest.mark.parametrize(
+    "name", ["../outside.bin", "index/../../outside.bin", "/etc/passwd", "./x", "a//b", ""]
+)
 def test_a_file_name_that_leaves_its_directory_is_refused_before_any_read(tmp_path: Path, name: str) -> None:
-    # Given a real file outside the artifact directory whose digest the manifest lists under a path escaping it
+    # Given a real file outside the artifact directory, listed in the manifest under a path that escapes it
     inside = tmp_path / "artifact"
     inside.mkdir()
     (tmp_path / "outside.bin").write_bytes(b"not part of the artifact")
@@ -102,4 +104,5 @@ def test_a_file_name_that_leaves_its_directory_is_refused_before_any_read(tmp_pa
     with pytest.raises(IntegrityError, match="unsafe file path"):
         verify_files(inside, {name: entry})
     with pytest.raises(IntegrityError, match="unsafe file path"):
-        VerifiedDirectory.from_digests(inside, {name: entry}, {name: FileDigest(entry["sha256"], entry["size"])})
+        observed = {name: FileDigest(entry["sha256"], entry["size"])}
+        VerifiedDirectory.from_digests(inside, {name: entry}, observed)

@@ -25,6 +25,7 @@ __all__ = [
     "METRIC_ROWS_ACCEPTED",
     "METRIC_ROWS_REJECTED",
     "METRIC_SHARED_CACHE_HIT",
+    "METRIC_SHRINK_REFUSED",
     "MetricUnit",
     "emit_report_metrics",
     "logger",
@@ -44,6 +45,7 @@ METRIC_EVENTS_ACCEPTED = "EventsAccepted"
 METRIC_EVENTS_REJECTED = "EventsRejected"
 METRIC_ROWS_ACCEPTED = "CatalogRowsAccepted"
 METRIC_ROWS_REJECTED = "CatalogRowsRejected"
+METRIC_SHRINK_REFUSED = "RebuildShrinkRefused"  # a rebuild found far fewer items than the live version
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
