@@ -301,3 +301,15 @@ def test_default_config_is_unchanged_behaviour_for_a_text_only_catalog() -> None
     fused, _ = fuse_rows(spec, text, [{"category": "x", "price": 3.0}] * 10)
     assert spec is None and np.array_equal(fused, text)
     assert replace(FusionConfig(), meta_weight=0.0) == FusionConfig()
+
+
+def test_one_stray_image_does_not_switch_fusion_on_unless_asked() -> None:
+    # Given 10,000 items of which one carries a 4,096-value image embedding
+    assert plan_fusion(FusionConfig(), 384, [4096], items=10_000) is None
+    # a catalog where most items have one fuses in auto, and "on" fuses from a single one
+    half = plan_fusion(FusionConfig(), 384, [512] * 5_000, items=10_000)
+    assert half is not None and half.image_dim == 512
+    assert plan_fusion(FusionConfig(min_image_share=0.6), 384, [512] * 5_000, items=10_000) is None
+    forced = plan_fusion(FusionConfig(mode="on"), 384, [4096], items=10_000)
+    assert forced is not None and forced.image_dim == 4096
+

@@ -299,6 +299,24 @@ def test_a_failing_rebuild_is_not_retried_and_lands_in_the_dead_letter_queue(tem
     assert ("sqs:SendMessage", json.dumps(failure["Destination"], sort_keys=True)) in granted
 
 
+def test_the_shrink_metric_has_an_alarm(template: T) -> None:
+    from embrec.observability import METRIC_SHRINK_REFUSED, NAMESPACE, SERVICE
+
+    alarms = [
+        _props(alarm)
+        for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+        if _props(alarm)["MetricName"] == METRIC_SHRINK_REFUSED
+    ]
+    assert len(alarms) == 1
+    (alarm,) = alarms
+    assert alarm["Namespace"] == NAMESPACE and alarm["Threshold"] == 0
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    # single_metric writes the dimension Powertools' service name gives it, which the functions set
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == SERVICE
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
 # ------------------------------------------------------------------------------------------------ storage
 def test_tables_keys_ttl_pitr_retention(template: T) -> None:
     tables = resources_of_type(template, "AWS::DynamoDB::Table")

@@ -8,7 +8,7 @@ manifest) and ``signals/`` (CF neighbours and trending); the publisher adds the 
 every file.
 
 Memory is bounded by arrays, never by Python objects per row (BENCHMARKS.md §5): item vectors stream into
-preallocated float32 blocks (:data:`BLOCK_ROWS` rows each) and metadata into numpy columns; the blocks are
+preallocated float32 blocks (:data:`BLOCK_BYTES` each) and metadata into numpy columns; the blocks are
 moved into item-id order, then fed to hnswlib one by one and dropped, so the peak is about hnswlib's own
 copy of the vectors. The index is written and released before the interactions are read, which go into
 :class:`~embrec.domain.signals.EventColumns` (17 bytes an event).
@@ -32,12 +32,15 @@ from embrec.errors import CompatibilityError
 from embrec.manifest import VerifiedDirectory, subdirectory
 from embrec.observability import logger
 
-__all__ = ["BLOCK_ROWS", "INDEX_DIR", "SIGNALS_DIR", "BuiltVersion", "build_version", "load_version"]
+__all__ = ["BLOCK_BYTES", "INDEX_DIR", "SIGNALS_DIR", "BuiltVersion", "build_version", "load_version"]
 
 INDEX_DIR = "index"
 SIGNALS_DIR = "signals"
-#: Rows per float32 vector block (6 MB at 384-d): the unit in which vectors are read, sorted and indexed.
-BLOCK_ROWS = 4096
+#: Bytes per float32 vector block, the unit in which vectors are read, sorted and indexed (43,690 rows at
+#: 384-d). Above glibc's largest dynamic mmap threshold (32 MiB), so every block is its own mapping and a
+#: freed block goes back to the OS at once: with 6 MB blocks the heap kept every freed block (measured: 5.2 kB
+#: an item at 100k, BENCHMARKS.md §5).
+BLOCK_BYTES = 64 * 2**20
 _META_BATCH = 1024  # parsed metadata rows appended to the columns at a time
 
 
@@ -68,6 +71,7 @@ def _read_catalog(items: Iterable[StoredItem], dim: int | None, keep_images: boo
     catalog = _Catalog(dim)
     pending: list[dict[str, Any]] = []
     block = np.empty((0, 0), dtype=np.float32)
+    rows_per_block = 1
     for item in items:
         vector = item.vector
         if item.deleted or vector is None:
@@ -80,9 +84,10 @@ def _read_catalog(items: Iterable[StoredItem], dim: int | None, keep_images: boo
                 f"items carry vectors of several dimensions {sorted({catalog.dim, int(vector.shape[0])})}: "
                 "re-ingest them with one encoder"
             )
-        row = len(catalog.ids) % BLOCK_ROWS
+        rows_per_block = _rows_per_block(catalog.dim)
+        row = len(catalog.ids) % rows_per_block
         if row == 0:
-            block = np.empty((BLOCK_ROWS, catalog.dim), dtype=np.float32)
+            block = np.empty((rows_per_block, catalog.dim), dtype=np.float32)
             catalog.blocks.append(block)
         block[row] = vector
         if keep_images and (image := item.fields.get("image_embedding")):
@@ -93,27 +98,31 @@ def _read_catalog(items: Iterable[StoredItem], dim: int | None, keep_images: boo
             catalog.meta.append(pending)
             pending = []
     catalog.meta.append(pending)
-    if catalog.blocks and len(catalog.ids) % BLOCK_ROWS:
-        catalog.blocks[-1] = catalog.blocks[-1][: len(catalog.ids) % BLOCK_ROWS].copy()
+    if catalog.blocks and len(catalog.ids) % rows_per_block:
+        catalog.blocks[-1] = catalog.blocks[-1][: len(catalog.ids) % rows_per_block].copy()
     return catalog
+
+
+def _rows_per_block(dim: int) -> int:
+    return max(1, BLOCK_BYTES // (4 * dim))
 
 
 def _sorted_blocks(blocks: list[np.ndarray], rank: np.ndarray, dim: int) -> list[np.ndarray]:
     """The rows of ``blocks`` (scan order) moved to row ``rank[scan position]`` of new blocks, each scan block
     released as soon as it is moved (new pages are touched as they fill: ~1.35x one copy at the worst)."""
-    n = rank.shape[0]
-    out = [np.empty((min(BLOCK_ROWS, n - start), dim), dtype=np.float32) for start in range(0, n, BLOCK_ROWS)]
+    n, size = rank.shape[0], _rows_per_block(dim)
+    out = [np.empty((min(size, n - start), dim), dtype=np.float32) for start in range(0, n, size)]
     start = 0
     while blocks:
         block = blocks.pop(0)
         target = rank[start : start + block.shape[0]]
         start += block.shape[0]
-        by_block = np.argsort(target // BLOCK_ROWS, kind="stable")
-        bounds = np.searchsorted(target[by_block] // BLOCK_ROWS, np.arange(len(out) + 1))
+        by_block = np.argsort(target // size, kind="stable")
+        bounds = np.searchsorted(target[by_block] // size, np.arange(len(out) + 1))
         for j in range(len(out)):
             rows = by_block[bounds[j] : bounds[j + 1]]
             if rows.size:
-                out[j][target[rows] % BLOCK_ROWS] = block[rows]
+                out[j][target[rows] % size] = block[rows]
         del block
     return out
 

@@ -372,16 +372,20 @@ def cooccurrence_neighbours(
     out_score = np.zeros((n_items, top_n), dtype=np.float32)
     if rows.indices.size == 0:
         return out_idx, out_score
-    user_of_entry = np.repeat(np.arange(rows.indptr.size - 1), np.diff(rows.indptr))
+    # Memory per (user, item) entry is what bounds a big window: int32 user numbers, one stable argsort (the
+    # entries are already in user order, so sorting by item alone gives item-then-user order), freed early.
     row_len = np.diff(rows.indptr)
+    user_of_entry = np.repeat(np.arange(row_len.size, dtype=np.int32), row_len)
     self_sq = np.bincount(rows.indices, weights=rows.data**2, minlength=n_items)  # S_ii
+    cost = np.bincount(rows.indices, weights=row_len[user_of_entry], minlength=n_items)  # pairs per item
     # Item -> (user, weight) CSR.
-    by_item = np.lexsort((user_of_entry, rows.indices))
+    by_item = np.argsort(rows.indices, kind="stable")
     item_users = user_of_entry[by_item]
+    del user_of_entry
     item_weights = rows.data[by_item]
+    del by_item
     item_indptr = np.zeros(n_items + 1, dtype=np.int64)
     item_indptr[1:] = np.cumsum(np.bincount(rows.indices, minlength=n_items))
-    cost = np.bincount(rows.indices, weights=row_len[user_of_entry], minlength=n_items)  # pairs per item
     cum_cost = np.cumsum(cost)
     start = 0
     while start < n_items:

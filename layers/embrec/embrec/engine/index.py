@@ -672,6 +672,9 @@ def _write(
     return manifest
 
 
+_WRITE_SLICE_ROWS = 4096
+
+
 def write_index(
     directory: Path,
     item_ids: Sequence[str],
@@ -711,13 +714,15 @@ def write_index(
     digest = _input_digest(head, arrays, n)
     start = 0
     for block in blocks:
-        unit = _unit_rows(block, dim)
-        if start + unit.shape[0] > n:
-            raise InvalidInputError("vectors", f"more rows than the {n} ids")
-        digest.update(unit.reshape(-1).view(np.uint8).data)
-        labels = np.arange(start, start + unit.shape[0], dtype=np.int64)
-        graph.add_items(unit, labels, num_threads=num_threads)
-        start += unit.shape[0]
+        # normalised a slice at a time: _unit_rows works in float64, ~3 copies of what it is given
+        for offset in range(0, len(block), _WRITE_SLICE_ROWS):
+            unit = _unit_rows(block[offset : offset + _WRITE_SLICE_ROWS], dim)
+            if start + unit.shape[0] > n:
+                raise InvalidInputError("vectors", f"more rows than the {n} ids")
+            digest.update(unit.reshape(-1).view(np.uint8).data)
+            labels = np.arange(start, start + unit.shape[0], dtype=np.int64)
+            graph.add_items(unit, labels, num_threads=num_threads)
+            start += unit.shape[0]
     if start != n:
         raise InvalidInputError("vectors", f"{start} rows for {n} ids")
     return _write(Path(directory), graph, arrays, head, digest)
