@@ -6,7 +6,7 @@ embrec encoder build --out DIR [--weights DIR] [--quantize none|int8]
 embrec encoder publish --dir DIR [--aws]     upload it to the bucket (EMBREC_BUCKET) and make it current
 embrec ingest FILE [--aws]                   upload to catalog/incoming/, wait for the report, print counts
 embrec import-events FILE [--aws]            upload to interactions/incoming/, wait with a progress bar
-embrec rebuild [--aws]                       run the rebuild use case now
+embrec rebuild [--aws] [--allow-shrink]      run the rebuild use case now
 embrec recommend USER_ID [--k N --explain --category C ...]
 embrec similar ITEM_ID [--k N]
 embrec search TEXT [--k N]
@@ -259,7 +259,7 @@ def _rebuild(args: argparse.Namespace) -> int:
     from embrec.app.runtime import Runtime
 
     started = time.monotonic()
-    result = service.rebuild(Runtime(cli_settings(args.aws)))
+    result = service.rebuild(Runtime(cli_settings(args.aws)), allow_shrink=args.allow_shrink)
     print(results_table(("field", "value"), sorted(result.items())))
     print(f"rebuilt in {time.monotonic() - started:.1f}s")
     return 0
@@ -372,6 +372,11 @@ def _add_stack_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
     rebuild = subparsers.add_parser("rebuild", help="rebuild and publish the index now")
     rebuild.add_argument("--aws", action="store_true", help=REAL_AWS_HELP)
+    rebuild.add_argument(
+        "--allow-shrink",
+        action="store_true",
+        help="publish even when the catalog shrank by more than EMBREC_REBUILD_MAX_SHRINK (default 50%%)",
+    )
     rebuild.set_defaults(handler=_rebuild)
 
     def http_options(parser: argparse.ArgumentParser) -> None:

@@ -332,20 +332,48 @@ def test_warm_container_refuses_a_corrupt_new_version_and_keeps_the_old(
 ) -> None:
     store.publish_version(_build(tmp_path, "a"), items_as_of=T0, base=None)
     clock, events = _Clock(), list[tuple[str, dict[str, Any]]]()
-    live = _live(store, clock, events)
+    applied: list[str] = []
+    live = _live(
+        store, clock, events, apply_delta=lambda _, d: applied.append((d / "delta.npz").read_text())
+    )
     first = live.get()
     bad = store.publish_version(_build(tmp_path, "b"), items_as_of=T0 + 1, base=store.read_current())
     _flip_byte(aws_clients, settings, f"index/{bad.version}/signals/signals.npz")
+    store.publish_delta(_delta(tmp_path, "new", "upsert:new-item"), now_ms=T0 + 2)
 
     clock.now += 11
     served = live.get()
 
-    assert served is first
-    assert events[-1][0] == "refused" and events[-1][1]["version"] == bad.version
-    assert events[-1][1]["reason"] == "IntegrityError"
+    assert served.version == first.version and served.value is first.value
+    assert ("refused", bad.version) in [(n, f.get("version")) for n, f in events]
+    assert [f["reason"] for n, f in events if n == "refused"] == ["IntegrityError"]
+    # The deltas published for the version it serves keep flowing: a new item, then a tombstone
+    assert applied == ["upsert:new-item"]
+    store.publish_delta(_delta(tmp_path, "gone", "delete:old-item"), now_ms=T0 + 3)
+    clock.now += 11
+    served = live.get()
+    assert served.version == first.version and applied == ["upsert:new-item", "delete:old-item"]
     # The refused version is not downloaded again at every check
     clock.now += 11
-    assert live.get() is first and [n for n, _ in events].count("refused") == 1
+    assert live.get().version == first.version and [n for n, _ in events].count("refused") == 1
+
+
+def test_a_manifest_naming_a_path_outside_the_version_is_refused_before_download(
+    tmp_path: Path, store: ArtifactStore, aws_clients: AwsClients, settings: Settings
+) -> None:
+    name = "../../escaped.bin"
+    published = store.publish_version(_build(tmp_path, "a"), items_as_of=T0, base=None)
+    key = f"index/{published.version}/manifest.json"
+    manifest = json.loads(aws_clients.s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read())
+    manifest["files"][name] = manifest["files"].pop("index/graph.bin")
+    aws_clients.s3.put_object(Bucket=settings.bucket, Key=key, Body=json.dumps(manifest).encode())
+    gets = _count_calls(aws_clients.s3, "GetObject", f"index/{published.version}/{name}")
+
+    with pytest.raises(IntegrityError, match="unsafe file path"):
+        store.download_version(published.version)
+    with pytest.raises(IntegrityError, match="unsafe file path"):
+        store.download_version("../../elsewhere")
+    assert gets == [] and not list(Path(settings.cache_dir).parent.rglob("escaped.bin"))
 
 
 def test_transient_503s_at_cold_start_are_retried_and_absorbed(

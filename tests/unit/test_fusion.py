@@ -68,7 +68,13 @@ def test_metadata_weight_alone_fuses_without_an_image_part() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"mode": "on"}, {"image_weight": -1.0}, {"text_weight": 0.0}, {"price_band_edges": (10.0, 5.0)}],
+    [
+        {"mode": "always"},
+        {"min_image_share": 1.5},
+        {"image_weight": -1.0},
+        {"text_weight": 0.0},
+        {"price_band_edges": (10.0, 5.0)},
+    ],
 )
 def test_bad_configs_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(InvalidInputError):
@@ -294,3 +300,15 @@ def test_default_config_is_unchanged_behaviour_for_a_text_only_catalog() -> None
     fused, _ = fuse_rows(spec, text, [{"category": "x", "price": 3.0}] * 10)
     assert spec is None and np.array_equal(fused, text)
     assert replace(FusionConfig(), meta_weight=0.0) == FusionConfig()
+
+
+def test_one_stray_image_does_not_switch_fusion_on_unless_asked() -> None:
+    # Given 10,000 items of which one carries a 4,096-value image embedding
+    assert plan_fusion(FusionConfig(), 384, [4096], items=10_000) is None
+    # a catalog where most items have one fuses in auto, and "on" fuses from a single one
+    half = plan_fusion(FusionConfig(), 384, [512] * 5_000, items=10_000)
+    assert half is not None and half.image_dim == 512
+    assert plan_fusion(FusionConfig(min_image_share=0.6), 384, [512] * 5_000, items=10_000) is None
+    forced = plan_fusion(FusionConfig(mode="on"), 384, [4096], items=10_000)
+    assert forced is not None and forced.image_dim == 4096
+

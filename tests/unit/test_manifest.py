@@ -89,3 +89,20 @@ def test_a_corrupted_file_in_a_directory_on_disk_is_refused(tmp_path: Path) -> N
         require_verified(tmp_path / "index", {"graph.bin": files["index/graph.bin"]})
     with pytest.raises(IntegrityError):
         verify_files(tmp_path, files)
+
+
+@pytest.mark.parametrize(
+    "name", ["../outside.bin", "index/../../outside.bin", "/etc/passwd", "./x", "a//b", ""]
+)
+def test_a_file_name_that_leaves_its_directory_is_refused_before_any_read(tmp_path: Path, name: str) -> None:
+    # Given a real file outside the artifact directory, listed in the manifest under a path that escapes it
+    inside = tmp_path / "artifact"
+    inside.mkdir()
+    (tmp_path / "outside.bin").write_bytes(b"not part of the artifact")
+    entry = describe_files(tmp_path, ["outside.bin"])["outside.bin"]
+
+    with pytest.raises(IntegrityError, match="unsafe file path"):
+        verify_files(inside, {name: entry})
+    with pytest.raises(IntegrityError, match="unsafe file path"):
+        observed = {name: FileDigest(entry["sha256"], entry["size"])}
+        VerifiedDirectory.from_digests(inside, {name: entry}, observed)

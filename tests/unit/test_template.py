@@ -292,6 +292,41 @@ def test_rebuild_schedule_retries_into_a_dead_letter_queue(template: T) -> None:
     assert props["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["RebuildDeadLetterQueue", "Arn"]}
 
 
+def test_a_failing_rebuild_is_not_retried_and_lands_in_the_dead_letter_queue(template: T) -> None:
+    # The schedule invokes asynchronously: without EventInvokeConfig Lambda retries a failed run twice and
+    # then drops it; the schedule's DeadLetterConfig only sees delivery failures.
+    config = _props(template["Resources"]["RebuildFunction"])["EventInvokeConfig"]
+    assert config["MaximumRetryAttempts"] == 0
+    assert 60 <= config["MaximumEventAgeInSeconds"] <= 21600
+    failure = config["DestinationConfig"]["OnFailure"]
+    assert failure == {"Type": "SQS", "Destination": {"Fn::GetAtt": ["RebuildDeadLetterQueue", "Arn"]}}
+    granted = {
+        (action, json.dumps(resource, sort_keys=True))
+        for statement in _statements(_role_of(template, "RebuildFunction"))
+        for action in _as_list(statement["Action"])
+        for resource in _as_list(statement["Resource"])
+    }
+    assert ("sqs:SendMessage", json.dumps(failure["Destination"], sort_keys=True)) in granted
+
+
+def test_the_shrink_metric_has_an_alarm(template: T) -> None:
+    from embrec.observability import METRIC_SHRINK_REFUSED, NAMESPACE, SERVICE
+
+    alarms = [
+        _props(alarm)
+        for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+        if _props(alarm)["MetricName"] == METRIC_SHRINK_REFUSED
+    ]
+    assert len(alarms) == 1
+    (alarm,) = alarms
+    assert alarm["Namespace"] == NAMESPACE and alarm["Threshold"] == 0
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    # single_metric writes the dimension Powertools' service name gives it, which the functions set
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == SERVICE
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
 # ------------------------------------------------------------------------------------------------ storage
 def test_tables_keys_ttl_pitr_retention(template: T) -> None:
     tables = resources_of_type(template, "AWS::DynamoDB::Table")
@@ -425,6 +460,9 @@ def test_each_function_reaches_only_its_prefixes_and_tables(template: T) -> None
                         assert resource["Fn::GetAtt"][0].endswith("LogGroup")
                     elif action in UNSCOPABLE_ACTIONS:
                         assert resource == "*"
+                    elif function_id == "RebuildFunction":  # its on-failure destination, nothing else
+                        assert action == "sqs:SendMessage", action
+                        assert resource == {"Fn::GetAtt": ["RebuildDeadLetterQueue", "Arn"]}
                     else:
                         assert function_id in QUEUES and action.startswith("sqs:"), action
                         assert resource == {"Fn::GetAtt": [QUEUES[function_id], "Arn"]}

@@ -55,6 +55,13 @@ ENV_SIGNAL_WINDOW_DAYS = "EMBREC_SIGNAL_WINDOW_DAYS"
 ENV_FUSION = "EMBREC_FUSION"
 ENV_FUSION_IMAGE_WEIGHT = "EMBREC_FUSION_IMAGE_WEIGHT"
 ENV_FUSION_META_WEIGHT = "EMBREC_FUSION_META_WEIGHT"
+ENV_FUSION_MIN_IMAGE_SHARE = "EMBREC_FUSION_MIN_IMAGE_SHARE"
+# Memory an index may take in one serving container (MB): checked by the rebuild before it publishes and by
+# every container before it loads a version. 0 = no limit; unset in Lambda: 70% of the function's memory.
+ENV_INDEX_MEMORY_MB = "EMBREC_INDEX_MEMORY_MB"
+ENV_LAMBDA_MEMORY_MB = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"  # set by the Lambda runtime
+# A rebuild that would shrink the live version by more than this fraction is refused (unless forced)
+ENV_REBUILD_MAX_SHRINK = "EMBREC_REBUILD_MAX_SHRINK"
 
 #: Resource names: required outside the local stack.
 RESOURCE_VARIABLES = (
@@ -159,6 +166,14 @@ class Settings:
     fusion_mode: str = "auto"
     fusion_image_weight: float = 0.5  # embrec.domain.fusion.DEFAULT_IMAGE_WEIGHT
     fusion_meta_weight: float = 0.0  # embrec.domain.fusion.DEFAULT_META_WEIGHT
+    fusion_min_image_share: float = 0.5  # embrec.domain.fusion.DEFAULT_MIN_IMAGE_SHARE
+    index_memory_mb: int = 0
+    rebuild_max_shrink: float = 0.5
+
+    @property
+    def index_memory_bytes(self) -> int | None:
+        """The index memory budget in bytes, None = no limit."""
+        return self.index_memory_mb * 1024 * 1024 if self.index_memory_mb else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, local: bool | None = None) -> Settings:
@@ -181,8 +196,15 @@ class Settings:
             raise ConfigurationError(ENV_AUTH, f"must be none, jwt or iam, got {auth!r}")
         aws_port = _int(env, ENV_AWS_PORT, DEFAULT_AWS_PORT, 1)
         fusion_mode = env.get(ENV_FUSION, "auto").lower() or "auto"
-        if fusion_mode not in ("auto", "off"):
-            raise ConfigurationError(ENV_FUSION, f"must be auto or off, got {fusion_mode!r}")
+        if fusion_mode not in ("auto", "on", "off"):
+            raise ConfigurationError(ENV_FUSION, f"must be auto, on or off, got {fusion_mode!r}")
+        lambda_mb = _int(env, ENV_LAMBDA_MEMORY_MB, 0)
+        max_shrink = _float(env, ENV_REBUILD_MAX_SHRINK, defaults.rebuild_max_shrink)
+        if max_shrink > 1:
+            raise ConfigurationError(ENV_REBUILD_MAX_SHRINK, f"must be in [0, 1], got {max_shrink}")
+        image_share = _float(env, ENV_FUSION_MIN_IMAGE_SHARE, defaults.fusion_min_image_share)
+        if image_share > 1:
+            raise ConfigurationError(ENV_FUSION_MIN_IMAGE_SHARE, f"must be in [0, 1], got {image_share}")
         return cls(
             bucket=env.get(ENV_BUCKET, defaults.bucket),
             items_table=env.get(ENV_ITEMS_TABLE, defaults.items_table),
@@ -210,6 +232,9 @@ class Settings:
             fusion_mode=fusion_mode,
             fusion_image_weight=_float(env, ENV_FUSION_IMAGE_WEIGHT, defaults.fusion_image_weight),
             fusion_meta_weight=_float(env, ENV_FUSION_META_WEIGHT, defaults.fusion_meta_weight),
+            fusion_min_image_share=image_share,
+            index_memory_mb=_int(env, ENV_INDEX_MEMORY_MB, lambda_mb * 7 // 10),
+            rebuild_max_shrink=max_shrink,
         )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "FileDigest",
     "FileEntry",
     "VerifiedDirectory",
+    "check_file_names",
     "describe_files",
     "directory_of",
     "read_json",
@@ -44,6 +45,25 @@ MANIFEST_FILE = "manifest.json"
 
 FileEntry = dict[str, Any]  # {"sha256": str, "size": int}
 _CHUNK = 1 << 20
+
+
+def check_file_names(names: Iterable[str]) -> None:
+    """:class:`IntegrityError` unless every manifest file name stays inside its directory.
+
+    A name is joined onto a local path (the download target, the cache) before anything is verified, so a
+    name that is empty, absolute, or has a ``..``, ``.`` or empty part (or a backslash or NUL) is refused
+    before it can reach the file system: a tampered manifest must not write or read outside its directory.
+    """
+    for name in names:
+        if (
+            not isinstance(name, str)
+            or not name
+            or name.startswith("/")
+            or "\\" in name
+            or "\0" in name
+            or any(part in ("", ".", "..") for part in name.split("/"))
+        ):
+            raise IntegrityError(f"manifest names an unsafe file path {name!r}")
 
 
 def sha256_file(path: Path) -> str:
@@ -97,6 +117,7 @@ class VerifiedDirectory:
     def __init__(
         self, path: Path, files: Mapping[str, Mapping[str, Any]], observed: Mapping[str, FileDigest]
     ) -> None:
+        check_file_names(files)
         for name, entry in files.items():
             _compare(name, entry, observed.get(name))
         self.path = Path(path)
@@ -136,6 +157,7 @@ class VerifiedDirectory:
 
 def verify_files(directory: Path, files: Mapping[str, Mapping[str, Any]]) -> VerifiedDirectory:
     """Hash every listed file on disk; :class:`IntegrityError` unless each exists with its size and sha256."""
+    check_file_names(files)
     directory = Path(directory)
     observed: dict[str, FileDigest] = {}
     for name, entry in files.items():

@@ -26,6 +26,7 @@ __all__ = [
     "METRIC_ROWS_ACCEPTED",
     "METRIC_ROWS_REJECTED",
     "METRIC_SHARED_CACHE_HIT",
+    "METRIC_SHRINK_REFUSED",
     "MetricUnit",
     "emit_experiment_variant",
     "logger",
@@ -50,6 +51,7 @@ METRIC_ROWS_REJECTED = "CatalogRowsRejected"
 METRIC_EXPERIMENT_SERVED = "ExperimentListsServed"  # its own EMF document, dimensions experiment, variant
 METRIC_IMPRESSION_FAILED = "ImpressionWriteFailed"
 METRIC_INGEST_MESSAGES_REFUSED = "IngestMessagesRefused"  # an SQS body that can never succeed, not retried
+METRIC_SHRINK_REFUSED = "RebuildShrinkRefused"  # a rebuild found far fewer items than the live version
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)

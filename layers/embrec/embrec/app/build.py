@@ -1,31 +1,47 @@
-"""The rebuild: scan items and recent interactions, build the index and signals, lay out one version.
+"""The rebuild: stream items and recent interactions into compact arrays, build the index and signals, lay out
+one version.
 
 :func:`build_version` is the use case with its inputs injected (iterables of stored items and interactions);
 :mod:`embrec.app.service` wires it to DynamoDB and publishes the directory with :mod:`embrec.aws.artifacts`. A
-version directory holds ``index/`` (the :class:`~embrec.engine.index.VectorIndex`, with its own manifest) and
-``signals/`` (CF neighbours and trending); the publisher adds the version manifest that names every file.
+version directory holds ``index/`` (the :class:`~embrec.engine.index.VectorIndex` files, with their own
+manifest) and ``signals/`` (CF neighbours and trending); the publisher adds the version manifest that names
+every file.
+
+Memory is bounded by arrays, never by Python objects per row (BENCHMARKS.md §5): item vectors stream into
+preallocated float32 blocks (:data:`BLOCK_BYTES` each) and metadata into numpy columns; the blocks are
+moved into item-id order, then fed to hnswlib one by one and dropped, so the peak is about hnswlib's own
+copy of the vectors. The index is written and released before the interactions are read, which go into
+:class:`~embrec.domain.signals.EventColumns` (17 bytes an event).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embrec.domain.fusion import FusionConfig, fuse_rows, index_fusion, plan_fusion
+from embrec.domain.fusion import FusionConfig, FusionSpec, fuse_rows, index_fusion, plan_fusion
 from embrec.domain.model import Interaction, StoredItem
-from embrec.domain.signals import SignalParams, Signals, compute_signals
-from embrec.engine.index import VectorIndex
+from embrec.domain.signals import EventColumns, SignalParams, Signals, signals_from_events
+from embrec.engine._index_meta import MetadataColumns, parse_metadata
+from embrec.engine.index import DEFAULT_M, VectorIndex, check_memory_budget, index_memory_bytes, write_index
 from embrec.errors import CompatibilityError
 from embrec.manifest import VerifiedDirectory, subdirectory
+from embrec.observability import logger
 
-__all__ = ["INDEX_DIR", "SIGNALS_DIR", "BuiltVersion", "build_version", "load_version"]
+__all__ = ["BLOCK_BYTES", "INDEX_DIR", "SIGNALS_DIR", "BuiltVersion", "build_version", "load_version"]
 
 INDEX_DIR = "index"
 SIGNALS_DIR = "signals"
+#: Bytes per float32 vector block, the unit in which vectors are read, sorted and indexed (43,690 rows at
+#: 384-d). Above glibc's largest dynamic mmap threshold (32 MiB), so every block is its own mapping and a
+#: freed block goes back to the OS at once: with 6 MB blocks the heap kept every freed block (measured: 5.2 kB
+#: an item at 100k, BENCHMARKS.md §5).
+BLOCK_BYTES = 64 * 2**20
+_META_BATCH = 1024  # parsed metadata rows appended to the columns at a time
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,110 @@ class BuiltVersion:
     details: dict[str, Any]
 
 
+@dataclass
+class _Catalog:
+    """The live items in scan order: ids, text vectors in float32 blocks, metadata columns, images."""
+
+    dim: int | None
+    ids: list[str] = field(default_factory=list)
+    blocks: list[np.ndarray] = field(default_factory=list)
+    meta: MetadataColumns = field(default_factory=MetadataColumns)
+    images: dict[int, np.ndarray] = field(default_factory=dict)  # scan position -> float32 image
+    skipped: int = 0
+
+
+def _read_catalog(
+    items: Iterable[StoredItem], dim: int | None, keep_images: bool, encoder_id: str
+) -> _Catalog:
+    catalog = _Catalog(dim)
+    pending: list[dict[str, Any]] = []
+    block = np.empty((0, 0), dtype=np.float32)
+    rows_per_block = 1
+    foreign: dict[str, int] = {}
+    for item in items:
+        vector = item.vector
+        if item.deleted or vector is None:
+            catalog.skipped += 1
+            continue
+        if item.encoder_id and item.encoder_id != encoder_id:
+            foreign[item.encoder_id] = foreign.get(item.encoder_id, 0) + 1
+            continue
+        if catalog.dim is None:
+            catalog.dim = int(vector.shape[0])
+        if vector.shape != (catalog.dim,):
+            raise CompatibilityError(
+                f"items carry vectors of several dimensions {sorted({catalog.dim, int(vector.shape[0])})}: "
+                "re-ingest them with one encoder"
+            )
+        rows_per_block = _rows_per_block(catalog.dim)
+        row = len(catalog.ids) % rows_per_block
+        if row == 0:
+            block = np.empty((rows_per_block, catalog.dim), dtype=np.float32)
+            catalog.blocks.append(block)
+        block[row] = vector
+        if keep_images and (image := item.fields.get("image_embedding")):
+            catalog.images[len(catalog.ids)] = np.asarray(image, dtype=np.float32)
+        catalog.ids.append(item.item_id)
+        pending.append(parse_metadata(item.fields, f"items[{item.item_id}]"))
+        if len(pending) == _META_BATCH:
+            catalog.meta.append(pending)
+            pending = []
+    if foreign:
+        raise CompatibilityError(
+            f"items carry vectors of other encoders {foreign} than the current {encoder_id}: re-upload the "
+            "catalog so ingest re-encodes them"
+        )
+    catalog.meta.append(pending)
+    if catalog.blocks and len(catalog.ids) % rows_per_block:
+        catalog.blocks[-1] = catalog.blocks[-1][: len(catalog.ids) % rows_per_block].copy()
+    return catalog
+
+
+def _rows_per_block(dim: int) -> int:
+    return max(1, BLOCK_BYTES // (4 * dim))
+
+
+def _sorted_blocks(blocks: list[np.ndarray], rank: np.ndarray, dim: int) -> list[np.ndarray]:
+    """The rows of ``blocks`` (scan order) moved to row ``rank[scan position]`` of new blocks, each scan block
+    released as soon as it is moved (new pages are touched as they fill: ~1.35x one copy at the worst)."""
+    n, size = rank.shape[0], _rows_per_block(dim)
+    out = [np.empty((min(size, n - start), dim), dtype=np.float32) for start in range(0, n, size)]
+    start = 0
+    while blocks:
+        block = blocks.pop(0)
+        target = rank[start : start + block.shape[0]]
+        start += block.shape[0]
+        by_block = np.argsort(target // size, kind="stable")
+        bounds = np.searchsorted(target[by_block] // size, np.arange(len(out) + 1))
+        for j in range(len(out)):
+            rows = by_block[bounds[j] : bounds[j + 1]]
+            if rows.size:
+                out[j][target[rows] % size] = block[rows]
+        del block
+    return out
+
+
+def _index_blocks(
+    blocks: list[np.ndarray], spec: FusionSpec | None, meta: MetadataColumns, images: Sequence[Any],
+    counts: dict[str, int],
+) -> Iterator[np.ndarray]:
+    """The blocks in position order, fused into the index layout; each released once handed over."""
+    start = 0
+    while blocks:
+        block = blocks.pop(0)
+        rows = block.shape[0]
+        if spec is None:
+            yield block
+        else:
+            fused_rows = [meta.row(p) for p in range(start, start + rows)] if spec.meta_dim else [{}] * rows
+            fused, part = fuse_rows(spec, block, fused_rows, images[start : start + rows])
+            for key, value in part.items():
+                counts[key] = counts.get(key, 0) + value
+            yield fused
+        start += rows
+        del block
+
+
 def build_version(
     items: Iterable[StoredItem],
     interactions: Iterable[tuple[str, Interaction]],
@@ -46,83 +166,98 @@ def build_version(
     *,
     encoder_id: str,
     now: float,
+    text_dim: int | None = None,
     signal_params: SignalParams | None = None,
     fusion: FusionConfig | None = None,
+    memory_budget: int | None = None,
 ) -> BuiltVersion:
     """Build index + signals into ``directory`` from every live item and the given interactions.
 
-    Items without a vector and deleted items are left out (counted in ``skipped_items``). Items carrying
-    vectors of several dimensions, or vectors another encoder than ``encoder_id`` made (as recorded with each
-    item; items stored before it was recorded are taken as the current encoder's), raise
-    :class:`CompatibilityError` (re-upload the catalog: ingest re-encodes them), so an index never labels one
-    model's vectors with another's id.
+    Items without a vector and deleted items are left out (counted in ``skipped_items``). ``text_dim`` (the
+    encoder's) is the dimension every item vector must have — an empty catalog still gives an index of that
+    dimension, which answers empty lists; None takes the first item's. Items carrying vectors of another
+    dimension, or vectors another encoder than ``encoder_id`` made (as recorded with each item; items stored
+    before it was recorded are taken as the current encoder's), raise :class:`CompatibilityError` (re-upload
+    the catalog: ingest re-encodes them), so an index never labels one model's vectors with another's id.
+    ``interactions`` is consumed only after the index is written and released.
 
-    ``fusion`` (default ``FusionConfig()``: auto) decides the index layout from the whole catalog: the plain
-    text vector unless some item has an ``image_embedding`` or the metadata weight is > 0 (see
-    :mod:`embrec.domain.fusion`). ``dim`` in the result is the text vectors' dimension (the encoder's); the
-    index manifest's ``dim`` and ``fusion`` give the fused layout.
+    ``fusion`` (default ``FusionConfig()``: auto) decides the index layout from the whole catalog (see
+    :mod:`embrec.domain.fusion`). ``memory_budget`` (bytes, None: no limit) is what the serving containers
+    may spend on the index: a fused layout over it falls back to the plain text vectors (logged, and
+    ``details["fusion"]["over_budget"]``), and a plain index over it raises :class:`CompatibilityError`
+    before anything is written. ``dim`` in the result is the text vectors' dimension; the index
+    manifest's ``dim`` and ``fusion`` give the fused layout.
     """
-    ids: list[str] = []
-    vectors: list[np.ndarray] = []
-    metadata: list[dict[str, Any]] = []
-    skipped = 0
-    foreign: dict[str, int] = {}
-    for item in items:
-        if item.deleted or item.vector is None:
-            skipped += 1
-            continue
-        if item.encoder_id and item.encoder_id != encoder_id:
-            foreign[item.encoder_id] = foreign.get(item.encoder_id, 0) + 1
-            continue
-        ids.append(item.item_id)
-        vectors.append(item.vector)
-        metadata.append(dict(item.fields))
-    if foreign:
-        raise CompatibilityError(
-            f"items carry vectors of other encoders {foreign} than the current {encoder_id}: re-upload the "
-            "catalog so ingest re-encodes them"
-        )
+    config = fusion or FusionConfig()
+    keep_images = config.mode != "off" and config.image_weight > 0
+    catalog = _read_catalog(items, text_dim, keep_images, encoder_id)
+    dim = catalog.dim if catalog.dim is not None else 1
+    n = len(catalog.ids)
     # Positions in item_id order, not scan order (a parallel scan's order varies): the same items give the
     # same index input digest, so a re-run with no change is recognised as unchanged (embrec.aws.artifacts).
-    order = sorted(range(len(ids)), key=ids.__getitem__)
-    ids, vectors = [ids[i] for i in order], [vectors[i] for i in order]
-    metadata = [metadata[i] for i in order]
-    dims = {vector.shape[0] for vector in vectors}
-    if len(dims) > 1:
-        raise CompatibilityError(f"items carry vectors of several dimensions {sorted(dims)}: re-ingest them")
-    dim = dims.pop() if dims else 0
-    matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, max(dim, 1)), np.float32)
-    images = [row.get("image_embedding") for row in metadata]
-    spec = plan_fusion(fusion or FusionConfig(), dim, (len(image) for image in images if image))
-    matrix, fusion_counts = fuse_rows(spec, matrix, metadata, images)
-    index = VectorIndex.build(
-        ids, matrix, metadata, encoder_id=encoder_id, fusion=None if spec is None else spec.to_dict()
+    order = np.argsort(np.asarray(catalog.ids, dtype=object), kind="stable") if n else np.zeros(0, np.int64)
+    ids = [catalog.ids[i] for i in order.tolist()]
+    catalog.ids.clear()
+    meta = catalog.meta.take(order)
+    images = [catalog.images.get(i) for i in order.tolist()] if catalog.images else [None] * n
+    catalog.images.clear()
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n, dtype=np.int64)
+    del order
+    blocks = _sorted_blocks(catalog.blocks, rank, dim)
+    del rank
+    spec = plan_fusion(config, dim, (image.shape[0] for image in images if image is not None), items=n)
+    counts: dict[str, int] = {"with_image": 0, "image_dim_mismatch": 0}
+    if spec is not None and memory_budget is not None and index_memory_bytes(n, spec.dim) > memory_budget:
+        logger.warning(
+            "fused index over the memory budget: publishing plain text vectors",
+            extra={"items": n, "fused_dim": spec.dim, "budget_mb": memory_budget // 2**20},
+        )
+        counts["over_budget"] = 1
+        spec = None
+    check_memory_budget(n, dim if spec is None else spec.dim, memory_budget, DEFAULT_M)
+    index_manifest = write_index(
+        Path(directory) / INDEX_DIR,
+        ids,
+        _index_blocks(blocks, spec, meta, images, counts),
+        meta,
+        dim=dim if spec is None else spec.dim,
+        encoder_id=encoder_id,
+        fusion=None if spec is None else spec.to_dict(),
     )
-    events = list(interactions)
-    signals = compute_signals(events, ids, signal_params, now=now)
-    index_manifest = index.save(Path(directory) / INDEX_DIR)
+    del blocks, meta, images
+    events = EventColumns(ids, (signal_params or SignalParams()).type_weights).extend(interactions)
+    n_events = events.seen
+    signals = signals_from_events(events, signal_params, now=now)
     signals_manifest = signals.save(Path(directory) / SIGNALS_DIR)
     return BuiltVersion(
         directory=Path(directory),
-        items=len(ids),
-        interactions=len(events),
-        skipped_items=skipped,
+        items=n,
+        interactions=n_events,
+        skipped_items=catalog.skipped,
         encoder_id=encoder_id,
         dim=dim,
-        details={"index": index_manifest, "signals": signals_manifest, "fusion": fusion_counts},
+        details={"index": index_manifest, "signals": signals_manifest, "fusion": counts},
     )
 
 
 def load_version(
-    directory: Path | VerifiedDirectory, expected_encoder_id: str | None = None
+    directory: Path | VerifiedDirectory,
+    expected_encoder_id: str | None = None,
+    memory_budget: int | None = None,
 ) -> tuple[VectorIndex, Signals]:
     """Load the index and signals of a version directory, each file checked against its manifest.
 
     Pass what :meth:`~embrec.aws.artifacts.ArtifactStore.download_version` returned (a
     :class:`~embrec.manifest.VerifiedDirectory`: its files were hashed as they were downloaded, so they are
-    not hashed again); a plain ``Path`` (a cache dir, a local build) is hashed here, file by file.
+    not hashed again); a plain ``Path`` (a cache dir, a local build) is hashed here, file by file. An index
+    over ``memory_budget`` bytes is refused (:class:`CompatibilityError`) before it is loaded.
     """
-    index = VectorIndex.load(subdirectory(directory, INDEX_DIR), expected_encoder_id=expected_encoder_id)
+    index = VectorIndex.load(
+        subdirectory(directory, INDEX_DIR),
+        expected_encoder_id=expected_encoder_id,
+        memory_budget=memory_budget,
+    )
     index_fusion(index)  # a layout this code cannot read is refused here, not at the first query
     signals = Signals.load(subdirectory(directory, SIGNALS_DIR))
     return index, signals

@@ -94,8 +94,14 @@ class SharedCache:
         return value
 
 
-def _load_model(directory: VerifiedDirectory, manifest: Mapping[str, Any]) -> tuple[VectorIndex, Signals]:
-    return load_version(directory)  # hashed as downloaded: not hashed again
+def _model_loader(
+    memory_budget: int | None,
+) -> Callable[[VerifiedDirectory, Mapping[str, Any]], tuple[VectorIndex, Signals]]:
+    def load(directory: VerifiedDirectory, manifest: Mapping[str, Any]) -> tuple[VectorIndex, Signals]:
+        # hashed as downloaded: not hashed again; a version over the budget is refused before it is loaded
+        return load_version(directory, memory_budget=memory_budget)
+
+    return load
 
 
 def _apply_delta(value: tuple[VectorIndex, Signals], delta_dir: Path) -> None:
@@ -207,7 +213,7 @@ class Runtime:
     def _live(self) -> LiveArtifact[tuple[VectorIndex, Signals]]:
         return LiveArtifact(
             self.artifacts,
-            _load_model,
+            _model_loader(self.settings.index_memory_bytes),
             refresh_seconds=self.settings.index_refresh_seconds,
             apply_delta=_apply_delta,
             on_event=_on_artifact_event,

@@ -20,7 +20,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import single_metric
 
-from embrec.app.build import build_version
+from embrec.app.build import INDEX_DIR, build_version
 from embrec.app.history_import import HistoryObject, ImportCounts, import_rows, parse_import_message
 from embrec.app.ingest import (
     CatalogObject,
@@ -30,7 +30,7 @@ from embrec.app.ingest import (
     parse_ingest_message,
 )
 from embrec.app.runtime import LoadedModel, Runtime
-from embrec.aws.artifacts import HISTORY_INCOMING_PREFIX, ArtifactStore
+from embrec.aws.artifacts import HISTORY_INCOMING_PREFIX, INDEX_PREFIX, ArtifactStore
 from embrec.aws.store import IdempotencyStore, UserEvent
 from embrec.domain import experiments, ranking, reporting
 from embrec.domain.catalog import RowResult, read_catalog_named, resumable
@@ -42,13 +42,14 @@ from embrec.edge import contract as api
 from embrec.edge.auth import Caller, require_users
 from embrec.edge.history_file import history_format, read_history
 from embrec.errors import (
-    CompatibilityError,
     EmbrecError,
     EncoderMissingError,
     InvalidInputError,
     NotFoundError,
     ServiceUnavailableError,
+    UnprocessableError,
 )
+from embrec.manifest import MANIFEST_FILE
 from embrec.observability import (
     METRIC_CANDIDATES,
     METRIC_EVENTS_ACCEPTED,
@@ -60,6 +61,7 @@ from embrec.observability import (
     METRIC_INGEST_MESSAGES_REFUSED,
     METRIC_ROWS_ACCEPTED,
     METRIC_ROWS_REJECTED,
+    METRIC_SHRINK_REFUSED,
     NAMESPACE,
     MetricUnit,
     emit_experiment_variant,
@@ -559,32 +561,37 @@ def _strip_incoming(key: str) -> str:
     return key[len(prefix) :] if key.startswith(prefix) else key
 
 
-def rebuild(runtime: Runtime, *, report_experiment: bool = False) -> dict[str, Any]:
+def rebuild(
+    runtime: Runtime, *, report_experiment: bool = False, allow_shrink: bool = False
+) -> dict[str, Any]:
     """Scheduled rebuild: scan, build index + signals, publish atomically (or lose the race cleanly), prune.
 
     The pointer is read before the scan starts, so a rebuild that another one overtook while it was working
-    loses the conditional swap instead of publishing older data over newer. ``report_experiment`` (the
-    scheduled function): then write the live experiment's report as EMF metrics per variant, best-effort.
+    loses the conditional swap instead of publishing older data over newer. A build with fewer than
+    ``1 - EMBREC_REBUILD_MAX_SHRINK`` of the live version's items (a swapped or emptied table) is refused
+    with a metric (:data:`METRIC_SHRINK_REFUSED`) and a :class:`UnprocessableError`, unless
+    ``allow_shrink`` (``embrec rebuild --allow-shrink``). ``report_experiment`` (the scheduled function):
+    then write the live experiment's report as EMF metrics per variant, best-effort.
     """
     started = runtime.clock()
     base = runtime.artifacts.read_current()
     encoder_manifest = runtime.encoder_manifest()
     window_start = started - runtime.settings.signal_window_days * SECONDS_PER_DAY
+    fusion = FusionConfig.from_settings(runtime.settings)
     with tempfile.TemporaryDirectory() as scratch:
         built = build_version(
-            runtime.items.scan_all(),
+            runtime.items.scan_for_index(images=fusion.mode != "off" and fusion.image_weight > 0),
             runtime.interactions.read_window(window_start, now=started),
             Path(scratch),
             encoder_id=encoder_manifest["encoder_id"],
             now=started,
+            text_dim=int(encoder_manifest["dim"]),
             signal_params=SignalParams(type_weights=runtime.type_weights),
-            fusion=FusionConfig.from_settings(runtime.settings),
+            fusion=fusion,
+            memory_budget=runtime.settings.index_memory_bytes,
         )
-        if built.items and built.dim != int(encoder_manifest["dim"]):
-            raise CompatibilityError(
-                f"item vectors have dim {built.dim} but encoder {encoder_manifest['encoder_id']} has "
-                f"{encoder_manifest['dim']}: refusing to publish"
-            )
+        if base is not None and not allow_shrink:
+            _refuse_a_shrink(runtime, base.version, built.items)
         published = runtime.artifacts.publish_version(
             Path(scratch), items_as_of=int(started * 1000), base=base
         )
@@ -602,6 +609,28 @@ def rebuild(runtime: Runtime, *, report_experiment: bool = False) -> dict[str, A
     if report_experiment:
         result["experiment_report"] = _report_live_experiment(runtime)
     return result
+
+
+def _refuse_a_shrink(runtime: Runtime, live_version: str, items: int) -> None:
+    """UnprocessableError (and the metric) when ``items`` is below what the live version's size allows."""
+    key = f"{INDEX_PREFIX}{live_version}/{INDEX_DIR}/{MANIFEST_FILE}"
+    document, _ = runtime.artifacts.get_json(key) or ({}, "")
+    live = int(document.get("count", 0) or 0)
+    floor = live * (1.0 - runtime.settings.rebuild_max_shrink)
+    if items >= floor or live == 0:
+        return
+    with single_metric(name=METRIC_SHRINK_REFUSED, unit=MetricUnit.Count, value=1, namespace=NAMESPACE):
+        pass
+    logger.error(
+        "rebuild refused: the catalog shrank too much",
+        extra={"live_version": live_version, "live_items": live, "built_items": items},
+    )
+    raise UnprocessableError(
+        "items",
+        f"the rebuild found {items:,} live items, the live version {live_version} has {live:,}: more than "
+        f"{runtime.settings.rebuild_max_shrink:.0%} fewer (EMBREC_REBUILD_MAX_SHRINK); nothing published. "
+        "If this is intended, run `embrec rebuild --allow-shrink`",
+    )
 
 
 def _report_live_experiment(runtime: Runtime) -> str | None:

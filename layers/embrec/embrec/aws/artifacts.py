@@ -67,7 +67,15 @@ from embrec.errors import (
     ResourceMissingError,
     ServiceUnavailableError,
 )
-from embrec.manifest import MANIFEST_FILE, FileDigest, VerifiedDirectory, read_json, sha256_file, verify_files
+from embrec.manifest import (
+    MANIFEST_FILE,
+    FileDigest,
+    VerifiedDirectory,
+    check_file_names,
+    read_json,
+    sha256_file,
+    verify_files,
+)
 
 __all__ = [
     "CURRENT_ENCODER_KEY",
@@ -493,6 +501,7 @@ class ArtifactStore:
         size matches. An existing ``target`` is reused only after hashing it on disk (a warm container
         re-loading, or a shared cache): a directory that was not just written is never trusted as is.
         """
+        check_file_names(files)  # names are joined onto local paths below: none may leave ``target``
         if target.is_dir():
             try:
                 return verify_files(target, files)
@@ -673,6 +682,7 @@ class ArtifactStore:
         :func:`embrec.app.build.load_version` trusts without hashing the files again. Raises
         :class:`IntegrityError` (and leaves nothing behind) when any file does not match the manifest.
         """
+        check_file_names([version])  # the pointer's version names a cache directory too
         target = self._cache / "index" / version
         verified = self._fetch_directory(f"{INDEX_PREFIX}{version}/", target)
         return verified, read_json(target / MANIFEST_FILE)
@@ -927,7 +937,7 @@ class LiveArtifact(Generic[T]):
                     self._loaded = replace(self._apply_new_deltas(current), pointer_etag=etag)
                     return True
                 if version in self._refused:
-                    return False
+                    return self._keep_serving(current)
                 pointer = Pointer(version, etag, document)
             except EmbrecError as error:
                 self._emit(
@@ -942,9 +952,19 @@ class LiveArtifact(Generic[T]):
                 self._emit(
                     "refused", version=pointer.version, reason=type(error).__name__, message=str(error)
                 )
-                return False
+                return self._keep_serving(current)
             self._forget_old_dirs(current)
             return True
+
+    def _keep_serving(self, current: LoadedArtifact[T]) -> bool:
+        """The pointer names a version this container refused: keep serving ``current``, but with the deltas
+        published since (new items, tombstones), which do not depend on the refused version. True if any."""
+        try:
+            self._loaded = self._apply_new_deltas(current)
+        except EmbrecError as error:  # listing the deltas failed: try again at the next refresh
+            self._emit("refused", version=current.version, reason=type(error).__name__, message=str(error))
+            return False
+        return self._loaded is not current
 
     def _load_fallback(self, pointer: Pointer, error: ArtifactError) -> LoadedArtifact[T]:
         """Cold start with a current version that fails verification: serve the newest older one that passes.

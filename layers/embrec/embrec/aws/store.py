@@ -64,6 +64,12 @@ _BATCH_GET_MAX = 100
 _UNPROCESSED_ATTEMPTS = 8  # botocore already retried each call; these back off on partial batches
 _ITEM_RESERVED = frozenset({"item_id", "content_hash", "vector", "updated_at", "encoder_id", "ingest_source"})
 _ITEM_BOOKKEEPING = _ITEM_RESERVED - {"item_id"}  # stored beside the fields, never among them
+# What the index is built from (embrec.engine._index_meta.parse_metadata + the vector and tombstone), and the
+# encoder that made the vector (the rebuild refuses another encoder's vectors)
+_INDEX_ATTRIBUTES = (
+    "item_id", "vector", "deleted", "title", "category", "tags", "price", "available", "created_at",
+    "encoder_id",
+)
 _SECONDS_PER_DAY = 86_400
 
 
@@ -358,6 +364,22 @@ class ItemStore:
             self._client, self._table, [{"DeleteRequest": {"Key": {"item_id": {"S": i}}}} for i in keys]
         )
         return len(keys)
+
+    def scan_for_index(self, segments: int = 4, *, images: bool = False) -> Generator[StoredItem, None, None]:
+        """Every item (tombstones included) with only what the rebuild's index uses: id, vector, tombstone,
+        title, category, tags, price, available, created_at, and ``image_embedding`` when ``images``.
+
+        A projection: descriptions and extra metadata (most of an item's bytes) never cross the wire or
+        become Python objects (read units are still charged on whole items: DynamoDB bills scans by item
+        size). Eventually consistent reads, half the units of strongly consistent ones: a write the scan
+        misses by a moment still reaches every container, as its delta is re-applied from
+        ``items_as_of`` minus the look-back (``embrec.aws.artifacts.DELTA_LOOKBACK_MS``, 5 minutes).
+        """
+        wanted = _INDEX_ATTRIBUTES + (("image_embedding",) if images else ())
+        names = {f"#{k}": name for k, name in enumerate(wanted)}
+        scan_kwargs = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+        for row in _parallel_scan(self._client, self._table, segments, scan_kwargs):
+            yield self._from_row(row)
 
     def scan_all(self, segments: int = 4) -> Generator[StoredItem, None, None]:
         """Every item (tombstones included, so the caller decides), via a parallel scan of ``segments``.

@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_CATEGORY_BUCKETS",
     "DEFAULT_IMAGE_WEIGHT",
     "DEFAULT_META_WEIGHT",
+    "DEFAULT_MIN_IMAGE_SHARE",
     "DEFAULT_PRICE_BAND_EDGES",
     "FUSION_FORMAT",
     "FUSION_MODES",
@@ -61,8 +62,12 @@ __all__ = [
 ]
 
 FUSION_FORMAT = "embrec-fusion/1"
-#: ``auto``: fuse when any live item has an image embedding or the metadata weight is > 0; ``off``: never.
-FUSION_MODES = ("auto", "off")
+#: ``auto``: fuse images when at least ``min_image_share`` of the live items carry one (and always when the
+#: metadata weight is > 0); ``on``: fuse images as soon as any live item has one (the operator's explicit
+#: choice); ``off``: never. One stray ``image_embedding`` must not turn a catalog into 11.7x the memory.
+FUSION_MODES = ("auto", "on", "off")
+#: ``auto`` fuses images only when at least this share of the live items has one.
+DEFAULT_MIN_IMAGE_SHARE = 0.5
 #: Text leads; an image is a secondary signal (no real image data to tune on: see EVALUATION.md).
 DEFAULT_IMAGE_WEIGHT = 0.5
 #: Off by default: measured on MovieLens it does not help (EVALUATION.md, "Multi-modal fusion").
@@ -84,10 +89,15 @@ class FusionConfig:
     category_buckets: int = DEFAULT_CATEGORY_BUCKETS
     price_band_edges: tuple[float, ...] = DEFAULT_PRICE_BAND_EDGES
     hash_seed: str = DEFAULT_HASH_SEED
+    min_image_share: float = DEFAULT_MIN_IMAGE_SHARE
 
     def __post_init__(self) -> None:
         if self.mode not in FUSION_MODES:
-            raise InvalidInputError("fusion.mode", f"must be auto or off, got {self.mode!r}")
+            allowed = ", ".join(FUSION_MODES)
+            raise InvalidInputError("fusion.mode", f"must be one of {allowed}, got {self.mode!r}")
+        if not 0 <= self.min_image_share <= 1:
+            share = self.min_image_share
+            raise InvalidInputError("fusion.min_image_share", f"must be in [0, 1], got {share!r}")
         for name in ("text_weight", "image_weight", "meta_weight"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
@@ -107,6 +117,7 @@ class FusionConfig:
             mode=settings.fusion_mode,
             image_weight=settings.fusion_image_weight,
             meta_weight=settings.fusion_meta_weight,
+            min_image_share=settings.fusion_min_image_share,
         )
 
 
@@ -176,17 +187,23 @@ class FusionSpec:
         return spec
 
 
-def plan_fusion(config: FusionConfig, text_dim: int, image_dims: Iterable[int]) -> FusionSpec | None:
-    """The layout for a catalog whose text vectors are ``text_dim`` and whose items carry images of
-    ``image_dims`` (one entry per item with an image). None = the plain text vector.
+def plan_fusion(
+    config: FusionConfig, text_dim: int, image_dims: Iterable[int], items: int | None = None
+) -> FusionSpec | None:
+    """The layout for a catalog of ``items`` live items whose text vectors are ``text_dim`` and whose items
+    carry images of ``image_dims`` (one entry per item with an image). None = the plain text vector.
 
     The image part takes the most common image dimension (ties: the larger); items whose image has another
-    dimension get zeros there (:func:`fuse_rows` counts them).
+    dimension get zeros there (:func:`fuse_rows` counts them). Mode ``auto`` leaves images out unless at least
+    ``config.min_image_share`` of the ``items`` have one (``items`` None: every item is in ``image_dims``).
     """
     if config.mode == "off":
         return None
     counts = Counter(int(d) for d in image_dims if d > 0)
-    image_dim = max(counts, key=lambda d: (counts[d], d)) if counts and config.image_weight > 0 else 0
+    with_image = sum(counts.values())
+    share = 1.0 if items is None else with_image / max(items, 1)
+    wanted = config.image_weight > 0 and (config.mode == "on" or share >= config.min_image_share)
+    image_dim = max(counts, key=lambda d: (counts[d], d)) if counts and wanted else 0
     if image_dim == 0 and config.meta_weight == 0:
         return None
     return FusionSpec(
@@ -244,6 +261,8 @@ def fuse_rows(
 
     ``text_vectors`` (n, text_dim); ``rows`` are item dicts (``Item.to_dict``: ``category``, ``price``, and
     ``image_embedding`` unless ``images`` gives them separately). ``spec`` None returns the text vectors.
+    The result is built in float32 (norms in float64): the rebuild fuses block by block, so memory is the
+    fused float32 block, never an (n, dim) float64 matrix.
     """
     text = np.asarray(text_vectors, dtype=np.float32)
     counts = {"with_image": 0, "image_dim_mismatch": 0}
@@ -251,7 +270,7 @@ def fuse_rows(
         return text, counts
     if text.ndim != 2 or text.shape[1] != spec.text_dim or text.shape[0] != len(rows):
         raise CompatibilityError(f"text vectors {text.shape} do not fit fusion text_dim {spec.text_dim}")
-    out = np.zeros((len(rows), spec.dim), dtype=np.float64)
+    out = np.zeros((len(rows), spec.dim), dtype=np.float32)
     out[:, : spec.text_dim] = spec.text_weight * text / np.maximum(
         np.linalg.norm(text.astype(np.float64), axis=1, keepdims=True), 1e-12
     )
@@ -266,8 +285,8 @@ def fuse_rows(
         if spec.meta_dim:
             meta = meta_part(spec, row.get("category"), row.get("price"))
             out[position, start + spec.image_dim :] = spec.meta_weight * meta
-    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-    return out.astype(np.float32), counts
+    out /= np.maximum(np.linalg.norm(out.astype(np.float64), axis=1, keepdims=True), 1e-12).astype(np.float32)
+    return out, counts
 
 
 def index_fusion(index: ItemIndex) -> FusionSpec | None:

@@ -61,11 +61,13 @@ from embrec.manifest import (
 __all__ = [
     "CF_MODELS",
     "SIGNALS_FILE",
+    "EventColumns",
     "SignalParams",
     "Signals",
     "compute_signals",
     "cooccurrence_neighbours",
     "ease_neighbours",
+    "signals_from_events",
     "trending_scores",
 ]
 
@@ -347,38 +349,6 @@ class _UserRows:
     n_items: int
 
 
-def _user_rows(
-    user_idx: np.ndarray, item_idx: np.ndarray, weight: np.ndarray, ts: np.ndarray, n_items: int,
-    max_items_per_user: int,
-) -> _UserRows:
-    """One entry per (user, item) with weight = max positive event weight; each user keeps the
-    ``max_items_per_user`` items with the most recent events."""
-    keep = weight > 0
-    user_idx, item_idx, weight, ts = user_idx[keep], item_idx[keep], weight[keep], ts[keep]
-    if user_idx.size == 0:
-        return _UserRows(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0), n_items)
-    # Collapse (user, item) pairs: max weight, latest timestamp.
-    order = np.lexsort((item_idx, user_idx))
-    user_idx, item_idx, weight, ts = user_idx[order], item_idx[order], weight[order], ts[order]
-    starts = np.flatnonzero(np.r_[True, (np.diff(user_idx) != 0) | (np.diff(item_idx) != 0)])
-    users = user_idx[starts]
-    items = item_idx[starts]
-    weights = np.maximum.reduceat(weight, starts)
-    latest = np.maximum.reduceat(ts, starts)
-    # Most recent first inside each user, then cut at max_items_per_user.
-    order = np.lexsort((items, -latest, users))
-    users, items, weights = users[order], items[order], weights[order]
-    user_starts = np.flatnonzero(np.r_[True, np.diff(users) != 0])
-    rank = np.arange(users.size) - np.repeat(user_starts, np.diff(np.r_[user_starts, users.size]))
-    keep = rank < max_items_per_user
-    users, items, weights = users[keep], items[keep], weights[keep]
-    # Users with a single item carry no co-occurrence (but still count in S_ii).
-    counts = np.bincount(np.unique(users, return_inverse=True)[1])
-    indptr = np.zeros(counts.size + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum(counts)
-    return _UserRows(indptr, items.astype(np.int64), weights.astype(np.float64), n_items)
-
-
 def _top_n_per_row(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, top_n: int,
                    out_idx: np.ndarray, out_score: np.ndarray, row_offset: int) -> None:
     """Write the top ``top_n`` (score desc, col asc) of each row into ``out_*[row_offset + row]``."""
@@ -402,16 +372,20 @@ def cooccurrence_neighbours(
     out_score = np.zeros((n_items, top_n), dtype=np.float32)
     if rows.indices.size == 0:
         return out_idx, out_score
-    user_of_entry = np.repeat(np.arange(rows.indptr.size - 1), np.diff(rows.indptr))
+    # Memory per (user, item) entry is what bounds a big window: int32 user numbers, one stable argsort (the
+    # entries are already in user order, so sorting by item alone gives item-then-user order), freed early.
     row_len = np.diff(rows.indptr)
+    user_of_entry = np.repeat(np.arange(row_len.size, dtype=np.int32), row_len)
     self_sq = np.bincount(rows.indices, weights=rows.data**2, minlength=n_items)  # S_ii
+    cost = np.bincount(rows.indices, weights=row_len[user_of_entry], minlength=n_items)  # pairs per item
     # Item -> (user, weight) CSR.
-    by_item = np.lexsort((user_of_entry, rows.indices))
+    by_item = np.argsort(rows.indices, kind="stable")
     item_users = user_of_entry[by_item]
+    del user_of_entry
     item_weights = rows.data[by_item]
+    del by_item
     item_indptr = np.zeros(n_items + 1, dtype=np.int64)
     item_indptr[1:] = np.cumsum(np.bincount(rows.indices, minlength=n_items))
-    cost = np.bincount(rows.indices, weights=row_len[user_of_entry], minlength=n_items)  # pairs per item
     cum_cost = np.cumsum(cost)
     start = 0
     while start < n_items:
@@ -504,58 +478,230 @@ def ease_neighbours(
     return out_idx, out_score
 
 
+class EventColumns:
+    """The rebuild's interactions as compact columns, filled event by event, never a list of objects.
+
+    Per kept event (a known item, a positive type weight, a finite timestamp): user code int32, item position
+    int32, type code uint8, timestamp float64 = 17 bytes, in fixed chunks of :data:`CHUNK_EVENTS` (no doubling
+    copies). Users are a dict id -> code; items touched by any event (dislikes included) are marked in
+    ``interacted``; ``seen`` counts every event offered. :func:`signals_from_events` consumes them.
+    """
+
+    CHUNK_EVENTS = 1 << 20
+
+    def __init__(self, item_ids: Sequence[str], type_weights: Mapping[str, float]) -> None:
+        self.item_ids = list(dict.fromkeys(item_ids))
+        self._positions = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        self._type_weights = type_weights
+        self._type_codes: dict[str, int] = {}
+        self.type_table: list[float] = []
+        self.users: dict[str, int] = {}
+        self.interacted = np.zeros(len(self.item_ids), dtype=np.bool_)
+        self.chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.seen = 0  # every event offered, kept or not
+        self._fill = self.CHUNK_EVENTS  # a full (virtual) chunk: the first add opens one
+
+    def extend(self, interactions: Iterable[tuple[str, Interaction]]) -> EventColumns:
+        positions, users, weights = self._positions, self.users, self._type_weights
+        interacted, codes = self.interacted, self._type_codes
+        for user_id, event in interactions:
+            self.seen += 1
+            pos = positions.get(event.item_id)
+            if pos is None:
+                continue
+            interacted[pos] = True
+            code = codes.get(event.type)
+            if code is None:
+                weight = float(weights.get(event.type, 0.0))
+                code = codes[event.type] = len(self.type_table) if weight > 0 else -1
+                if weight > 0:
+                    self.type_table.append(weight)
+            if code < 0 or not math.isfinite(event.timestamp):
+                continue
+            if self._fill == self.CHUNK_EVENTS:
+                self._open_chunk()
+            u, i, t, ts = self.chunks[-1]
+            fill = self._fill
+            u[fill] = users.setdefault(user_id, len(users))
+            i[fill] = pos
+            t[fill] = code
+            ts[fill] = event.timestamp
+            self._fill = fill + 1
+        return self
+
+    def _open_chunk(self) -> None:
+        size = self.CHUNK_EVENTS
+        self.chunks.append(
+            (np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size, np.uint8), np.empty(size))
+        )
+        self._fill = 0
+
+    def finish(self) -> list[str]:
+        """Trim the last chunk and renumber users by their sorted id (scan order no longer matters: the
+        signals and their digest are the same for any order the events arrived in). The sorted user ids."""
+        if self.chunks and self._fill < self.CHUNK_EVENTS:
+            self.chunks[-1] = tuple(column[: self._fill].copy() for column in self.chunks[-1])  # type: ignore[assignment]
+            self._fill = self.CHUNK_EVENTS
+        names = sorted(self.users)
+        rank = np.empty(len(names), dtype=np.int32)
+        rank[np.fromiter((self.users[name] for name in names), dtype=np.int64, count=len(names))] = np.arange(
+            len(names), dtype=np.int32
+        )
+        for u, *_ in self.chunks:
+            u[:] = rank[u]
+        self.users = {name: code for code, name in enumerate(names)}
+        return names
+
+
+# Users are processed in ranges of about this many events: temporaries scale with the range, not the window.
+_RANGE_EVENTS = 1 << 21
+
+
+def _ranges(events: EventColumns, n_users: int) -> Iterable[tuple[np.ndarray, ...]]:
+    """(user, item, type code, ts) of the events of consecutive user-code ranges, in user order."""
+    per_user = np.zeros(n_users, dtype=np.int64)
+    for u, *_ in events.chunks:
+        per_user += np.bincount(u, minlength=n_users)
+    cumulative = np.cumsum(per_user)
+    lo = 0
+    while lo < n_users:
+        done = int(cumulative[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(cumulative, done + _RANGE_EVENTS, side="right")))
+        parts = []
+        for u, i, t, ts in events.chunks:
+            rows = np.flatnonzero((u >= lo) & (u < hi))
+            parts.append((u[rows], i[rows], t[rows], ts[rows]))
+        yield tuple(np.concatenate([part[k] for part in parts]) for k in range(4))
+        lo = hi
+
+
+def _pairs(
+    user_idx: np.ndarray, item_idx: np.ndarray, weight: np.ndarray, ts: np.ndarray, max_items_per_user: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One entry per (user, item) with weight = max event weight; each user keeps the ``max_items_per_user``
+    items with the most recent events. (users, items, weights) sorted by user, then recency."""
+    order = np.lexsort((item_idx, user_idx))
+    user_idx, item_idx, weight, ts = user_idx[order], item_idx[order], weight[order], ts[order]
+    starts = np.flatnonzero(np.r_[True, (np.diff(user_idx) != 0) | (np.diff(item_idx) != 0)])
+    users, items = user_idx[starts], item_idx[starts]
+    weights = np.maximum.reduceat(weight, starts)
+    latest = np.maximum.reduceat(ts, starts)
+    order = np.lexsort((items, -latest, users))
+    users, items, weights = users[order], items[order], weights[order]
+    user_starts = np.flatnonzero(np.r_[True, np.diff(users) != 0])
+    rank = np.arange(users.size) - np.repeat(user_starts, np.diff(np.r_[user_starts, users.size]))
+    keep = rank < max_items_per_user
+    return users[keep], items[keep], weights[keep]
+
+
+def _trending_parts(
+    user_idx: np.ndarray, item_idx: np.ndarray, weight: np.ndarray, ts: np.ndarray, now: float,
+    half_life_days: float, window_days: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(item, decayed weight) of each user's best qualifying event per item, in (user, item) order: the
+    terms the trending score of an item sums (over users, in this order)."""
+    age_days = np.maximum(now - ts, 0.0) / SECONDS_PER_DAY
+    keep = (weight > 0) & (age_days <= window_days)
+    decayed = weight[keep] * np.exp2(-age_days[keep] / half_life_days)
+    u, i = user_idx[keep], item_idx[keep]
+    order = np.lexsort((-decayed, i, u))
+    u, i, decayed = u[order], i[order], decayed[order]
+    first = np.r_[True, (np.diff(u) != 0) | (np.diff(i) != 0)] if u.size else np.zeros(0, bool)
+    return i[first], decayed[first]
+
+
 def trending_scores(
     user_idx: np.ndarray, item_idx: np.ndarray, weight: np.ndarray, ts: np.ndarray, n_items: int, now: float,
     half_life_days: float, window_days: float,
 ) -> np.ndarray:
     """float32 (n_items,): sum over users of weight x 0.5^(age/half_life) of their latest event per item
     with age in [0, window]. Events after ``now`` count as age 0 (clock skew), older than the window not."""
-    age_days = np.maximum(now - ts, 0.0) / SECONDS_PER_DAY
-    keep = (weight > 0) & (age_days <= window_days)
-    if not keep.any():
-        return np.zeros(n_items, dtype=np.float32)
-    decayed = weight[keep] * np.exp2(-age_days[keep] / half_life_days)
-    u, i = user_idx[keep], item_idx[keep]
-    order = np.lexsort((-decayed, i, u))
-    u, i, decayed = u[order], i[order], decayed[order]
-    first = np.r_[True, (np.diff(u) != 0) | (np.diff(i) != 0)]
-    return np.bincount(i[first], weights=decayed[first], minlength=n_items).astype(np.float32)
+    items, terms = _trending_parts(user_idx, item_idx, weight, ts, now, half_life_days, window_days)
+    return np.bincount(items, weights=terms, minlength=n_items).astype(np.float32)
 
 
-def _input_sha256(
-    ids: Sequence[str], users: Mapping[str, int], user_idx: np.ndarray, item_idx: np.ndarray,
-    weight: np.ndarray, ts: np.ndarray, now: float, params: SignalParams,
-    interacted: np.ndarray | None = None,
-) -> str:
-    """sha256 of what :func:`compute_signals` is a function of, but for the clock.
+def signals_from_events(
+    events: EventColumns, params: SignalParams | None = None, *, now: float | None = None
+) -> Signals:
+    """CF neighbours and trending for ``events.item_ids`` from compact columns (see :func:`compute_signals`).
 
-    Covers the params, the item ids (in order) and the qualifying events as a set (user id, item position,
-    weight, timestamp: independent of scan order), plus which events are inside the trending window and which
-    lie in the future, and ``interacted`` (items with any event, dislikes included: not among the qualifying
-    events, but saved in the signals). With those equal, a later ``now`` only multiplies every trending
-    score by the same ``0.5 ** (delta / half_life)``, which ranking cancels (trending is min-max scaled,
-    ordered by score), so two rebuilds with the same digest are interchangeable. Future events (clock skew:
-    age clamped to 0) break that, so when there are any, ``now`` itself is part of the digest.
+    Memory: the columns (17 bytes an event), the collapsed (user, item) pairs (16 bytes each) and the CF
+    model's working arrays over those pairs; every per-event temporary is bounded by one user range
+    (:data:`_RANGE_EVENTS` events). The columns are released (``events.chunks`` emptied) once read.
     """
+    params = params or SignalParams()
+    ids = events.item_ids
+    n_items = len(ids)
+    names = events.finish()
+    n_users = len(names)
+    table = np.asarray(events.type_table or [0.0], dtype=np.float64)
+    newest = max((float(ts.max()) for *_, ts in events.chunks if ts.size), default=0.0)
+    anchor = float(now) if now is not None else newest
+    window_s = params.trending_window_days * SECONDS_PER_DAY
+    pair_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    trend_parts: list[tuple[np.ndarray, np.ndarray]] = []
+    hashers = [hashlib.sha256() for _ in range(6)]
+    n_events, future_any = 0, False
+    for u, i, t, ts in _ranges(events, n_users):
+        weight = table[t]
+        n_events += ts.size
+        pair_parts.append(_pairs(u, i, weight, ts, params.max_items_per_user))
+        trend_parts.append(_trending_parts(
+            u, i, weight, ts, anchor, params.trending_half_life_days, params.trending_window_days
+        ))
+        order = np.lexsort((ts, weight, i, u))
+        future = ts > anchor
+        future_any = future_any or bool(future.any())
+        columns = (u.astype(np.int64), i.astype(np.int64), weight, ts, (anchor - ts) <= window_s, future)
+        for hasher, column in zip(hashers, columns, strict=True):
+            hasher.update(np.ascontiguousarray(column[order]).tobytes())
+    events.chunks.clear()  # the window's columns are no longer needed: the pairs carry the rest
+    users = np.concatenate([p[0] for p in pair_parts]) if pair_parts else np.zeros(0, np.int32)
+    items = np.concatenate([p[1] for p in pair_parts]) if pair_parts else np.zeros(0, np.int32)
+    weights = np.concatenate([p[2] for p in pair_parts]) if pair_parts else np.zeros(0)
+    del pair_parts
+    counts = np.diff(np.flatnonzero(np.r_[True, np.diff(users) != 0, True])) if users.size else users[:0]
+    del users
+    indptr = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    rows = _UserRows(indptr, items.astype(np.int64), weights.astype(np.float64), n_items)
+    del items, weights
+    model = params.cf_model
+    users_per_item = np.bincount(rows.indices, minlength=n_items)
+    touched = int(np.count_nonzero(users_per_item))
+    min_users = params.ease_min_users if touched > params.ease_prune_above else 1
+    n_active = int(np.count_nonzero(users_per_item >= min_users))
+    n_users_with_rows = int(np.count_nonzero(np.diff(rows.indptr)))
+    too_few_users = n_users_with_rows < params.ease_min_total_users
+    if model == "ease" and (n_active > params.ease_max_items or too_few_users):
+        model = "cooccurrence"
+    if model == "ease":
+        cf_idx, cf_score = ease_neighbours(rows, params.neighbours, params.ease_lambda, min_users)
+    else:
+        cf_idx, cf_score = cooccurrence_neighbours(
+            rows, params.neighbours, params.shrinkage, params.min_support, params.pair_budget
+        )
+    trend_items = np.concatenate([p[0] for p in trend_parts]) if trend_parts else np.zeros(0, np.int32)
+    trend_terms = np.concatenate([p[1] for p in trend_parts]) if trend_parts else np.zeros(0)
+    trend = np.bincount(trend_items, weights=trend_terms, minlength=n_items).astype(np.float32)
     digest = hashlib.sha256()
     digest.update(json.dumps(params.to_dict(), sort_keys=True, default=str).encode())
     digest.update("\0".join(ids).encode())
-    names = sorted(users)
     digest.update(b"\1" + "\0".join(names).encode())
-    rank = np.empty(len(names), dtype=np.int64)
-    rank[[users[name] for name in names]] = np.arange(len(names), dtype=np.int64)
-    user_rank = rank[user_idx] if user_idx.size else user_idx
-    order = np.lexsort((ts, weight, item_idx, user_rank))
-    in_window = (now - ts) <= params.trending_window_days * SECONDS_PER_DAY
-    future = ts > now
-    columns = (user_rank, item_idx, weight, ts, in_window, future)
-    for column in columns:
-        digest.update(b"\2" + np.ascontiguousarray(column[order]).tobytes())
-    if interacted is not None:
-        digest.update(b"\4" + np.packbits(interacted.astype(np.bool_)).tobytes())
-    if future.any():
-        digest.update(f"\3{now!r}".encode())
-    return digest.hexdigest()
+    for hasher in hashers:
+        digest.update(b"\2" + hasher.digest())
+    digest.update(b"\4" + np.packbits(events.interacted).tobytes())
+    if future_any:  # clock skew (age clamped to 0) breaks the "a later now only rescales trending" argument
+        digest.update(f"\3{anchor!r}".encode())
+    recorded = params.to_dict() | {
+        "input_sha256": digest.hexdigest(),
+        "cf_model_used": model,
+        "now": anchor,
+        "n_events": n_events,
+        "n_users": n_users,
+        "n_items_with_events": n_active,
+    }
+    return Signals(tuple(ids), cf_idx, cf_score, trend, recorded, events.interacted)
 
 
 def compute_signals(
@@ -569,60 +715,16 @@ def compute_signals(
 
     Events on items not in ``item_ids`` and events with non-positive type weight (dislikes, unknown types)
     are ignored. ``now`` (epoch s) anchors trending; default: the newest event.
+
+    ``input_sha256`` in the params is the digest of what the signals are a function of, but for the clock:
+    the params, the item ids (in order), the user ids, the qualifying events as a set (user, item, weight,
+    timestamp: independent of scan order), which of them are inside the trending window or in the future,
+    and ``interacted`` (items with any event, dislikes included). With those equal, a later ``now`` only
+    multiplies every trending score by the same ``0.5 ** (delta / half_life)``, which ranking cancels
+    (trending is min-max scaled, ordered by score), so two rebuilds with the same digest are
+    interchangeable. Future events (clock skew: age clamped to 0) break that, so when there are any, ``now``
+    itself is part of the digest.
     """
     params = params or SignalParams()
-    ids = list(dict.fromkeys(item_ids))
-    positions = {item_id: i for i, item_id in enumerate(ids)}
-    users: dict[str, int] = {}
-    u_list: list[int] = []
-    i_list: list[int] = []
-    w_list: list[float] = []
-    t_list: list[float] = []
-    interacted = np.zeros(len(ids), dtype=np.bool_)
-    type_weights = params.type_weights
-    for user_id, event in interactions:
-        pos = positions.get(event.item_id)
-        if pos is not None:
-            interacted[pos] = True
-        weight = float(type_weights.get(event.type, 0.0))
-        if pos is None or not weight > 0 or not math.isfinite(event.timestamp):
-            continue
-        u_list.append(users.setdefault(user_id, len(users)))
-        i_list.append(pos)
-        w_list.append(weight)
-        t_list.append(float(event.timestamp))
-    user_idx = np.asarray(u_list, dtype=np.int64)
-    item_idx = np.asarray(i_list, dtype=np.int64)
-    weight_arr = np.asarray(w_list, dtype=np.float64)
-    ts = np.asarray(t_list, dtype=np.float64)
-    anchor = float(now) if now is not None else (float(ts.max()) if ts.size else 0.0)
-    rows = _user_rows(user_idx, item_idx, weight_arr, ts, len(ids), params.max_items_per_user)
-    model = params.cf_model
-    users_per_item = np.bincount(rows.indices)
-    touched = int(np.count_nonzero(users_per_item))
-    min_users = params.ease_min_users if touched > params.ease_prune_above else 1
-    n_active = int(np.count_nonzero(users_per_item >= min_users))
-    n_users = int(np.count_nonzero(np.diff(rows.indptr)))
-    if model == "ease" and (n_active > params.ease_max_items or n_users < params.ease_min_total_users):
-        model = "cooccurrence"
-    if model == "ease":
-        cf_idx, cf_score = ease_neighbours(rows, params.neighbours, params.ease_lambda, min_users)
-    else:
-        cf_idx, cf_score = cooccurrence_neighbours(
-            rows, params.neighbours, params.shrinkage, params.min_support, params.pair_budget
-        )
-    trend = trending_scores(
-        user_idx, item_idx, weight_arr, ts, len(ids), anchor,
-        params.trending_half_life_days, params.trending_window_days,
-    )
-    recorded = params.to_dict() | {
-        "input_sha256": _input_sha256(
-            ids, users, user_idx, item_idx, weight_arr, ts, anchor, params, interacted
-        ),
-        "cf_model_used": model,
-        "now": anchor,
-        "n_events": int(ts.size),
-        "n_users": len(users),
-        "n_items_with_events": n_active,
-    }
-    return Signals(tuple(ids), cf_idx, cf_score, trend, recorded, interacted)
+    events = EventColumns(item_ids, params.type_weights).extend(interactions)
+    return signals_from_events(events, params, now=now)

@@ -121,6 +121,24 @@ class _Vocabulary:
         return np.array(sorted(self.codes[v] for v in values if v in self.codes), dtype=np.int32)
 
 
+def _gather_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """int64 flat indices of the ranges ``[starts[k], starts[k] + lengths[k])``, concatenated in order."""
+    total = int(lengths.sum())
+    ends = np.cumsum(lengths)
+    return np.repeat(starts - (ends - lengths), lengths) + np.arange(total, dtype=np.int64)
+
+
+def _recode(vocabulary: _Vocabulary, codes: np.ndarray) -> tuple[_Vocabulary, np.ndarray]:
+    """``codes`` renumbered by first appearance, with the vocabulary of the strings they use in that order."""
+    codes = np.asarray(codes, dtype=np.int32)
+    used, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    rank = np.empty(used.shape[0], dtype=np.int32)
+    rank[np.argsort(first, kind="stable")] = np.arange(used.shape[0], dtype=np.int32)
+    names = vocabulary.column.tolist()
+    ordered = [names[int(code)] for code in used[np.argsort(first, kind="stable")]]
+    return _Vocabulary(StringColumn.from_strings(ordered)), rank[inverse.reshape(-1)].astype(np.int32)
+
+
 def parse_metadata(row: Mapping[str, Any] | None, field: str = "metadata") -> dict[str, Any]:
     """Normalise one metadata mapping (as ``Item.to_dict`` gives it) to stored fields; unknown keys ignored.
 
@@ -207,6 +225,35 @@ class MetadataColumns:
         self._titles.extend([row["title"] for row in rows])
         self.n = end
         self._tag_rows = None
+
+    def take(self, order: np.ndarray) -> MetadataColumns:
+        """A new MetadataColumns whose row ``k`` is row ``order[k]`` of this one (a permutation, vectorised).
+
+        Vocabulary codes are renumbered by first use in the new order, so the result equals the columns
+        :meth:`append` builds from the rows given in that order: a build that streams rows in scan order and
+        sorts them afterwards saves the same arrays as one that appended them sorted.
+        """
+        order = np.asarray(order, dtype=np.int64)
+        n = self.n
+        if order.shape != (n,):
+            raise InvalidInputError("order", f"expected a permutation of {n} rows")
+        out = MetadataColumns()
+        out.n = n
+        out._price = self._price[:n][order]
+        out._available = self._available[:n][order]
+        out._created_at = self._created_at[:n][order]
+        out._categories, out._category_codes = _recode(self._categories, self._category_codes[:n][order])
+        lengths = np.diff(self._tag_indptr[: n + 1])[order]
+        out._tag_indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=out._tag_indptr[1:])
+        tags = self._tag_codes[_gather_ranges(self._tag_indptr[:n][order], lengths)]
+        out._tags, out._tag_codes = _recode(self._tags, tags)
+        blob, offsets = self._titles.arrays()
+        title_lengths = np.diff(offsets)[order]
+        new_offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(title_lengths, out=new_offsets[1:])
+        out._titles = StringColumn(blob[_gather_ranges(offsets[:n][order], title_lengths)], new_offsets)
+        return out
 
     # -- reading --------------------------------------------------------------------------------------------
     def row(self, i: int) -> dict[str, Any]:

@@ -41,7 +41,7 @@ import importlib.metadata
 import itertools
 import json
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,8 +73,11 @@ __all__ = [
     "SPACE",
     "IndexDelta",
     "VectorIndex",
+    "check_memory_budget",
     "fuse_delta",
+    "index_memory_bytes",
     "library_version",
+    "write_index",
 ]
 
 # Chosen on real MiniLM embeddings of PyPI summaries (never uniform random vectors). 100k items: M=16,
@@ -494,54 +497,14 @@ class VectorIndex:
     # -- persistence ----------------------------------------------------------------------------------------
     def save(self, directory: Path) -> dict[str, Any]:
         """Write graph, metadata and manifest (last) into ``directory``; returns the manifest document."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self._graph.save_index(str(directory / GRAPH_FILE))
-        ids_blob, ids_offsets = self._ids.arrays()
-        arrays = dict(self._meta.arrays())
-        arrays.update(ids_blob=ids_blob, ids_offsets=ids_offsets, deleted=self._deleted[: self._n])
-        with open(directory / METADATA_FILE, "wb") as stream:
-            np.savez(stream, allow_pickle=False, **arrays)
-        manifest = {
-            "format": FORMAT,
-            "dim": self.dim,
-            "space": SPACE,
-            "M": self.M,
-            "ef_construction": self.ef_construction,
-            "ef_search": self.ef_search,
-            "count": len(self),
-            "positions": self._n,
-            "encoder_id": self.encoder_id,
-            "library": LIBRARY,
-            "library_version": library_version(),
-            "created_at": _now_iso(),
-            "files": describe_files(directory, [GRAPH_FILE, METADATA_FILE]),
-        }
-        if self.fusion is not None:
-            manifest["fusion"] = self.fusion
-        manifest["input_sha256"] = self._input_sha256(manifest, arrays)
-        write_json(directory / MANIFEST_FILE, manifest)
-        return manifest
-
-    def _input_sha256(self, manifest: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
-        """sha256 of everything the saved index is a function of: the manifest's parameters (dim, M, ef_*,
-        encoder id, library and version, ...; not ``created_at`` or ``files``), the ids, tombstones and
-        metadata ``arrays`` (as saved) and the unit vectors (positions x dim float32).
-
-        The graph file's bytes are not a function of these (hnswlib leaves unused link slots uninitialised
-        and a multi-threaded build inserts in a racy order), so two builds of the same input have different
-        ``files`` hashes but the same ``input_sha256``: the rebuild compares this to skip a no-op publish.
-        """
-        digest = hashlib.sha256()
-        stable = {k: v for k, v in manifest.items() if k not in ("created_at", "files", "input_sha256")}
-        digest.update(json.dumps(stable, sort_keys=True, separators=(",", ":")).encode())
-        columns = dict(arrays)
-        columns["vectors"] = self._vectors[: self._n]
-        for name in sorted(columns):
-            column = np.ascontiguousarray(columns[name])
-            digest.update(f"\0{name}\0{column.dtype.str}\0{column.shape}\0".encode())
-            digest.update(column.reshape(-1).view(np.uint8).data)
-        return digest.hexdigest()
+        arrays = _saved_arrays(self._ids, self._deleted[: self._n], self._meta)
+        head = _manifest_head(
+            dim=self.dim, M=self.M, ef_construction=self.ef_construction, ef_search=self.ef_search,
+            count=len(self), positions=self._n, encoder_id=self.encoder_id, fusion=self.fusion,
+        )
+        digest = _input_digest(head, arrays, self._n)
+        digest.update(np.ascontiguousarray(self._vectors[: self._n]).reshape(-1).view(np.uint8).data)
+        return _write(Path(directory), self._graph, arrays, head, digest)
 
     @classmethod
     def load(
@@ -549,22 +512,28 @@ class VectorIndex:
         directory: Path | VerifiedDirectory,
         expected_encoder_id: str | None = None,
         expected_dim: int | None = None,
+        memory_budget: int | None = None,
     ) -> VectorIndex:
         """Load a saved index after verifying every file's sha256 and size, then its compatibility.
 
         ``directory``: a plain path is hashed here; a :class:`~embrec.manifest.VerifiedDirectory` that lists
         these files with the manifest's digests (just downloaded and hashed in flight) is not hashed again.
         Raises :class:`IntegrityError` (hash/size/layout) or :class:`CompatibilityError` (dim, encoder id,
-        space, format, library or library version differ).
+        space, format, library or library version differ, or the index would not fit ``memory_budget``
+        bytes: checked from the manifest before a byte is hashed or loaded).
         """
         source, directory = directory, directory_of(directory)
         manifest = read_json(directory / MANIFEST_FILE)
         files = manifest.get("files")
         if not isinstance(files, dict) or {GRAPH_FILE, METADATA_FILE} - set(files):
             raise IntegrityError("manifest does not list the graph and metadata files")
+        try:
+            dim, positions, links = int(manifest["dim"]), int(manifest["positions"]), int(manifest["M"])
+        except (KeyError, TypeError, ValueError):
+            raise IntegrityError("manifest lacks dim, positions or M") from None
+        check_memory_budget(positions, dim, memory_budget, links)
         require_verified(source, files)
         _check_compatible(manifest, expected_encoder_id, expected_dim)
-        dim, positions = int(manifest["dim"]), int(manifest["positions"])
         with np.load(directory / METADATA_FILE, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         for name in ("ids_blob", "ids_offsets", "deleted"):
@@ -601,6 +570,163 @@ class VectorIndex:
             "metadata": self._meta.nbytes(),
             "ids": self._ids.nbytes() + self._n,
         }
+
+
+# Per item, beside hnswlib's level-0 record: ids (blob, list, lookup dict), tombstone, metadata columns, the
+# request path's aligned arrays (BENCHMARKS.md §4: 1,867 bytes/item on disk at 384-d, 1.22x the vector).
+_PER_ITEM_OVERHEAD = 400
+
+
+def index_memory_bytes(positions: int, dim: int, M: int = DEFAULT_M) -> int:
+    """Estimated resident bytes of a loaded index of ``positions`` x ``dim``.
+
+    hnswlib's level-0 record (vector, 2M links, label) counts twice: once in the graph hnswlib loads, once
+    in the file mapping the vectors are read from (exact search and user vectors touch every page), plus
+    :data:`_PER_ITEM_OVERHEAD`. The rebuild checks it before publishing, each container before loading.
+    """
+    record = 4 * dim + 4 * (2 * M + 1) + 8
+    return positions * (2 * record + _PER_ITEM_OVERHEAD)
+
+
+def check_memory_budget(positions: int, dim: int, budget_bytes: int | None, M: int = DEFAULT_M) -> None:
+    """:class:`CompatibilityError` when an index of ``positions`` x ``dim`` would not fit ``budget_bytes``
+    (None: no limit), so it is refused whole instead of running the container out of memory."""
+    needed = index_memory_bytes(positions, dim, M)
+    if budget_bytes is not None and needed > budget_bytes:
+        raise CompatibilityError(
+            f"an index of {positions:,} x {dim} needs ~{needed / 2**20:,.0f} MB, over the "
+            f"{budget_bytes / 2**20:,.0f} MB index memory budget (EMBREC_INDEX_MEMORY_MB)"
+        )
+
+
+def _saved_arrays(ids: StringColumn, deleted: np.ndarray, meta: MetadataColumns) -> dict[str, np.ndarray]:
+    """The arrays of ``metadata.npz`` (ids, tombstones, metadata columns)."""
+    ids_blob, ids_offsets = ids.arrays()
+    arrays = dict(meta.arrays())
+    arrays.update(ids_blob=ids_blob, ids_offsets=ids_offsets, deleted=deleted)
+    return arrays
+
+
+def _manifest_head(
+    *, dim: int, M: int, ef_construction: int, ef_search: int, count: int, positions: int, encoder_id: str,
+    fusion: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The manifest's parameters: everything but ``created_at``, ``files`` and ``input_sha256``."""
+    head: dict[str, Any] = {
+        "format": FORMAT,
+        "dim": dim,
+        "space": SPACE,
+        "M": M,
+        "ef_construction": ef_construction,
+        "ef_search": ef_search,
+        "count": count,
+        "positions": positions,
+        "encoder_id": encoder_id,
+        "library": LIBRARY,
+        "library_version": library_version(),
+    }
+    if fusion is not None:
+        head["fusion"] = dict(fusion)
+    return head
+
+
+def _input_digest(head: Mapping[str, Any], arrays: Mapping[str, np.ndarray], positions: int) -> Any:
+    """sha256 of everything the saved index is a function of, up to the vectors' bytes, which the caller
+    feeds next (positions x dim float32 unit rows, in position order; possibly block by block): the manifest
+    ``head``, the ids, tombstones and metadata ``arrays`` (as saved), then the vectors.
+
+    The graph file's bytes are not a function of these (hnswlib leaves unused link slots uninitialised
+    and a multi-threaded build inserts in a racy order), so two builds of the same input have different
+    ``files`` hashes but the same ``input_sha256``: the rebuild compares this to skip a no-op publish.
+    Columns are hashed in name order and ``vectors`` sorts last, which is what lets it be streamed.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps(dict(head), sort_keys=True, separators=(",", ":")).encode())
+    assert all(name < "vectors" for name in arrays)
+    for name in sorted(arrays):
+        column = np.ascontiguousarray(arrays[name])
+        digest.update(f"\0{name}\0{column.dtype.str}\0{column.shape}\0".encode())
+        digest.update(column.reshape(-1).view(np.uint8).data)
+    digest.update(f"\0vectors\0{np.dtype(np.float32).str}\0{(positions, int(head['dim']))}\0".encode())
+    return digest
+
+
+def _write(
+    directory: Path,
+    graph: hnswlib.Index,
+    arrays: Mapping[str, np.ndarray],
+    head: Mapping[str, Any],
+    digest: Any,
+) -> dict[str, Any]:
+    """Write graph, metadata and manifest (last) into ``directory``; returns the manifest document."""
+    directory.mkdir(parents=True, exist_ok=True)
+    graph.save_index(str(directory / GRAPH_FILE))
+    with open(directory / METADATA_FILE, "wb") as stream:
+        np.savez(stream, allow_pickle=False, **arrays)
+    manifest = dict(head)
+    manifest.update(
+        created_at=_now_iso(),
+        files=describe_files(directory, [GRAPH_FILE, METADATA_FILE]),
+        input_sha256=digest.hexdigest(),
+    )
+    write_json(directory / MANIFEST_FILE, manifest)
+    return manifest
+
+
+_WRITE_SLICE_ROWS = 4096
+
+
+def write_index(
+    directory: Path,
+    item_ids: Sequence[str],
+    blocks: Iterable[np.ndarray],
+    meta: MetadataColumns,
+    *,
+    dim: int,
+    encoder_id: str = "",
+    fusion: Mapping[str, Any] | None = None,
+    M: int = DEFAULT_M,
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    num_threads: int = -1,
+) -> dict[str, Any]:
+    """Build an index and save it into ``directory`` without ever holding its vectors twice: the same files
+    (and ``input_sha256``) as ``VectorIndex.build(...).save(directory)``, for the rebuild.
+
+    ``blocks`` yields consecutive float-like (rows, dim) blocks in position order (``item_ids`` order); each
+    is normalised, hashed and added to the graph, then dropped by the caller's generator before the next, so
+    the peak is hnswlib's copy plus one block. ``meta`` holds one row per id, in the same order. An empty
+    index keeps ``dim`` (the encoder's), so a query against it answers an empty list, not an error.
+    """
+    ids = _check_ids(item_ids)
+    n = len(ids)
+    for name, value in (("M", M), ("ef_construction", ef_construction), ("ef_search", ef_search)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise InvalidInputError(name, "must be an integer >= 2")
+    if dim < 1 or meta.n != n:
+        raise InvalidInputError("vectors", f"dim {dim} and {meta.n} metadata rows for {n} ids")
+    graph = hnswlib.Index(space=SPACE, dim=dim)
+    graph.init_index(max_elements=max(n, 16), M=M, ef_construction=ef_construction, random_seed=_RANDOM_SEED)
+    arrays = _saved_arrays(StringColumn.from_strings(ids), np.zeros(n, dtype=bool), meta)
+    head = _manifest_head(
+        dim=dim, M=M, ef_construction=ef_construction, ef_search=ef_search, count=n, positions=n,
+        encoder_id=encoder_id, fusion=fusion,
+    )
+    digest = _input_digest(head, arrays, n)
+    start = 0
+    for block in blocks:
+        # normalised a slice at a time: _unit_rows works in float64, ~3 copies of what it is given
+        for offset in range(0, len(block), _WRITE_SLICE_ROWS):
+            unit = _unit_rows(block[offset : offset + _WRITE_SLICE_ROWS], dim)
+            if start + unit.shape[0] > n:
+                raise InvalidInputError("vectors", f"more rows than the {n} ids")
+            digest.update(unit.reshape(-1).view(np.uint8).data)
+            labels = np.arange(start, start + unit.shape[0], dtype=np.int64)
+            graph.add_items(unit, labels, num_threads=num_threads)
+            start += unit.shape[0]
+    if start != n:
+        raise InvalidInputError("vectors", f"{start} rows for {n} ids")
+    return _write(Path(directory), graph, arrays, head, digest)
 
 
 def _grow_rows(array: np.ndarray, needed: int) -> np.ndarray:
