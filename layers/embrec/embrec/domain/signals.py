@@ -1,13 +1,13 @@
 """Signals computed at rebuild time: item-item collaborative neighbours and trending scores.
 
-Two collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_model``):
+Three collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_model``):
 
 - ``"cooccurrence"`` (scales to large catalogs; used above the EASE cap):
   ``sim(i, j) = S_ij / sqrt(S_ii S_jj) x c_ij / (c_ij + shrinkage)`` where ``S = X^T X`` over users'
   (weighted, positive) item rows and ``c_ij`` the number of users who have both. The cosine keeps popular
   items from dominating, the shrinkage damps pairs seen by very few users. Computed blockwise over source
   items with sort-and-reduce in numpy (no n x n matrix, no scipy), memory bounded by ``pair_budget``.
-- ``"ease"`` (default; Steck 2019, closed form): ``P = (X^T X + lambda I)^-1``, ``B = I - P / diag(P)``
+- ``"ease"`` (Steck 2019, closed form; the default until session 12): ``P = (X^T X + lambda I)^-1``, ``B = I - P / diag(P)``
   (diag 0). Better on MovieLens leave-last-out (CF alone HR@10 0.092 vs 0.072; EVALUATION.md). Dense (two
   float64 m x m matrices, O(m^3) time: ~10 s on 2 cores for m = 6.3k, ~39 s at 8.7k). When more than
   ``ease_prune_above`` (2,000) items have events, the solve keeps only the items at least ``ease_min_users``
@@ -20,6 +20,11 @@ Two collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_m
   on a handful its weights are nearly raw co-occurrence counts, so the most popular items top every list (the
   replay of 18 demo users: Schindler's List first for sci-fi and thriller fans alike). Otherwise the
   co-occurrence model (cosine, shrunk) is used and ``params["cf_model_used"]`` says so.
+- ``"slist"`` (default; Choi et al., WWW 2021; :func:`slist_neighbours`): EASE's objective plus a transition term
+  that maps each prefix of a user's history (its last items, weighted by distance) to the items that came
+  next, one closed-form solve with the same zero diagonal, the same λ, items and fall-backs as EASE
+  (``slist_alpha = 1`` is EASE). It learns direction (what follows what), which EASE's symmetric Gram
+  cannot. About 1.5x EASE's time and one more m x m matrix at peak (BENCHMARKS.md).
 
 Trending: per item, the sum over users of the (positive) type weight x ``0.5 ** (age / half_life)`` of
 their most recent qualifying event inside the window before ``now`` (one user counts once per item, so a
@@ -86,7 +91,9 @@ class SignalParams:
     ``trending_window_days``: decay and horizon of trending, relative to ``now``.
     """
 
-    cf_model: str = "ease"
+    # SLIST over EASE: chosen on the pooled MovieLens validation splits (hybrid NDCG@10 0.0654 -> 0.0708;
+    # EVALUATION.md, "Sequence-aware CF"); alpha 0.5 as the paper's middle, λ shared with EASE.
+    cf_model: str = "slist"
     neighbours: int = 50
     shrinkage: float = 10.0
     ease_lambda: float = 1000.0
