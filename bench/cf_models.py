@@ -57,7 +57,8 @@ def main() -> None:
     medians = {}
     for model, results in runs.items():
         seconds = sorted(float(r["seconds"]) for r in results)[len(results) // 2]
-        above = sorted(float(r["peak_rss_mb"]) - float(r["rss_before_mb"]) for r in results)[len(results) // 2]
+        growth = sorted(float(r["peak_rss_mb"]) - float(r["rss_before_mb"]) for r in results)
+        above = growth[len(results) // 2]
         medians[model] = (seconds, above)
         print(
             f"  {model:13s} signals at {n:,} items: median {seconds:6.2f} s of {repeats}, peak RSS above "
@@ -67,7 +68,9 @@ def main() -> None:
     base_s, base_mb = medians["ease"]
     for model in MODELS:
         seconds, above = medians[model]
-        print(f"  {model:13s} / ease: time x{seconds / base_s:.2f}, memory above floor x{above / base_mb:.2f}")
+        print(
+            f"  {model:13s} / ease: time x{seconds / base_s:.2f}, memory above floor x{above / base_mb:.2f}"
+        )
 
 
 if __name__ == "__main__":

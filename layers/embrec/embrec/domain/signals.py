@@ -7,9 +7,10 @@ Three collaborative models sit behind :func:`compute_signals` (``SignalParams.cf
   (weighted, positive) item rows and ``c_ij`` the number of users who have both. The cosine keeps popular
   items from dominating, the shrinkage damps pairs seen by very few users. Computed blockwise over source
   items with sort-and-reduce in numpy (no n x n matrix, no scipy), memory bounded by ``pair_budget``.
-- ``"ease"`` (Steck 2019, closed form; the default until session 12): ``P = (X^T X + lambda I)^-1``, ``B = I - P / diag(P)``
-  (diag 0). Better on MovieLens leave-last-out (CF alone HR@10 0.092 vs 0.072; EVALUATION.md). Dense (two
-  float64 m x m matrices, O(m^3) time: ~10 s on 2 cores for m = 6.3k, ~39 s at 8.7k). When more than
+- ``"ease"`` (Steck 2019, closed form; the default until session 12): ``P = (X^T X + lambda I)^-1``,
+  ``B = I - P / diag(P)`` (diag 0). Better than co-occurrence on MovieLens leave-last-out (CF alone HR@10
+  0.092 vs 0.072; EVALUATION.md). Dense (two float64 m x m matrices, O(m^3) time: ~10 s on 2 cores for
+  m = 6.3k, ~39 s at 8.7k). When more than
   ``ease_prune_above`` (2,000) items have events, the solve keeps only the items at least ``ease_min_users``
   (2) users touched: an item one user touched is known only through that user's other items, the weakest
   evidence, at full cost (MovieLens: 9.7k -> 6.3k items, EASE alone HR@10 0.0902 -> 0.0918; the 100k bench:
@@ -20,8 +21,8 @@ Three collaborative models sit behind :func:`compute_signals` (``SignalParams.cf
   on a handful its weights are nearly raw co-occurrence counts, so the most popular items top every list (the
   replay of 18 demo users: Schindler's List first for sci-fi and thriller fans alike). Otherwise the
   co-occurrence model (cosine, shrunk) is used and ``params["cf_model_used"]`` says so.
-- ``"slist"`` (default; Choi et al., WWW 2021; :func:`slist_neighbours`): EASE's objective plus a transition term
-  that maps each prefix of a user's history (its last items, weighted by distance) to the items that came
+- ``"slist"`` (default; Choi et al., WWW 2021; :func:`slist_neighbours`): EASE's objective plus a transition
+  term that maps each prefix of a user's history (its last items, weighted by distance) to the items that came
   next, one closed-form solve with the same zero diagonal, the same λ, items and fall-backs as EASE
   (``slist_alpha = 1`` is EASE). It learns direction (what follows what), which EASE's symmetric Gram
   cannot. About 1.5x EASE's time and one more m x m matrix at peak (BENCHMARKS.md).
