@@ -509,7 +509,8 @@ def _top_positive(
     weights: Callable[[int, int], np.ndarray], active: _Active, top_n: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-N positive off-diagonal entries of each row of an (m, m) item-item matrix, read in row chunks
-    (``weights(lo, hi)`` returns rows lo..hi-1, diagonal already 0), as catalog-wide (n, N) arrays."""
+    (``weights(lo, hi)`` returns rows lo..hi-1, diagonal already 0): (m, N) rows by local position whose
+    neighbour ids are catalog positions, -1 / 0 padded (:func:`_scatter` moves the rows)."""
     m = int(active.items.size)
     out_idx = np.full((m, top_n), -1, dtype=np.int32)
     out_score = np.zeros((m, top_n), dtype=np.float32)
