@@ -606,7 +606,11 @@ def tune(
         replace(default_sp, cf_model="ease"),
         replace(default_sp, ease_lambda=default_sp.ease_lambda / 2),
         replace(default_sp, ease_lambda=default_sp.ease_lambda * 2),
-        *(replace(default_sp, slist_alpha=alpha) for alpha in (0.2, 0.8) if alpha != default_sp.slist_alpha),
+        *(
+            replace(default_sp, slist_alpha=alpha)
+            for alpha in (0.2, 0.5, 0.8)
+            if alpha != default_sp.slist_alpha
+        ),
     ]
     weight_grid = weight_grid or {
         "embedding": (0.05, 0.1, 0.5),
