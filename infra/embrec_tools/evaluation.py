@@ -558,7 +558,8 @@ class TuneResult:
         sp = self.signal_params
         return {
             "cf_model": sp.cf_model, "neighbours": sp.neighbours, "shrinkage": sp.shrinkage,
-            "ease_lambda": sp.ease_lambda,
+            "ease_lambda": sp.ease_lambda, "slist_alpha": sp.slist_alpha,
+            "slist_half_life_events": sp.slist_half_life_events,
             "weights": {"embedding": self.weights.embedding, "cf": self.weights.cf,
                         "trending": self.weights.trending},
             "half_life_days": self.profile.half_life_days, "half_life_events": self.profile.half_life_events,
@@ -603,8 +604,14 @@ def tune(
     cf_grid = list(cf_grid) if cf_grid is not None else [
         default_sp,
         replace(default_sp, cf_model="cooccurrence"),
-        replace(default_sp, cf_model="ease", ease_lambda=default_sp.ease_lambda / 2),
-        replace(default_sp, cf_model="ease", ease_lambda=default_sp.ease_lambda * 2),
+        replace(default_sp, cf_model="ease"),
+        replace(default_sp, ease_lambda=default_sp.ease_lambda / 2),
+        replace(default_sp, ease_lambda=default_sp.ease_lambda * 2),
+        *(
+            replace(default_sp, slist_alpha=alpha)
+            for alpha in (0.2, 0.5, 0.8)
+            if alpha != default_sp.slist_alpha
+        ),
     ]
     weight_grid = weight_grid or {
         "embedding": (0.05, 0.1, 0.5),
@@ -628,7 +635,8 @@ def tune(
         sp = cf_grid[sp_i]
         trial = {
             "cf_model": sp.cf_model, "neighbours": sp.neighbours, "shrinkage": sp.shrinkage,
-            "ease_lambda": sp.ease_lambda, "half_life_days": profile.half_life_days,
+            "ease_lambda": sp.ease_lambda, "slist_alpha": sp.slist_alpha,
+            "half_life_days": profile.half_life_days,
             "half_life_events": profile.half_life_events,
             "weights": [weights.embedding, weights.cf, weights.trending],
             "NDCG@10": metrics["NDCG@10"], "HR@10": metrics["HR@10"],

@@ -349,3 +349,90 @@ def test_load_hashes_against_its_manifest_when_given_a_plain_path(tmp_path: Path
     (tmp_path / "manifest.json").unlink()
     with pytest.raises(IntegrityError, match="manifest"):  # no manifest: nothing to check against
         Signals.load(tmp_path)
+
+
+# --------------------------------------------------------------------------- SLIST (sequence-aware)
+
+
+def _slist_closed_form(
+    sequences: list[list[int]], m: int, lam: float, alpha: float, half_life: float, window: int
+) -> np.ndarray:
+    """SLIST from its definition: X, S and T written out row by row, then the constrained least squares."""
+    x = np.zeros((len(sequences), m))
+    s_rows, t_rows = [], []
+    for u, seq in enumerate(sequences):
+        x[u, seq] = 1.0
+        for t in range(len(seq) - 1):
+            s, target = np.zeros(m), np.zeros(m)
+            for d in range(min(t + 1, window)):
+                s[seq[t - d]] += 0.5 ** (d / half_life)
+            for k in range(1, min(window, len(seq) - 1 - t) + 1):
+                target[seq[t + k]] += 0.5 ** ((k - 1) / half_life)
+            s_rows.append(s)
+            t_rows.append(target)
+    s_mat, t_mat = np.asarray(s_rows), np.asarray(t_rows)
+    g = alpha * x.T @ x + (1 - alpha) * s_mat.T @ s_mat + lam * np.eye(m)
+    c = alpha * x.T @ x + (1 - alpha) * s_mat.T @ t_mat
+    p = np.linalg.inv(g)
+    # diag(B) = 0 by a Lagrange multiplier per column: B = P (C - diag(mu))
+    mu = np.diag(p @ c) / np.diag(p)
+    b = p @ (c - np.diag(mu))
+    assert np.allclose(np.diag(b), 0.0)
+    return b
+
+
+@pytest.mark.parametrize(("alpha", "window"), [(0.5, 10), (0.2, 2), (0.0, 3)])
+def test_slist_matches_its_definition(alpha: float, window: int) -> None:
+    # Given: four users' ordered histories over five items
+    names = "abcde"
+    sequences = [[0, 1, 2, 3], [1, 2, 4], [0, 2, 3, 4, 1], [3, 4, 0]]
+    histories = {f"u{u}": [names[i] for i in seq] for u, seq in enumerate(sequences)}
+    lam, half_life = 0.7, 2.0
+    params = SignalParams(
+        cf_model="slist", ease_min_total_users=0, ease_lambda=lam, slist_alpha=alpha,
+        slist_half_life_events=half_life, slist_window=window, neighbours=4,
+    )
+    # When: the rebuild computes SLIST ("view" weighs 1, events in list order)
+    signals = compute_signals(_events(histories, "view"), list(names), params)
+    # Then: every item's neighbours are the positive off-diagonal entries of B's row
+    b = _slist_closed_form(sequences, 5, lam, alpha, half_life, window)
+    assert signals.params["cf_model_used"] == "slist"
+    for i, item in enumerate(names):
+        expected = {other: b[i, j] for j, other in enumerate(names) if j != i and b[i, j] > 0}
+        assert dict(signals.neighbours(item)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_slist_with_alpha_1_is_ease() -> None:
+    histories, ids = _block_histories(seed=3)
+    ease = SignalParams(cf_model="ease", ease_min_total_users=0, neighbours=5, ease_lambda=5.0)
+    slis = replace(ease, cf_model="slist", slist_alpha=1.0)
+    a, b = compute_signals(_events(histories), ids, ease), compute_signals(_events(histories), ids, slis)
+    np.testing.assert_array_equal(a.cf_neighbours, b.cf_neighbours)
+    np.testing.assert_allclose(a.cf_scores, b.cf_scores, rtol=1e-5)
+
+
+def test_slist_learns_what_comes_next_where_ease_sees_only_togetherness() -> None:
+    # Given: 40 users each walk a chain c0 -> c1 -> ... -> c7 (a random stretch of it), in order
+    rng = np.random.default_rng(0)
+    histories = {}
+    for u in range(40):
+        start = int(rng.integers(0, 4))
+        histories[f"u{u}"] = [f"c{j}" for j in range(start, start + int(rng.integers(3, 5)))]
+    ids = [f"c{j}" for j in range(8)]
+    ease = SignalParams(cf_model="ease", ease_min_total_users=0, neighbours=3, ease_lambda=2.0)
+    slist = replace(ease, cf_model="slist", slist_alpha=0.2, slist_half_life_events=1.0)
+    # When: both models are built from the same events
+    by_ease = compute_signals(_events(histories), ids, ease)
+    by_slist = compute_signals(_events(histories), ids, slist)
+    # Then: SLIST's best neighbour of each inner link is the next one; EASE's is as often the previous one
+    inner = [f"c{j}" for j in range(1, 6)]
+    slist_next = sum(by_slist.neighbours(c)[0][0] == f"c{int(c[1:]) + 1}" for c in inner)
+    ease_next = sum(by_ease.neighbours(c)[0][0] == f"c{int(c[1:]) + 1}" for c in inner)
+    assert slist_next == len(inner)
+    assert ease_next < len(inner)
+
+
+def test_slist_params_are_checked() -> None:
+    for bad in ({"slist_alpha": 1.5}, {"slist_half_life_events": 0.0}, {"slist_window": 0}):
+        with pytest.raises(InvalidInputError):
+            SignalParams(**bad)  # type: ignore[arg-type]

@@ -1,15 +1,16 @@
 """Signals computed at rebuild time: item-item collaborative neighbours and trending scores.
 
-Two collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_model``):
+Three collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_model``):
 
 - ``"cooccurrence"`` (scales to large catalogs; used above the EASE cap):
   ``sim(i, j) = S_ij / sqrt(S_ii S_jj) x c_ij / (c_ij + shrinkage)`` where ``S = X^T X`` over users'
   (weighted, positive) item rows and ``c_ij`` the number of users who have both. The cosine keeps popular
   items from dominating, the shrinkage damps pairs seen by very few users. Computed blockwise over source
   items with sort-and-reduce in numpy (no n x n matrix, no scipy), memory bounded by ``pair_budget``.
-- ``"ease"`` (default; Steck 2019, closed form): ``P = (X^T X + lambda I)^-1``, ``B = I - P / diag(P)``
-  (diag 0). Better on MovieLens leave-last-out (CF alone HR@10 0.092 vs 0.072; EVALUATION.md). Dense (two
-  float64 m x m matrices, O(m^3) time: ~10 s on 2 cores for m = 6.3k, ~39 s at 8.7k). When more than
+- ``"ease"`` (Steck 2019, closed form; the default until session 12): ``P = (X^T X + lambda I)^-1``,
+  ``B = I - P / diag(P)`` (diag 0). Better than co-occurrence on MovieLens leave-last-out (CF alone HR@10
+  0.092 vs 0.072; EVALUATION.md). Dense (two float64 m x m matrices, O(m^3) time: ~10 s on 2 cores for
+  m = 6.3k, ~39 s at 8.7k). When more than
   ``ease_prune_above`` (2,000) items have events, the solve keeps only the items at least ``ease_min_users``
   (2) users touched: an item one user touched is known only through that user's other items, the weakest
   evidence, at full cost (MovieLens: 9.7k -> 6.3k items, EASE alone HR@10 0.0902 -> 0.0918; the 100k bench:
@@ -20,6 +21,11 @@ Two collaborative models sit behind :func:`compute_signals` (``SignalParams.cf_m
   on a handful its weights are nearly raw co-occurrence counts, so the most popular items top every list (the
   replay of 18 demo users: Schindler's List first for sci-fi and thriller fans alike). Otherwise the
   co-occurrence model (cosine, shrunk) is used and ``params["cf_model_used"]`` says so.
+- ``"slist"`` (default; Choi et al., WWW 2021; :func:`slist_neighbours`): EASE's objective plus a transition
+  term that maps each prefix of a user's history (its last items, weighted by distance) to the items that came
+  next, one closed-form solve with the same zero diagonal, the same λ, items and fall-backs as EASE
+  (``slist_alpha = 1`` is EASE). It learns direction (what follows what), which EASE's symmetric Gram
+  cannot. About 1.5x EASE's time and one more m x m matrix at peak (BENCHMARKS.md).
 
 Trending: per item, the sum over users of the (positive) type weight x ``0.5 ** (age / half_life)`` of
 their most recent qualifying event inside the window before ``now`` (one user counts once per item, so a
@@ -38,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -68,10 +74,11 @@ __all__ = [
     "cooccurrence_neighbours",
     "ease_neighbours",
     "signals_from_events",
+    "slist_neighbours",
     "trending_scores",
 ]
 
-CF_MODELS = ("cooccurrence", "ease")
+CF_MODELS = ("cooccurrence", "ease", "slist")
 SIGNALS_FILE = "signals.npz"
 _FORMAT_VERSION = 2  # 1: dense (n, N) padded rows; 2: ragged rows (cf_counts + flat pairs)
 _READABLE_FORMATS = (1, 2)
@@ -87,7 +94,9 @@ class SignalParams:
     ``trending_window_days``: decay and horizon of trending, relative to ``now``.
     """
 
-    cf_model: str = "ease"
+    # SLIST over EASE, alpha 0.8 over 0.5 and 0.2: chosen on the pooled MovieLens validation splits (hybrid
+    # NDCG@10 0.0654 with EASE -> 0.0718; EVALUATION.md, "Sequence-aware CF"); λ shared with EASE.
+    cf_model: str = "slist"
     neighbours: int = 50
     shrinkage: float = 10.0
     ease_lambda: float = 1000.0
@@ -95,6 +104,9 @@ class SignalParams:
     ease_min_users: int = 2
     ease_prune_above: int = 2_000
     ease_min_total_users: int = 100
+    slist_alpha: float = 0.8
+    slist_half_life_events: float = 3.0
+    slist_window: int = 10
     max_items_per_user: int = 500
     min_support: int = 1
     pair_budget: int = 4_000_000
@@ -117,6 +129,12 @@ class SignalParams:
             raise InvalidInputError("max_items_per_user", "must be >= 2 (and budgets >= 1)")
         if self.ease_min_users < 1 or self.ease_prune_above < 0 or self.ease_min_total_users < 0:
             raise InvalidInputError("ease_min_users", "must be >= 1 (and ease_prune_above >= 0)")
+        if not 0.0 <= self.slist_alpha <= 1.0:
+            raise InvalidInputError("slist_alpha", f"must be in [0, 1], got {self.slist_alpha}")
+        if not (self.slist_half_life_events > 0 and math.isfinite(self.slist_half_life_events)):
+            raise InvalidInputError("slist_half_life_events", "must be a finite number > 0")
+        if self.slist_window < 1:
+            raise InvalidInputError("slist_window", f"must be >= 1, got {self.slist_window}")
 
     def to_dict(self) -> dict[str, Any]:
         document = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -424,6 +442,75 @@ def cooccurrence_neighbours(
     return out_idx, out_score
 
 
+@dataclass(frozen=True)
+class _Active:
+    """The items a closed-form model solves over: ``items`` (m,) catalog positions with >= ``min_users``
+    users, and per CSR entry of the user rows its ``local`` position (0..m-1) and whether it is ``kept``."""
+
+    items: np.ndarray
+    local: np.ndarray
+    kept: np.ndarray
+
+
+def _active(rows: _UserRows, min_users: int) -> _Active:
+    users_per_item = np.bincount(rows.indices, minlength=rows.n_items)  # a user's row holds an item once
+    items = np.flatnonzero(users_per_item >= max(1, min_users))
+    m = int(items.size)
+    local = np.searchsorted(items, rows.indices)
+    kept = (local < m) & (items[np.minimum(local, max(m - 1, 0))] == rows.indices) if m else local < 0
+    return _Active(items, local, kept)
+
+
+def _gram(rows: _UserRows, active: _Active) -> np.ndarray:
+    """float64 (m, m) ``X^T X`` over the active items, users streamed in dense blocks of ~16 MB."""
+    m = int(active.items.size)
+    n_users = rows.indptr.size - 1
+    gram = np.zeros((m, m), dtype=np.float64)
+    block = max(1, min(n_users, _EASE_BLOCK_CELLS // m))
+    for lo in range(0, n_users, block):
+        hi = min(n_users, lo + block)
+        a, b = rows.indptr[lo], rows.indptr[hi]
+        x = np.zeros((hi - lo, m), dtype=np.float64)
+        user = np.repeat(np.arange(hi - lo), np.diff(rows.indptr[lo : hi + 1]))
+        keep = active.kept[a:b]
+        x[user[keep], active.local[a:b][keep]] = rows.data[a:b][keep]
+        gram += x.T @ x
+    return gram
+
+
+def _top_positive(
+    weights: Callable[[int, int], np.ndarray], active: _Active, top_n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-N positive off-diagonal entries of each row of an (m, m) item-item matrix, read in row chunks
+    (``weights(lo, hi)`` returns rows lo..hi-1, diagonal already 0): (m, N) rows by local position whose
+    neighbour ids are catalog positions, -1 / 0 padded (:func:`_scatter` moves the rows)."""
+    m = int(active.items.size)
+    out_idx = np.full((m, top_n), -1, dtype=np.int32)
+    out_score = np.zeros((m, top_n), dtype=np.float32)
+    k = min(top_n, m - 1)
+    rows_per_chunk = max(1, 4_000_000 // m)
+    for lo in range(0, m, rows_per_chunk):
+        chunk = weights(lo, min(m, lo + rows_per_chunk))
+        part = np.argpartition(chunk, m - k, axis=1)[:, m - k :]
+        vals = np.take_along_axis(chunk, part, axis=1)
+        src = np.repeat(np.arange(chunk.shape[0]), k)
+        cols, flat = part.reshape(-1), vals.reshape(-1)
+        pos = flat > 0
+        _top_n_per_row(src[pos] + lo, active.items[cols[pos]], flat[pos], top_n, out_idx, out_score, 0)
+    return out_idx, out_score
+
+
+def _scatter(
+    active: _Active, n_items: int, local: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows written by local position (m, N) moved to catalog positions (n, N), -1 / 0 elsewhere."""
+    local_idx, local_score = local
+    out_idx = np.full((n_items, local_idx.shape[1]), -1, dtype=np.int32)
+    out_score = np.zeros((n_items, local_idx.shape[1]), dtype=np.float32)
+    out_idx[active.items], out_score[active.items] = local_idx, local_score
+    return out_idx, out_score
+
+
 def ease_neighbours(
     rows: _UserRows, top_n: int, lam: float = 1000.0, min_users: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -435,47 +522,110 @@ def ease_neighbours(
     Memory: two dense float64 (m, m) matrices at peak, m = items with interactions (users are streamed
     in blocks, so the user count does not matter); time O(m^3).
     """
-    n_items = rows.n_items
-    out_idx = np.full((n_items, top_n), -1, dtype=np.int32)
-    out_score = np.zeros((n_items, top_n), dtype=np.float32)
-    users_per_item = np.bincount(rows.indices, minlength=n_items)  # a user's row holds an item once
-    active = np.flatnonzero(users_per_item >= max(1, min_users))
-    m = int(active.size)
+    active = _active(rows, min_users)
+    m = int(active.items.size)
     if m < 2:
-        return out_idx, out_score
-    local = np.searchsorted(active, rows.indices)
-    kept = (local < m) & (active[np.minimum(local, m - 1)] == rows.indices)
-    n_users = rows.indptr.size - 1
-    gram = np.zeros((m, m), dtype=np.float64)
-    block = max(1, min(n_users, _EASE_BLOCK_CELLS // m))  # dense user blocks of ~16 MB
-    for lo in range(0, n_users, block):
-        hi = min(n_users, lo + block)
-        a, b = rows.indptr[lo], rows.indptr[hi]
-        x = np.zeros((hi - lo, m), dtype=np.float64)
-        user = np.repeat(np.arange(hi - lo), np.diff(rows.indptr[lo : hi + 1]))
-        keep = kept[a:b]
-        x[user[keep], local[a:b][keep]] = rows.data[a:b][keep]
-        gram += x.T @ x
+        return _scatter(active, rows.n_items, _empty_rows(m, top_n))
+    gram = _gram(rows, active)
     gram[np.diag_indices_from(gram)] += lam
     p = np.linalg.inv(gram)
     del gram
     p /= -np.diag(p)[None, :]  # B = -P / diag(P) column-wise, in place
     np.fill_diagonal(p, 0.0)
-    k = min(top_n, m - 1)
-    rows_per_chunk = max(1, 4_000_000 // m)
-    for lo in range(0, m, rows_per_chunk):
-        chunk = p[lo : lo + rows_per_chunk]
-        part = np.argpartition(chunk, m - k, axis=1)[:, m - k :]
-        vals = np.take_along_axis(chunk, part, axis=1)
-        src = np.repeat(np.arange(chunk.shape[0]), k)
-        cols, flat = part.reshape(-1), vals.reshape(-1)
-        pos = flat > 0
-        _top_n_per_row(src[pos] + lo, active[cols[pos]], flat[pos], top_n, out_idx, out_score, 0)
-    # _top_n_per_row wrote rows by *local* position; move them to catalog positions.
-    local_idx, local_score = out_idx[:m].copy(), out_score[:m].copy()
-    out_idx[:m], out_score[:m] = -1, 0.0
-    out_idx[active], out_score[active] = local_idx, local_score
-    return out_idx, out_score
+    return _scatter(active, rows.n_items, _top_positive(lambda lo, hi: p[lo:hi], active, top_n))
+
+
+def _empty_rows(m: int, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((m, top_n), -1, dtype=np.int32), np.zeros((m, top_n), dtype=np.float32)
+
+
+def _transition_grams(
+    rows: _UserRows, active: _Active, half_life: float, window: int, gram: np.ndarray, cross: np.ndarray,
+    scale: float,
+) -> None:
+    """Add ``scale x S^T S`` to ``gram`` and ``scale x S^T T`` to ``cross`` (both (m, m) float64, in place).
+
+    Each user's row, read oldest first, is a sequence; every position t with a next item is one partial
+    session: source ``S_t`` = the items at t, t-1, ... (at most ``window``) weighted
+    ``0.5 ** (d / half_life)`` by their distance d from t, target ``T_t`` = the items at t+1, t+2, ...
+    (at most ``window``) weighted ``0.5 ** ((k - 1) / half_life)``; both times the event's type weight. The
+    pairs are summed without forming S or T (O(events x window^2) work, in chunks of ~2M pairs).
+    """
+    m = int(active.items.size)
+    n_users = rows.indptr.size - 1
+    user = np.repeat(np.arange(n_users), np.diff(rows.indptr))[active.kept]
+    item = active.local[active.kept]
+    value = rows.data[active.kept]
+    lengths = np.bincount(user, minlength=n_users)
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    newest_rank = np.arange(user.size) - starts[user]  # rows are newest first
+    order = np.argsort(starts[user] + lengths[user] - 1 - newest_rank, kind="stable")  # oldest first
+    seq, seq_value = item[order], value[order]
+    seq_user = user[order]
+    t = np.arange(seq.size) - starts[seq_user]
+    last = lengths[seq_user] - 1
+    origins = np.flatnonzero(t < last)
+    decay = np.exp2(-np.arange(window, dtype=np.float64) / half_life)  # index d (source) or k - 1 (target)
+    offsets = np.arange(window)
+    flat_gram, flat_cross = gram.reshape(-1), cross.reshape(-1)
+    per_chunk = max(1, 2_000_000 // (window * window))
+    for lo in range(0, origins.size, per_chunk):
+        g = origins[lo : lo + per_chunk]
+        src_ok = offsets[None, :] <= t[g][:, None]  # (c, w): d <= t
+        src_pos = np.where(src_ok, g[:, None] - offsets[None, :], 0)
+        src_w = np.where(src_ok, decay[None, :] * seq_value[src_pos], 0.0)
+        tgt_ok = offsets[None, :] + 1 <= (last[g] - t[g])[:, None]  # k = offset + 1 <= L - 1 - t
+        tgt_pos = np.where(tgt_ok, g[:, None] + offsets[None, :] + 1, 0)
+        tgt_w = np.where(tgt_ok, decay[None, :] * seq_value[tgt_pos], 0.0)
+        src_item, tgt_item = seq[src_pos], seq[tgt_pos]
+        for flat, left, left_w, right, right_w in (
+            (flat_gram, src_item, src_w, src_item, src_w),
+            (flat_cross, src_item, src_w, tgt_item, tgt_w),
+        ):
+            weight = (left_w[:, :, None] * right_w[:, None, :]).reshape(-1)
+            key = (left[:, :, None] * m + right[:, None, :]).reshape(-1)
+            nonzero = weight > 0
+            keys, inverse = np.unique(key[nonzero], return_inverse=True)
+            flat[keys] += scale * np.bincount(inverse, weights=weight[nonzero], minlength=keys.size)
+
+
+def slist_neighbours(
+    rows: _UserRows, top_n: int, lam: float = 1000.0, min_users: int = 1, *, alpha: float = 0.5,
+    half_life: float = 3.0, window: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SLIST (Choi et al., WWW 2021) over users' histories read as sequences; top-N positive ``B[i, :]``.
+
+    ``B`` minimises ``alpha ||X - X B||^2 + (1 - alpha) ||T - S B||^2 + lam ||B||^2`` subject to
+    ``diag(B) = 0``: the first term is EASE's item-item reconstruction of each user's row (SLIS), the second
+    maps each partial history ``S_t`` (the items up to position t, weighted by their distance from t) to what
+    came next ``T_t`` (SLIT; :func:`_transition_grams`). Closed form, with ``G = alpha X^T X + (1 - alpha)
+    S^T S + lam I``, ``C = alpha X^T X + (1 - alpha) S^T T``, ``P = G^-1``:
+    ``B = P C - P diag(mu)``, ``mu_j = (P C)_jj / P_jj`` (the Lagrange multipliers of the zero diagonal).
+    ``alpha = 1`` is exactly :func:`ease_neighbours`. Items as in EASE (>= ``min_users`` users). Memory: three
+    float64 (m, m) matrices at peak (G, C, P), one more than EASE; time O(m^3), about twice EASE's (the
+    inverse, then ``P C`` in row chunks).
+    """
+    active = _active(rows, min_users)
+    m = int(active.items.size)
+    if m < 2:
+        return _scatter(active, rows.n_items, _empty_rows(m, top_n))
+    gram = _gram(rows, active)
+    gram *= alpha
+    cross = gram.copy()
+    if alpha < 1:
+        _transition_grams(rows, active, half_life, window, gram, cross, 1.0 - alpha)
+    gram[np.diag_indices_from(gram)] += lam
+    p = np.linalg.inv(gram)
+    del gram
+    mu = np.einsum("jk,kj->j", p, cross) / np.diag(p)
+
+    def weights(lo: int, hi: int) -> np.ndarray:
+        chunk = p[lo:hi] @ cross
+        chunk -= p[lo:hi] * mu[None, :]
+        chunk[np.arange(hi - lo), np.arange(lo, hi)] = 0.0
+        return chunk
+
+    return _scatter(active, rows.n_items, _top_positive(weights, active, top_n))
 
 
 class EventColumns:
@@ -586,7 +736,9 @@ def _pairs(
     users, items = user_idx[starts], item_idx[starts]
     weights = np.maximum.reduceat(weight, starts)
     latest = np.maximum.reduceat(ts, starts)
-    order = np.lexsort((items, -latest, users))
+    # Most recent first inside each user (equal times: the larger item position counts as the newer, as the
+    # evaluation's splits read them), then cut at max_items_per_user. SLIST reads the rows as sequences.
+    order = np.lexsort((-items, -latest, users))
     users, items, weights = users[order], items[order], weights[order]
     user_starts = np.flatnonzero(np.r_[True, np.diff(users) != 0])
     rank = np.arange(users.size) - np.repeat(user_starts, np.diff(np.r_[user_starts, users.size]))
@@ -673,10 +825,15 @@ def signals_from_events(
     n_active = int(np.count_nonzero(users_per_item >= min_users))
     n_users_with_rows = int(np.count_nonzero(np.diff(rows.indptr)))
     too_few_users = n_users_with_rows < params.ease_min_total_users
-    if model == "ease" and (n_active > params.ease_max_items or too_few_users):
+    if model in ("ease", "slist") and (n_active > params.ease_max_items or too_few_users):
         model = "cooccurrence"
     if model == "ease":
         cf_idx, cf_score = ease_neighbours(rows, params.neighbours, params.ease_lambda, min_users)
+    elif model == "slist":
+        cf_idx, cf_score = slist_neighbours(
+            rows, params.neighbours, params.ease_lambda, min_users, alpha=params.slist_alpha,
+            half_life=params.slist_half_life_events, window=params.slist_window,
+        )
     else:
         cf_idx, cf_score = cooccurrence_neighbours(
             rows, params.neighbours, params.shrinkage, params.min_support, params.pair_budget

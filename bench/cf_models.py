@@ -1,0 +1,80 @@
+"""CF models' rebuild cost: ``python -m bench cf_models``.
+
+Each CF model (``SignalParams.cf_model``, with the shipped parameters otherwise) computes the signals of a
+``BENCH_CF_ITEMS`` (default 100,000) item catalog from the rebuild bench's 90k Zipf-popular synthetic events
+(`bench._data.synthetic_interactions`), in a fresh subprocess so its peak resident memory (VmHWM) is its own.
+The index build (hnswlib, ~50 s at 100k: `bench rebuild`) does not depend on the CF model, so the difference
+between two lines is the difference a model makes to the rebuild. Ratios are to EASE, today's default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from bench._data import ROOT, machine_line, peak_rss_mb, synthetic_interactions
+
+__all__ = ["main"]
+
+NOW = 1_790_000_000.0
+MODELS = ("ease", "slist", "cooccurrence")
+
+
+def _child(model: str, n: int) -> None:
+    from embrec.domain.signals import SignalParams, compute_signals
+
+    ids = [f"pypi-{i}" for i in range(n)]
+    events = synthetic_interactions(ids)
+    rss_before = peak_rss_mb()
+    started = time.perf_counter()
+    signals = compute_signals(events, ids, SignalParams(cf_model=model), now=NOW)
+    result = {
+        "seconds": time.perf_counter() - started,
+        "rss_before_mb": rss_before,
+        "peak_rss_mb": peak_rss_mb(),
+        "solved_items": signals.params["n_items_with_events"],
+        "model_used": signals.params["cf_model_used"],
+    }
+    print(json.dumps(result))
+
+
+def _run_child(model: str, n: int) -> dict[str, float | str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.cf_models", "--child", model, str(n)],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    print(machine_line())
+    n = int(os.environ.get("BENCH_CF_ITEMS", "100000"))
+    repeats = int(os.environ.get("BENCH_REPEATS", "3"))
+    runs = {model: [_run_child(model, n) for _ in range(repeats)] for model in MODELS}
+    medians = {}
+    for model, results in runs.items():
+        seconds = sorted(float(r["seconds"]) for r in results)[len(results) // 2]
+        growth = sorted(float(r["peak_rss_mb"]) - float(r["rss_before_mb"]) for r in results)
+        above = growth[len(results) // 2]
+        medians[model] = (seconds, above)
+        print(
+            f"  {model:13s} signals at {n:,} items: median {seconds:6.2f} s of {repeats}, peak RSS above "
+            f"the loaded events {above:6.0f} MB ({results[0]['model_used']} over "
+            f"{results[0]['solved_items']:,} items)"
+        )
+    base_s, base_mb = medians["ease"]
+    for model in MODELS:
+        seconds, above = medians[model]
+        print(
+            f"  {model:13s} / ease: time x{seconds / base_s:.2f}, memory above floor x{above / base_mb:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        _child(sys.argv[2], int(sys.argv[3]))
+    else:
+        main()
