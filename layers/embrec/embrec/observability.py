@@ -19,6 +19,7 @@ __all__ = [
     "METRIC_CANDIDATES",
     "METRIC_COLD_START_LOAD_MS",
     "METRIC_EVENTS_ACCEPTED",
+    "METRIC_EVENTS_FAILED",
     "METRIC_EVENTS_REJECTED",
     "METRIC_INDEX_FALLBACK",
     "METRIC_INDEX_REFUSED",
@@ -42,6 +43,7 @@ METRIC_CANDIDATES = "Candidates"
 METRIC_SHARED_CACHE_HIT = "SharedCacheHit"
 METRIC_EVENTS_ACCEPTED = "EventsAccepted"
 METRIC_EVENTS_REJECTED = "EventsRejected"
+METRIC_EVENTS_FAILED = "EventsFailed"  # not written after retries: reported to the client as retryable
 METRIC_ROWS_ACCEPTED = "CatalogRowsAccepted"
 METRIC_ROWS_REJECTED = "CatalogRowsRejected"
 

@@ -32,6 +32,7 @@ from embrec.errors import CompatibilityError, EmbrecError, NotFoundError, Servic
 from embrec.observability import (
     METRIC_CANDIDATES,
     METRIC_EVENTS_ACCEPTED,
+    METRIC_EVENTS_FAILED,
     METRIC_EVENTS_REJECTED,
     METRIC_ROWS_ACCEPTED,
     METRIC_ROWS_REJECTED,
@@ -229,7 +230,10 @@ def onboard(runtime: Runtime, user_id: str, body: str | None) -> dict[str, Any]:
 
 
 def record_events(runtime: Runtime, body: str | None, caller: Caller | None = None) -> dict[str, Any]:
-    """``POST /events``: each event accepted (stored exactly once) or rejected with its field and reason.
+    """``POST /events``: each event accepted (stored exactly once), rejected with its field and reason, or
+    ``failed`` (``retryable``: DynamoDB stayed unavailable for its chunk; not written, nothing partial).
+
+    "accepted" and "duplicate" mean written. When nothing could be written the whole batch is a 503.
 
     A JWT ``caller`` may only send its own events: one event for another user refuses the whole batch (403)
     before anything is written.
@@ -255,6 +259,7 @@ def record_events(runtime: Runtime, body: str | None, caller: Caller | None = No
         now=now,
     )
     expired = set(stored.expired)
+    failed = set(stored.failed)
     results = [
         {"index": r.index, "event_id": r.event_id, "status": "rejected", "field": r.field, "reason": r.reason}
         for r in rejected
@@ -270,13 +275,27 @@ def record_events(runtime: Runtime, body: str | None, caller: Caller | None = No
                     "reason": "older than the retention period",
                 }
             )
+        elif event.event_id in failed:
+            # not written (DynamoDB unavailable after retries) and nothing partial: the client resends it
+            results.append(
+                {
+                    "event_id": event.event_id,
+                    "status": "failed",
+                    "retryable": True,
+                    "reason": "not written: storage unavailable, send this event again",
+                }
+            )
         else:
             status = "duplicate" if event.event_id in duplicates else "accepted"
             results.append({"event_id": event.event_id, "status": status})
+    written = len(accepted) - len(expired) - len(failed)
     rejected_count = len(rejected) + len(expired)
-    metrics.add_metric(name=METRIC_EVENTS_ACCEPTED, unit=MetricUnit.Count, value=len(accepted) - len(expired))
+    metrics.add_metric(name=METRIC_EVENTS_ACCEPTED, unit=MetricUnit.Count, value=written)
     metrics.add_metric(name=METRIC_EVENTS_REJECTED, unit=MetricUnit.Count, value=rejected_count)
-    return {"accepted": len(accepted) - len(expired), "rejected": rejected_count, "results": results}
+    if failed:
+        metrics.add_metric(name=METRIC_EVENTS_FAILED, unit=MetricUnit.Count, value=len(failed))
+        logger.warning("events not written after retries", extra={"failed": len(failed), "written": written})
+    return {"accepted": written, "rejected": rejected_count, "failed": len(failed), "results": results}
 
 
 def delete_user(runtime: Runtime, user_id: str) -> dict[str, Any]:
