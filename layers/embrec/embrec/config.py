@@ -19,6 +19,8 @@ from embrec.errors import ConfigurationError
 
 __all__ = ["RESOURCE_VARIABLES", "Settings", "get_settings"]
 
+#: Every variable embrec reads starts with this (but for the AWS region).
+ENV_PREFIX = "EMBREC_"
 # Resource names (set by template.yaml in AWS, by the local stack on a laptop)
 ENV_BUCKET = "EMBREC_BUCKET"
 ENV_ITEMS_TABLE = "EMBREC_ITEMS_TABLE"
