@@ -17,10 +17,14 @@ from embrec.app import service
 from embrec.edge.auth import ADMIN_SCOPE
 
 
-def _as(deployment: Deployment, sub: str, scopes: list[str] | None = None) -> None:
-    """Every following request carries a JWT context for ``sub``."""
+def _as(deployment: Deployment, sub: str, scopes: list[str] | None = None, scope: str | None = None) -> None:
+    """Every following request carries a JWT context for ``sub``: ``scopes`` as API Gateway lists them for
+    routes with authorization scopes, or ``scope`` as the token's own space-separated claim (Cognito, Auth0)."""
     base = copy.deepcopy(deployment.base_http)
-    base["requestContext"]["authorizer"] = {"jwt": {"claims": {"sub": sub}, "scopes": scopes}}
+    claims: dict[str, Any] = {"sub": sub}
+    if scope is not None:
+        claims["scope"] = scope
+    base["requestContext"]["authorizer"] = {"jwt": {"claims": claims, "scopes": scopes}}
     deployment.base_http = base
 
 
@@ -45,6 +49,13 @@ def test_a_jwt_caller_may_only_touch_its_own_user_unless_admin(deployment: Deplo
     _as(deployment, "support", [ADMIN_SCOPE])
     assert deployment.http("DELETE", "/users/bob", function="events")[0] == 200
     assert deployment.http("POST", "/events", body=other, function="events")[0] == 202
+
+    # Deployed tokens carry the grant as the space-separated ``scope`` claim, with no ``scopes`` list
+    _as(deployment, "support", scope=f"openid profile {ADMIN_SCOPE}")
+    assert deployment.http("GET", "/users/bob/recommendations")[0] != 403
+    assert deployment.http("DELETE", "/users/bob", function="events")[0] == 200
+    _as(deployment, "support", scope=f"openid {ADMIN_SCOPE}-not")  # a look-alike scope grants nothing
+    assert deployment.http("DELETE", "/users/bob", function="events")[0] == 403
 
 
 @pytest.mark.parametrize(

@@ -293,13 +293,19 @@ def test_history_is_newest_first_limited_and_round_trips_fields(events: Interact
     assert events.history("nobody", now=NOW) == []
 
 
-def test_expired_events_are_ignored_and_not_written(events: InteractionStore) -> None:
+def test_expired_events_are_ignored_and_not_written(
+    events: InteractionStore, aws_clients: AwsClients, settings: Settings
+) -> None:
     old = Interaction(item_id="i", type="view", timestamp=NOW - 20 * DAY, event_id="old")
     new = Interaction(item_id="i", type="view", timestamp=NOW - 1 * DAY, event_id="new")
     ancient = Interaction(item_id="i", type="view", timestamp=NOW - 400 * DAY, event_id="ancient")
 
     result = events.put_events([("u1", old), ("u1", new), ("u1", ancient)], now=NOW)
     assert result.expired == ["ancient"]
+    # not written at all (reads hide expired rows, so only the table itself can tell): no row, no record
+    rows = aws_clients.dynamodb.scan(TableName=settings.interactions_table)["Items"]
+    assert sorted(row["event_id"]["S"] for row in rows) == ["new", "old"]
+    assert aws_clients.dynamodb.scan(TableName=settings.idempotency_table)["Count"] == 2
 
     # 15 days later the 30-day TTL has passed for "old" (moto never deletes it; the store must hide it)
     later = NOW + 15 * DAY
