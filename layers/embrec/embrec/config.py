@@ -46,6 +46,7 @@ ENV_INDEX_REFRESH_SECONDS = "EMBREC_INDEX_REFRESH_SECONDS"
 ENV_SHARED_CACHE_SECONDS = "EMBREC_SHARED_CACHE_SECONDS"
 ENV_EVENT_TTL_DAYS = "EMBREC_EVENT_TTL_DAYS"
 ENV_KEEP_VERSIONS = "EMBREC_KEEP_VERSIONS"
+ENV_HISTORY_LIMIT = "EMBREC_HISTORY_LIMIT"
 # Multi-modal fusion (embrec.domain.fusion): auto|off, and the weights of the image and metadata parts
 ENV_FUSION = "EMBREC_FUSION"
 ENV_FUSION_IMAGE_WEIGHT = "EMBREC_FUSION_IMAGE_WEIGHT"
@@ -115,6 +116,9 @@ class Settings:
     shared_cache_seconds: float = 30.0
     event_ttl_days: int = 365
     keep_versions: int = 5
+    # A request reads at most this many of the user's newest events: its cost is bounded by what ranking
+    # uses (the newest 200 build the profile; every event read is excluded from the list), not by history.
+    history_limit: int = 500
     fusion_mode: str = "auto"
     fusion_image_weight: float = 0.5  # embrec.domain.fusion.DEFAULT_IMAGE_WEIGHT
     fusion_meta_weight: float = 0.0  # embrec.domain.fusion.DEFAULT_META_WEIGHT
@@ -163,6 +167,7 @@ class Settings:
             shared_cache_seconds=_float(env, ENV_SHARED_CACHE_SECONDS, defaults.shared_cache_seconds),
             event_ttl_days=_int(env, ENV_EVENT_TTL_DAYS, defaults.event_ttl_days, 1),
             keep_versions=_int(env, ENV_KEEP_VERSIONS, defaults.keep_versions, 1),
+            history_limit=_int(env, ENV_HISTORY_LIMIT, defaults.history_limit, 1),
             fusion_mode=fusion_mode,
             fusion_image_weight=_float(env, ENV_FUSION_IMAGE_WEIGHT, defaults.fusion_image_weight),
             fusion_meta_weight=_float(env, ENV_FUSION_META_WEIGHT, defaults.fusion_meta_weight),

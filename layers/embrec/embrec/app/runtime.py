@@ -13,6 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +46,9 @@ from embrec.observability import (
 __all__ = ["LoadedModel", "Runtime", "SharedCache", "get_runtime", "reset_runtime", "settings_at_start"]
 
 T = TypeVar("T")
+
+#: A request overlaps at most this many DynamoDB calls (history, profile, impression).
+IO_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,11 @@ class Runtime:
     @cached_property
     def aws(self) -> AwsClients:
         return self._aws or clients(self.settings)
+
+    @cached_property
+    def io(self) -> ThreadPoolExecutor:
+        """Threads for a request's independent DynamoDB calls (boto3 clients are thread-safe)."""
+        return ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="embrec-io")
 
     @cached_property
     def items(self) -> ItemStore:

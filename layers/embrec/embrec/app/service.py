@@ -20,7 +20,7 @@ from aws_lambda_powertools.metrics import single_metric
 from embrec.app.build import build_version
 from embrec.app.ingest import CatalogObject, IngestCounts, chunk_rows, ingest_rows, parse_ingest_message
 from embrec.app.runtime import LoadedModel, Runtime
-from embrec.aws.store import IdempotencyStore, UserEvent
+from embrec.aws.store import IdempotencyStore, StoredProfile, UserEvent
 from embrec.domain import experiments, ranking, reporting
 from embrec.domain.catalog import read_catalog_named
 from embrec.domain.fusion import FusionConfig, profile_in_index_space, to_index_space
@@ -59,7 +59,7 @@ __all__ = [
 
 # A file is processed in chunks of this many rows per invocation; the rest goes on in a continuation message.
 ROWS_PER_INVOCATION = 20_000
-# With a short history the onboarding profile still counts; past this many events it is not even read.
+# With a short history the onboarding profile still counts; past this many events it is not used.
 PROFILE_HISTORY_LIMIT = 20
 DEFAULT_VARIANT = experiments.DEFAULT_VARIANT
 METRIC_EXPERIMENT_SERVED = "ExperimentListsServed"
@@ -128,6 +128,23 @@ def _serve(
     }
 
 
+def _history(runtime: Runtime, user_id: str, now: float) -> list[Interaction]:
+    """The user's newest events, at most ``EMBREC_HISTORY_LIMIT``: one bounded query, whatever the history."""
+    return runtime.interactions.history(user_id, limit=runtime.settings.history_limit, now=now)
+
+
+def _user_state(runtime: Runtime, user_id: str, now: float) -> tuple[list[Interaction], StoredProfile | None]:
+    """The user's newest events and (with a short history) onboarding profile: two reads, concurrently.
+
+    The profile read does not wait for the history to say whether it is needed: one small GetItem costs
+    less than a second round trip in series.
+    """
+    profile = runtime.io.submit(runtime.profiles.get, user_id)
+    history = _history(runtime, user_id, now)
+    stored = profile.result()
+    return history, stored if len(history) < PROFILE_HISTORY_LIMIT else None
+
+
 def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | None) -> dict[str, Any]:
     """``GET /users/{user_id}/recommendations``: personalised, else onboarding, else trending.
 
@@ -139,8 +156,7 @@ def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | Non
     model = _require_model(runtime)
     now = runtime.clock()
     assignment = experiments.assign(runtime.experiments(), user_id)
-    history = runtime.interactions.history(user_id, now=now)
-    profile = runtime.profiles.get(user_id) if len(history) < PROFILE_HISTORY_LIMIT else None
+    history, profile = _user_state(runtime, user_id, now)
     rank_params = assignment.overrides.apply(
         ranking.RankParams(
             k=query.k, filters=query.filters, diversity=query.diversity, explain=query.explain
@@ -200,16 +216,16 @@ def onboard(runtime: Runtime, user_id: str, body: str | None) -> dict[str, Any]:
     user_id = api.parse_user_id(user_id)
     answers = api.parse_onboarding(api.parse_body(body))
     model = _require_model(runtime)
+    now = runtime.clock()
+    history = runtime.io.submit(_history, runtime, user_id, now)  # read while the answers are encoded
     text = onboarding_text(answers.interests, answers.goals, answers.experience)
     vector = runtime.encoder(model.index.encoder_id).encode([text])[0]
     runtime.profiles.put(user_id, vector, text, interests=answers.interests)
-    now = runtime.clock()
     assignment = experiments.assign(runtime.experiments(), user_id)
-    history = runtime.interactions.history(user_id, now=now)
     ranked = ranking.recommend(
         model.index,
         model.signals,
-        history,
+        history.result(),
         to_index_space(model.index, vector),  # profiles store the text vector
         assignment.overrides.apply(ranking.RankParams(k=api.DEFAULT_K, explain=True)),
         now,
