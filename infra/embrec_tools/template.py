@@ -205,6 +205,8 @@ def local_names(settings: Settings | None = None) -> dict[str, str]:
         "ImpressionsTable": s.impressions_table,
         "IngestQueue": "embrec-ingest",
         "IngestDeadLetterQueue": "embrec-ingest-dlq",
+        "ErasureQueue": "embrec-erasure",
+        "ErasureDeadLetterQueue": "embrec-erasure-dlq",
         "RebuildDeadLetterQueue": "embrec-rebuild-dlq",
     }
 

@@ -1,4 +1,4 @@
-"""Every ``EMBREC_*`` setting the user exports wins over template.yaml's default in the local stack (issue 14).
+"""Every ``EMBREC_*`` setting the user exports wins over template.yaml's default locally (issue 14).
 
 Given the real template and handlers on free ports, when the user has exported a retention of 3,650 days
 (the template says 365) and a table name of their own, then a two-year-old event is accepted and stored in

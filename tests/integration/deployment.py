@@ -61,7 +61,14 @@ class Deployment:
 
     def drain_ingest_queue(self) -> list[dict[str, Any]]:
         """Receive what S3 delivered to the ingest queue and feed it to the ingest handler, as Lambda does."""
-        url = self.env["EMBREC_INGEST_QUEUE_URL"]
+        return self._drain_into("EMBREC_INGEST_QUEUE_URL", "ingest")
+
+    def drain_erasure_queue(self) -> list[dict[str, Any]]:
+        """Run the queued erasure steps (and the steps they queue) through the events handler."""
+        return self._drain_into("EMBREC_ERASURE_QUEUE_URL", "events")
+
+    def _drain_into(self, queue_variable: str, function: str) -> list[dict[str, Any]]:
+        url = self.env[queue_variable]
         outcomes = []
         while True:
             received = self.clients.sqs.receive_message(
@@ -74,13 +81,13 @@ class Deployment:
                 {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
                  "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
                  "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
-                 "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:embrec-ingest",
+                 "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{url.rsplit('/', 1)[-1]}",
                  "awsRegion": "us-east-1"}
                 for m in messages
             ]}
-            result = self.function("ingest").invoke(event)
+            result = self.function(function).invoke(event)
             failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
-            assert not failed, f"ingest failed for {failed}"
+            assert not failed, f"{function} failed for {failed}"
             for m in messages:
                 self.clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
             outcomes.append(result)

@@ -71,9 +71,13 @@ ROUTES = {
         ("GET", "/openapi.json"),
     },
     "ColdStartFunction": {("POST", "/users/{user_id}/onboarding"), ("GET", "/search")},
-    "EventsFunction": {("POST", "/events"), ("DELETE", "/users/{user_id}")},
+    "EventsFunction": {
+        ("POST", "/events"), ("DELETE", "/users/{user_id}"), ("GET", "/users/{user_id}/erasure")
+    },
 }
 PUBLIC_ROUTES = {"/health", "/openapi.json"}
+# The one queue each SQS-fed function consumes and re-feeds (continuations), and no other.
+OWN_QUEUE = {"IngestFunction": "IngestQueue", "EventsFunction": "ErasureQueue"}
 # The only actions allowed on Resource "*": X-Ray supports no resource-level permissions.
 UNSCOPABLE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 
@@ -409,12 +413,12 @@ def test_each_function_reaches_only_its_prefixes_and_tables(template: T) -> None
                     elif action in UNSCOPABLE_ACTIONS:
                         assert resource == "*"
                     else:
-                        assert function_id == "IngestFunction" and action.startswith("sqs:"), action
-                        assert resource == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
+                        assert action.startswith("sqs:"), action
+                        assert resource == {"Fn::GetAtt": [OWN_QUEUE[function_id], "Arn"]}, function_id
                         queue_actions.add(action)
         assert s3 == EXPECTED_S3[function_id], function_id
         assert tables == EXPECTED_TABLES[function_id], function_id
-        if function_id == "IngestFunction":  # consume, and re-enqueue the rest of a large file
+        if function_id in OWN_QUEUE:  # consume, and queue the rest of a large file / of an erasure
             assert queue_actions == {
                 "sqs:ReceiveMessage",
                 "sqs:DeleteMessage",
@@ -489,8 +493,9 @@ def test_transformed_roles_add_no_managed_or_wildcard_policies(transformed: tupl
     target = _props(schedule)["Target"]
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["RebuildDeadLetterQueue", "Arn"]}}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
-    (mapping,) = resources_of_type(output, "AWS::Lambda::EventSourceMapping").values()
-    assert _props(mapping)["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    mappings = resources_of_type(output, "AWS::Lambda::EventSourceMapping").values()
+    assert len(mappings) == 2  # the ingest queue and the erasure queue
+    assert all(_props(m)["FunctionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings)
 
 
 def test_jwt_mode_refuses_to_deploy_without_issuer_and_audience(template: T) -> None:

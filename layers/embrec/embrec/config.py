@@ -29,6 +29,7 @@ ENV_PROFILES_TABLE = "EMBREC_PROFILES_TABLE"
 ENV_IDEMPOTENCY_TABLE = "EMBREC_IDEMPOTENCY_TABLE"
 ENV_IMPRESSIONS_TABLE = "EMBREC_IMPRESSIONS_TABLE"
 ENV_INGEST_QUEUE_URL = "EMBREC_INGEST_QUEUE_URL"
+ENV_ERASURE_QUEUE_URL = "EMBREC_ERASURE_QUEUE_URL"
 # Where AWS is: a real region, or a local endpoint (moto server, LocalStack)
 ENV_AWS_ENDPOINT = "EMBREC_AWS_ENDPOINT"
 ENV_AWS_PORT = "EMBREC_AWS_PORT"
@@ -103,6 +104,7 @@ class Settings:
     idempotency_table: str = "embrec-idempotency"
     impressions_table: str = "embrec-impressions"
     ingest_queue_url: str = ""
+    erasure_queue_url: str = ""
     aws_endpoint: str | None = None
     aws_port: int = DEFAULT_AWS_PORT
     region: str = "us-east-1"
@@ -154,6 +156,7 @@ class Settings:
             idempotency_table=env.get(ENV_IDEMPOTENCY_TABLE, defaults.idempotency_table),
             impressions_table=env.get(ENV_IMPRESSIONS_TABLE, defaults.impressions_table),
             ingest_queue_url=env.get(ENV_INGEST_QUEUE_URL, ""),
+            erasure_queue_url=env.get(ENV_ERASURE_QUEUE_URL, ""),
             aws_endpoint=env.get(ENV_AWS_ENDPOINT) or None,
             aws_port=aws_port,
             region=env.get(ENV_AWS_REGION) or env.get(ENV_AWS_DEFAULT_REGION) or defaults.region,

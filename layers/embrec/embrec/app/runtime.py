@@ -268,6 +268,11 @@ class Runtime:
         with aws_errors("sqs ingest queue"):
             self.aws.sqs.send_message(QueueUrl=self.settings.ingest_queue_url, MessageBody=message)
 
+    def enqueue_erasure(self, message: str) -> None:
+        """Hand (the rest of) a user's erasure to the erasure job (the events function, through SQS)."""
+        with aws_errors("sqs erasure queue"):
+            self.aws.sqs.send_message(QueueUrl=self.settings.erasure_queue_url, MessageBody=message)
+
 
 def settings_at_start() -> Settings:
     """Called by every function's module as it starts (Lambda's init phase): a bad setting stops the container

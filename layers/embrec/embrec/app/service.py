@@ -8,19 +8,22 @@ request parts, validates them with :mod:`embrec.edge.contract`, calls the pure c
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 import uuid
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aws_lambda_powertools.metrics import single_metric
 
 from embrec.app.build import build_version
 from embrec.app.ingest import CatalogObject, IngestCounts, chunk_rows, ingest_rows, parse_ingest_message
 from embrec.app.runtime import LoadedModel, Runtime
-from embrec.aws.store import IdempotencyStore, StoredProfile, UserEvent
+from embrec.aws.store import Erasure, IdempotencyStore, StoredProfile, UserEvent
 from embrec.domain import experiments, ranking, reporting
 from embrec.domain.catalog import read_catalog_named
 from embrec.domain.fusion import FusionConfig, profile_in_index_space, to_index_space
@@ -28,7 +31,13 @@ from embrec.domain.model import Impression, Interaction
 from embrec.domain.profiles import onboarding_text
 from embrec.edge import contract as api
 from embrec.edge.auth import Caller, require_users
-from embrec.errors import CompatibilityError, EmbrecError, NotFoundError, ServiceUnavailableError
+from embrec.errors import (
+    CompatibilityError,
+    EmbrecError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from embrec.observability import (
     METRIC_CANDIDATES,
     METRIC_EVENTS_ACCEPTED,
@@ -45,6 +54,8 @@ from embrec.observability import (
 
 __all__ = [
     "delete_user",
+    "erase_step",
+    "erasure_status",
     "experiment_report",
     "health",
     "ingest_message",
@@ -59,6 +70,11 @@ __all__ = [
 
 # A file is processed in chunks of this many rows per invocation; the rest goes on in a continuation message.
 ROWS_PER_INVOCATION = 20_000
+# An erasure step deletes at most this many rows, for at most this long (the events function has 10 s), then
+# queues the next step: every invocation is bounded, whatever the user's history.
+ERASE_ROWS_PER_STEP = 20_000
+ERASE_SECONDS_PER_STEP = 5.0
+ERASE_ROWS_PER_CALL = 1_000
 # With a short history the onboarding profile still counts; past this many events it is not used.
 PROFILE_HISTORY_LIMIT = 20
 DEFAULT_VARIANT = experiments.DEFAULT_VARIANT
@@ -315,21 +331,100 @@ def record_events(runtime: Runtime, body: str | None, caller: Caller | None = No
 
 
 def delete_user(runtime: Runtime, user_id: str) -> dict[str, Any]:
-    """``DELETE /users/{user_id}``: erase events, profile and served lists now; next request: trending."""
+    """``DELETE /users/{user_id}``: the erasure is accepted at once (202) and always completes.
+
+    The erasure marker is written first: from then on every read hides the user's events up to now (the
+    next request is trending). The profile goes at once (one row); the events and served-list records, as
+    many as there are, are deleted by the erasure job in bounded steps (:func:`erase_step`, through SQS).
+    ``GET /users/{user_id}/erasure`` says when it is complete.
+    """
     user_id = api.parse_user_id(user_id)
-    events = runtime.interactions.delete_user(user_id)
+    erasure = runtime.interactions.request_erasure(user_id, now=runtime.clock())
     profile = runtime.profiles.delete(user_id)
-    impressions = runtime.impressions.delete_user(user_id)
-    logger.info(
-        "user erased",
-        extra={"events_deleted": events, "profile_deleted": profile, "impressions_deleted": impressions},
-    )
+    runtime.enqueue_erasure(_erasure_message(erasure))
+    logger.info("user erasure requested", extra={"profile_deleted": profile})
+    return {**_erasure_body(erasure), "profile_deleted": profile}
+
+
+def erasure_status(runtime: Runtime, user_id: str) -> dict[str, Any]:
+    """``GET /users/{user_id}/erasure``: the latest erasure of the user, ``pending`` or ``complete``."""
+    user_id = api.parse_user_id(user_id)
+    erasure = runtime.interactions.erasure(user_id)
+    if erasure is None:
+        raise NotFoundError("no erasure was requested for this user")
+    return _erasure_body(erasure)
+
+
+def erase_step(runtime: Runtime, body: str) -> dict[str, Any]:
+    """One step of an erasure job (an SQS message): delete at most ``ERASE_ROWS_PER_STEP`` rows for at most
+    ``ERASE_SECONDS_PER_STEP``, then hand the rest to the next step, or mark the erasure complete. Safe to run
+    twice (deletes are idempotent)."""
+    try:
+        erasure = _parse_erasure_message(body)
+    except InvalidInputError as error:
+        # can never succeed: acknowledged (not retried into the DLQ), and said loudly
+        logger.error("erasure message dropped", extra={"field": error.field, "reason": error.reason})
+        return {"status": "dropped"}
+    started = time.monotonic()
+    events = impressions = 0
+    more_events = more_impressions = True
+
+    def budget() -> int:  # rows this step may still delete (0: hand over to the next step)
+        if time.monotonic() - started >= ERASE_SECONDS_PER_STEP:
+            return 0
+        return min(ERASE_ROWS_PER_CALL, ERASE_ROWS_PER_STEP - events - impressions)
+
+    while more_events and (rows := budget()) > 0:
+        user, before = erasure.user_id, erasure.erased_before
+        deleted, more_events = runtime.interactions.delete_erased(user, before, rows)
+        events += deleted
+    while not more_events and more_impressions and (rows := budget()) > 0:
+        deleted, more_impressions = runtime.impressions.delete_user(erasure.user_id, rows)
+        impressions += deleted
+    complete = not (more_events or more_impressions)
+    current = runtime.interactions.record_erasure(erasure, events, impressions, complete, now=runtime.clock())
+    if current and not complete:
+        runtime.enqueue_erasure(body)
+    status = "superseded" if not current else "complete" if complete else "continued"
+    logger.info("erasure step", extra={"status": status, "events_deleted": events,
+                                       "impressions_deleted": impressions})
+    return {"status": status, "events_deleted": events, "impressions_deleted": impressions}
+
+
+def _iso(epoch_s: float | None) -> str | None:
+    if epoch_s is None:
+        return None
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+
+
+def _erasure_body(erasure: Erasure) -> dict[str, Any]:
     return {
-        "user_id": user_id,
-        "events_deleted": events,
-        "profile_deleted": profile,
-        "impressions_deleted": impressions,
+        "user_id": erasure.user_id,
+        "status": erasure.status,
+        "erased_before": _iso(erasure.erased_before),
+        "requested_at": _iso(erasure.requested_at),
+        "completed_at": _iso(erasure.completed_at),
+        "events_deleted": erasure.events_deleted,
+        "impressions_deleted": erasure.impressions_deleted,
+        "status_url": f"/users/{quote(erasure.user_id, safe='')}/erasure",
     }
+
+
+def _erasure_message(erasure: Erasure) -> str:
+    return json.dumps({"erase_user": erasure.user_id, "erased_before": erasure.erased_before})
+
+
+def _parse_erasure_message(body: str) -> Erasure:
+    try:
+        message = json.loads(body)
+    except ValueError:
+        raise InvalidInputError("body", "not JSON") from None
+    if not isinstance(message, dict):
+        raise InvalidInputError("body", "must be an object")
+    before = message.get("erased_before")
+    if not isinstance(before, int | float) or isinstance(before, bool):
+        raise InvalidInputError("erased_before", "must be epoch seconds")
+    return Erasure(api.parse_user_id(message.get("erase_user")), float(before), "pending", float(before))
 
 
 def health(runtime: Runtime) -> tuple[dict[str, Any], int]:
