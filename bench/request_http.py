@@ -1,4 +1,4 @@
-"""The recommendation request over the local stack's HTTP API, with its split: ``python -m bench request_http``.
+"""The recommendation request over the local HTTP API, with its split: ``python -m bench request_http``.
 
 The local stack in this process (real template and handlers, embedded moto server) on ``EMBREC_PORT`` /
 ``EMBREC_AWS_PORT``, the int8 encoder published, the demo catalog (MovieLens ml-latest-small) ingested
@@ -64,15 +64,15 @@ def _setup(env: Any) -> str:
     with tempfile.TemporaryDirectory() as scratch:
         ArtifactStore(aws.s3, settings.bucket, Path(scratch)).publish_encoder(cached_encoder_dir("int8"))
     dataset = load_movielens(ROOT / "data" / "ml-latest-small")
-    aws.s3.put_object(Bucket=settings.bucket, Key="catalog/incoming/movielens.jsonl",
-                      Body=to_jsonl(dataset.catalog_rows))
+    rows = dataset.catalog_rows[: int(os.environ.get("BENCH_CATALOG_ROWS", "0")) or None]
+    aws.s3.put_object(Bucket=settings.bucket, Key="catalog/incoming/movielens.jsonl", Body=to_jsonl(rows))
     started = time.perf_counter()
     if not env.wait_for_ingest(timeout=1800):
         raise TimeoutError("ingest did not finish")
     rebuilt = env.trigger_rebuild()
-    print(f"demo catalog: {len(dataset.catalog_rows):,} items ingested and rebuilt in "
+    print(f"demo catalog: {len(rows):,} items ingested and rebuilt in "
           f"{time.perf_counter() - started:.0f} s ({rebuilt['status']}, {rebuilt['items']:,} items)")
-    ids = [str(row["item_id"]) for row in dataset.catalog_rows]
+    ids = [str(row["item_id"]) for row in rows]
     rng = np.random.default_rng(7)
     now = time.time()
     events = [

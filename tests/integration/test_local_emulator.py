@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from embrec.aws.store import InteractionStore, UserEvent
 from embrec.config import Settings
 from embrec.domain.model import Interaction
 from embrec_tools.local.aws_endpoint import LOCAL_CREDENTIALS, AwsEndpoint, patched_environ
+from embrec_tools.local.emulator_fixes import FAST_OPERATIONS, install
 from embrec_tools.template import create_local_resources, load_template
 
 NOW = 1_780_000_000.0
@@ -105,3 +107,43 @@ def test_a_cancelled_transaction_on_the_fixed_emulator_leaves_nothing_and_a_retr
     rows = bundle.dynamodb.scan(TableName=settings.interactions_table)["Count"]
     records = bundle.dynamodb.scan(TableName=settings.idempotency_table)["Count"]
     assert (rows, records) == (54, 4)
+
+
+def test_the_fast_dynamodb_answers_are_the_json_moto_serialises(
+    aws_clients: AwsClients, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the emulator fixes installed, and every answer of a FAST operation also serialised by moto itself
+    from moto.core.responses import ActionResult
+
+    install()
+    fast = ActionResult.execute_result
+    compared: dict[str, bool] = {}
+
+    def both(self: Any, context: Any) -> Any:
+        answer = fast(self, context)
+        if context.operation_model.name in FAST_OPERATIONS:
+            moto_body = fast.__wrapped__(self, context)[2]  # type: ignore[attr-defined]
+            compared[context.operation_model.name] = json.loads(answer[2]) == json.loads(moto_body)
+        return answer
+
+    monkeypatch.setattr(ActionResult, "execute_result", both)
+    client, table = aws_clients.dynamodb, settings.items_table
+    key = {"item_id": {"S": "i-1"}}
+    nested = {"M": {"a": {"N": "1.5"}, "l": {"L": [{"S": "x"}, {"BOOL": True}, {"NULL": True}]}}}
+
+    # When every FAST operation runs on items with binary, nested and numeric attributes
+    client.put_item(TableName=table, Item={**key, "vector": {"B": b"\x00\x01\xff"}, "extra": nested})
+    client.get_item(TableName=table, Key=key)
+    client.query(TableName=table, KeyConditionExpression="item_id = :i",
+                 ExpressionAttributeValues={":i": key["item_id"]})
+    client.scan(TableName=table, Limit=1)
+    client.batch_get_item(RequestItems={table: {"Keys": [key]}})
+    client.update_item(TableName=table, Key=key, UpdateExpression="SET n = :n",
+                       ExpressionAttributeValues={":n": {"N": "3"}}, ReturnValues="ALL_NEW")
+    client.batch_write_item(RequestItems={table: [{"PutRequest": {"Item": {"item_id": {"S": "i-2"}}}}]})
+    client.transact_write_items(
+        TransactItems=[{"Put": {"TableName": table, "Item": {"item_id": {"S": "i-3"}}}}]
+    )
+
+    # Then the answers are moto's own, byte for byte as JSON
+    assert compared == dict.fromkeys(FAST_OPERATIONS, True)
