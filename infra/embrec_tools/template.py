@@ -207,6 +207,8 @@ def local_names(settings: Settings | None = None) -> dict[str, str]:
         "IngestDeadLetterQueue": "embrec-ingest-dlq",
         "ImportQueue": "embrec-import",
         "ImportDeadLetterQueue": "embrec-import-dlq",
+        "ErasureQueue": "embrec-erasure",
+        "ErasureDeadLetterQueue": "embrec-erasure-dlq",
         "RebuildDeadLetterQueue": "embrec-rebuild-dlq",
     }
 

@@ -67,6 +67,10 @@ class Deployment:
         """Receive what S3 (or a continuation) put on the import queue and feed it to the import handler."""
         return self._drain_into("EMBREC_IMPORT_QUEUE_URL", "import")
 
+    def drain_erasure_queue(self) -> list[dict[str, Any]]:
+        """Run the queued erasure steps (and the steps they queue) through the events handler."""
+        return self._drain_into("EMBREC_ERASURE_QUEUE_URL", "events")
+
     def _drain_into(self, queue_variable: str, function: str) -> list[dict[str, Any]]:
         url = self.env[queue_variable]
         outcomes = []
@@ -81,7 +85,7 @@ class Deployment:
                 {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
                  "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
                  "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
-                 "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:embrec-{function}",
+                 "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{url.rsplit('/', 1)[-1]}",
                  "awsRegion": "us-east-1"}
                 for m in messages
             ]}

@@ -92,11 +92,15 @@ def test_whole_life(deployment: Deployment) -> None:
     status, body, _ = deployment.http("GET", "/search", {"q": "toy story", "k": 3}, function="cold_start")
     assert status == 200 and body["items"][0]["item_id"] == toy_story
 
-    # Deleting the user erases events and profile at once: the next answer is trending again
+    # Deleting the user hides events and profile at once (the next answer is trending again); the erasure
+    # job then deletes the events, and the status says so
     status, body, _ = deployment.http("DELETE", "/users/u-1", function="events")
-    assert status == 200 and body["events_deleted"] == 1
+    assert status == 202 and body["status"] == "pending" and body["status_url"] == "/users/u-1/erasure"
     status, body, _ = deployment.http("GET", "/users/u-1/recommendations")
     assert body["strategy"] == "trending"
+    deployment.drain_erasure_queue()
+    status, body, _ = deployment.http("GET", "/users/u-1/erasure", function="events")
+    assert status == 200 and body["status"] == "complete" and body["events_deleted"] == 1
     status, body, _ = deployment.http("DELETE", "/users/u-2", function="events")
     assert body["profile_deleted"] is True
     status, body, _ = deployment.http("GET", "/users/u-2/recommendations")

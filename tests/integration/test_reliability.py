@@ -235,6 +235,41 @@ def test_when_retries_run_out_the_api_answers_503_json_with_no_partial_write_and
     assert [r["status"] for r in body["results"]] == ["duplicate"] * 3
 
 
+def test_when_the_second_transaction_of_a_batch_fails_only_the_written_half_is_accepted(
+    deployment: Deployment,
+) -> None:
+    # Given a batch of 100 events (two transactions of 50) and DynamoDB down for the second one only
+    dynamodb = get_runtime().aws.dynamodb
+    events = {"events": [
+        {"event_id": f"t-{i:03d}", "user_id": "u-t", "item_id": "i-1", "type": "view"} for i in range(100)
+    ]}
+
+    def second_half_down(request: Any, **_: Any) -> None:
+        if b'"t-099"' in bytes(request.body or b""):
+            raise EndpointConnectionError(endpoint_url=request.url)
+
+    dynamodb.meta.events.register("before-send.dynamodb.TransactWriteItems", second_half_down)
+    status, body, _ = deployment.http("POST", "/events", body=events, function="events")
+    dynamodb.meta.events.unregister("before-send.dynamodb.TransactWriteItems", second_half_down)
+
+    # Then "accepted" counts only what was written; the rest is failed and retryable, not silently lost
+    assert status == 202
+    assert body["accepted"] == 50 and body["failed"] == 50
+    statuses = {r["event_id"]: r for r in body["results"]}
+    assert {statuses[f"t-{i:03d}"]["status"] for i in range(50)} == {"accepted"}
+    assert all(statuses[f"t-{i:03d}"]["status"] == "failed" and statuses[f"t-{i:03d}"]["retryable"]
+               for i in range(50, 100))
+    stored = deployment.clients.dynamodb.query(
+        TableName=deployment.env["EMBREC_INTERACTIONS_TABLE"], KeyConditionExpression="user_id = :u",
+        ExpressionAttributeValues={":u": {"S": "u-t"}}, Select="COUNT")
+    assert stored["Count"] == 50
+
+    # When the client resends the whole batch, Then the failed half lands and the written half is a duplicate
+    status, body, _ = deployment.http("POST", "/events", body=events, function="events")
+    assert status == 202 and (body["accepted"], body["failed"]) == (100, 0)
+    assert [r["status"] for r in body["results"]] == ["duplicate"] * 50 + ["accepted"] * 50
+
+
 # ------------------------------------------------------------------------------------ 5. corrupt index
 def test_a_cold_container_refuses_a_corrupt_index_and_serves_the_last_verified_one_with_a_metric(
     deployment: Deployment, capsys: pytest.CaptureFixture[str],

@@ -23,10 +23,14 @@ from embrec.edge.auth import ADMIN_SCOPE
 from embrec_tools.datasets import to_jsonl
 
 
-def _as(deployment: Deployment, sub: str, scopes: list[str] | None = None) -> None:
-    """Every following request carries a JWT context for ``sub``."""
+def _as(deployment: Deployment, sub: str, scopes: list[str] | None = None, scope: str | None = None) -> None:
+    """Every following request carries a JWT context for ``sub``: ``scopes`` as API Gateway lists them for
+    routes with authorization scopes, or ``scope``, the token's own space-separated claim (Cognito)."""
     base = copy.deepcopy(deployment.base_http)
-    base["requestContext"]["authorizer"] = {"jwt": {"claims": {"sub": sub}, "scopes": scopes}}
+    claims: dict[str, Any] = {"sub": sub}
+    if scope is not None:
+        claims["scope"] = scope
+    base["requestContext"]["authorizer"] = {"jwt": {"claims": claims, "scopes": scopes}}
     deployment.base_http = base
 
 
@@ -46,11 +50,22 @@ def test_a_jwt_caller_may_only_touch_its_own_user_unless_admin(deployment: Deplo
     status, body, _ = deployment.http("POST", "/events", body=own, function="events")
     assert status == 202 and body["accepted"] == 1
     status, body, _ = deployment.http("DELETE", "/users/alice", function="events")
-    assert status == 200 and body["events_deleted"] == 1  # a-2 of the refused batch was never written
+    assert status == 202
+    deployment.drain_erasure_queue()
+    status, body, _ = deployment.http("GET", "/users/alice/erasure", function="events")
+    assert body["events_deleted"] == 1  # a-2 of the refused batch was never written
+    assert deployment.http("GET", "/users/bob/erasure", function="events")[0] == 403
 
     _as(deployment, "support", [ADMIN_SCOPE])
-    assert deployment.http("DELETE", "/users/bob", function="events")[0] == 200
+    assert deployment.http("DELETE", "/users/bob", function="events")[0] == 202
     assert deployment.http("POST", "/events", body=other, function="events")[0] == 202
+
+    # Deployed tokens carry the grant as the space-separated ``scope`` claim, with no ``scopes`` list
+    _as(deployment, "support", scope=f"openid profile {ADMIN_SCOPE}")
+    assert deployment.http("GET", "/users/bob/recommendations")[0] != 403
+    assert deployment.http("DELETE", "/users/bob", function="events")[0] == 202
+    _as(deployment, "support", scope=f"openid {ADMIN_SCOPE}-not")  # a look-alike scope grants nothing
+    assert deployment.http("DELETE", "/users/bob", function="events")[0] == 403
 
 
 @pytest.mark.parametrize(
@@ -97,7 +112,7 @@ def test_a_forced_exception_is_a_generic_500_without_internals(
 
 def test_personal_responses_are_private_no_store(deployment: Deployment) -> None:
     status, _, headers = deployment.http("DELETE", "/users/u", function="events")
-    assert status == 200 and headers["Cache-Control"] == "private, no-store"
+    assert status == 202 and headers["Cache-Control"] == "private, no-store"
     events = {"events": [{"event_id": "p-1", "user_id": "u", "item_id": "i", "type": "view"}]}
     status, _, headers = deployment.http("POST", "/events", body=events, function="events")
     assert status == 202 and headers["Cache-Control"] == "private, no-store"

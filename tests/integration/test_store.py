@@ -299,13 +299,19 @@ def test_history_is_newest_first_limited_and_round_trips_fields(events: Interact
     assert events.history("nobody", now=NOW) == []
 
 
-def test_expired_events_are_ignored_and_not_written(events: InteractionStore) -> None:
+def test_expired_events_are_ignored_and_not_written(
+    events: InteractionStore, aws_clients: AwsClients, settings: Settings
+) -> None:
     old = Interaction(item_id="i", type="view", timestamp=NOW - 20 * DAY, event_id="old")
     new = Interaction(item_id="i", type="view", timestamp=NOW - 1 * DAY, event_id="new")
     ancient = Interaction(item_id="i", type="view", timestamp=NOW - 400 * DAY, event_id="ancient")
 
     result = events.put_events([("u1", old), ("u1", new), ("u1", ancient)], now=NOW)
     assert result.expired == ["ancient"]
+    # not written at all (reads hide expired rows, so only the table itself can tell): no row, no record
+    rows = aws_clients.dynamodb.scan(TableName=settings.interactions_table)["Items"]
+    assert sorted(row["event_id"]["S"] for row in rows) == ["new", "old"]
+    assert aws_clients.dynamodb.scan(TableName=settings.idempotency_table)["Count"] == 2
 
     # 15 days later the 30-day TTL has passed for "old" (moto never deletes it; the store must hide it)
     later = NOW + 15 * DAY
@@ -313,16 +319,42 @@ def test_expired_events_are_ignored_and_not_written(events: InteractionStore) ->
     assert [i.event_id for _, i in events.read_window(NOW - 60 * DAY, now=later)] == ["new"]
 
 
-def test_delete_user_erases_all_pages_and_only_that_user(events: InteractionStore) -> None:
+def test_erasure_hides_at_once_then_deletes_in_bounded_steps_and_only_that_user(
+    events: InteractionStore, aws_clients: AwsClients, settings: Settings
+) -> None:
     events.put_events([("u1", _event(n)) for n in range(60)] + [("u2", _event(1))], now=NOW)
 
-    assert events.delete_user("u1") == 60
+    # When the erasure is requested, Then reads hide every event up to it before anything is deleted
+    erasure = events.request_erasure("u1", now=NOW)
+    assert events.history("u1", now=NOW) == [] and events.history("u1", limit=5, now=NOW) == []
+    # and an event after it (the user came back) is the user's whole history
+    after = Interaction(item_id="i", type="like", timestamp=NOW + 10, event_id="after")
+    events.put_events([("u1", after)], now=NOW + 10)
+    assert [i.event_id for i in events.history("u1", limit=5, now=NOW + 10)] == ["after"]
 
-    assert events.history("u1", now=NOW) == []
+    # When the job deletes 25 rows a step, Then three steps erase the 60 events, and nothing else
+    steps = [events.delete_erased("u1", erasure.erased_before, 25) for _ in range(3)]
+    assert steps == [(25, True), (25, True), (10, False)]
+    assert events.record_erasure(erasure, 60, 0, complete=True, now=NOW + 20)
+    status = events.erasure("u1")
+    assert status is not None and status.complete and status.events_deleted == 60
+    left = aws_clients.dynamodb.query(
+        TableName=settings.interactions_table, KeyConditionExpression="user_id = :u",
+        ExpressionAttributeValues={":u": {"S": "u1"}})["Items"]
+    assert sorted(row["sk"]["S"].partition("#")[2] or row["sk"]["S"] for row in left) == ["after", "~erasure"]
     assert len(events.history("u2", now=NOW)) == 1
+    # the marker has no ``ts``: the rebuild's scans never take it for an event
+    recent = events.scan_recent(0.0, segments=2, now=NOW + 20)
+    assert sorted(i.event_id for _, i in recent) == ["after", "e-1"]
+
     # A late redelivery of an erased event does not resurrect it
     assert events.put_events([("u1", _event(3))], now=NOW).duplicates == ["e-3"]
-    assert events.history("u1", now=NOW) == []
+    assert [i.event_id for i in events.history("u1", now=NOW + 10)] == ["after"]
+
+    # A newer request replaces the marker: the older job's counts no longer land
+    newer = events.request_erasure("u1", now=NOW + 30)
+    assert not events.record_erasure(erasure, 1, 0, complete=True)
+    assert events.history("u1", now=NOW + 30) == [] and newer.status == "pending"
 
 
 def test_read_window_filters_by_time(events: InteractionStore) -> None:

@@ -59,7 +59,6 @@ EXPECTED_TABLES: dict[str, dict[str, set[str]]] = {
     # interactions only through the by_time index: the signal window and the A/B report, bounded by time
     "RebuildFunction": {"ItemsTable": {"scan"}, "InteractionsTable": {"read"}, "ImpressionsTable": {"scan"}},
 }
-QUEUES = {"IngestFunction": "IngestQueue", "ImportFunction": "ImportQueue"}  # consumed and continued
 DDB_KIND = {
     "dynamodb:GetItem": "read",
     "dynamodb:BatchGetItem": "read",
@@ -78,9 +77,18 @@ ROUTES = {
         ("GET", "/openapi.json"),
     },
     "ColdStartFunction": {("POST", "/users/{user_id}/onboarding"), ("GET", "/search")},
-    "EventsFunction": {("POST", "/events"), ("DELETE", "/users/{user_id}")},
+    "EventsFunction": {
+        ("POST", "/events"), ("DELETE", "/users/{user_id}"), ("GET", "/users/{user_id}/erasure")
+    },
 }
 PUBLIC_ROUTES = {"/health", "/openapi.json"}
+# The one queue each SQS-fed function consumes and re-feeds (continuations of a large file, an erasure's
+# next step), and no other.
+OWN_QUEUE = {
+    "IngestFunction": "IngestQueue",
+    "ImportFunction": "ImportQueue",
+    "EventsFunction": "ErasureQueue",
+}
 # The only actions allowed on Resource "*": X-Ray supports no resource-level permissions.
 UNSCOPABLE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 
@@ -267,11 +275,11 @@ def test_every_queue_has_a_dead_letter_queue_with_an_alarm(template: T) -> None:
     assert dead_letter_queues and dead_letter_queues == alarmed
 
 
-@pytest.mark.parametrize("function_id", sorted(QUEUES))
+@pytest.mark.parametrize("function_id", sorted(OWN_QUEUE))
 def test_ingest_queue_visibility_covers_six_ingest_timeouts(template: T, function_id: str) -> None:
-    queue_id = QUEUES[function_id]
-    (event,) = _props(template["Resources"][function_id])["Events"].values()
-    assert event["Type"] == "SQS"
+    queue_id = OWN_QUEUE[function_id]
+    events = _props(template["Resources"][function_id])["Events"].values()
+    (event,) = [e for e in events if e["Type"] == "SQS"]
     assert event["Properties"]["Queue"] == {"Fn::GetAtt": [queue_id, "Arn"]}
     assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert event["Properties"]["BatchSize"] == 1
@@ -464,12 +472,12 @@ def test_each_function_reaches_only_its_prefixes_and_tables(template: T) -> None
                         assert action == "sqs:SendMessage", action
                         assert resource == {"Fn::GetAtt": ["RebuildDeadLetterQueue", "Arn"]}
                     else:
-                        assert function_id in QUEUES and action.startswith("sqs:"), action
-                        assert resource == {"Fn::GetAtt": [QUEUES[function_id], "Arn"]}
+                        assert action.startswith("sqs:"), action
+                        assert resource == {"Fn::GetAtt": [OWN_QUEUE[function_id], "Arn"]}, function_id
                         queue_actions.add(action)
         assert s3 == EXPECTED_S3[function_id], function_id
         assert tables == EXPECTED_TABLES[function_id], function_id
-        if function_id in QUEUES:  # consume, and re-enqueue the rest of a large file
+        if function_id in OWN_QUEUE:  # consume, and queue the rest of a large file / of an erasure
             assert queue_actions == {
                 "sqs:ReceiveMessage",
                 "sqs:DeleteMessage",
@@ -545,7 +553,7 @@ def test_transformed_roles_add_no_managed_or_wildcard_policies(transformed: tupl
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["RebuildDeadLetterQueue", "Arn"]}}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
     mappings = resources_of_type(output, "AWS::Lambda::EventSourceMapping").values()
-    assert len(mappings) == 2  # ingest and import
+    assert len(mappings) == 3  # the ingest, import and erasure queues
     assert all(_props(m)["FunctionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings)
 
 

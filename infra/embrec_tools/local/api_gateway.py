@@ -414,6 +414,9 @@ class ApiGatewayServer:
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             server_version = "embrec-local"
+            # Headers and body leave in two writes: with Nagle on, a keep-alive client's delayed ACK held
+            # every response's body back ~40 ms (the local request path's "API emulator" share, issue 14).
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 length_header = self.headers.get("content-length")

@@ -111,6 +111,9 @@ class AwsEndpoint:
             )
         from moto.server import ThreadedMotoServer
 
+        from embrec_tools.local.emulator_fixes import install
+
+        install()  # moto's transactions copy whole tables per action: see emulator_fixes
         # werkzeug logs every request moto serves at INFO: keep the console for our own logs
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 

@@ -1,7 +1,8 @@
 """``LocalEnvironment``: the whole serverless stack on a laptop, in one process.
 
 Start order: AWS endpoint (moto server, or ``EMBREC_AWS_ENDPOINT``) → resources from template.yaml → the
-settings env for the handlers (in ``os.environ``, before any handler is imported) → SQS event source mappings
+settings env for the handlers (the template's ``Globals`` environment, every ``EMBREC_*`` variable the user
+exported winning over it; in ``os.environ``, before any handler is imported) → SQS event source mappings
 → API Gateway emulator → schedules. :meth:`LocalEnvironment.stop` undoes it in reverse and restores the
 environment; it is idempotent and runs on Ctrl-C (``serve_forever``) and at the end of a ``with`` block.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,6 +26,7 @@ from embrec.config import (
     ENV_AWS_DEFAULT_REGION,
     ENV_AWS_ENDPOINT,
     ENV_AWS_REGION,
+    ENV_PREFIX,
     Settings,
     get_settings,
 )
@@ -38,7 +41,7 @@ from embrec_tools.local.lambdas import FunctionSpec, LambdaFunction, function_sp
 if TYPE_CHECKING:
     from embrec_tools.template import LocalResources
 
-__all__ = ["LocalEnvironment", "Provisioner", "default_project_root"]
+__all__ = ["LocalEnvironment", "Provisioner", "default_project_root", "exported_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +59,21 @@ def default_project_root() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
-def _default_provisioner(template: Mapping[str, Any], clients: Any, region: str) -> LocalResources:
-    from embrec_tools.template import create_local_resources
+def _provisioner_for(settings: Settings) -> Provisioner:
+    """Create the template's resources under the names ``settings`` give (the user's, when exported)."""
 
-    return create_local_resources(template, clients, region=region)
+    def provision(template: Mapping[str, Any], clients: Any, region: str) -> LocalResources:
+        from embrec_tools.template import create_local_resources, local_names
+
+        return create_local_resources(template, clients, local_names(settings), region=region)
+
+    return provision
+
+
+def exported_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``EMBREC_*`` variables the user exported: they win over the template's defaults locally."""
+    source = os.environ if environ is None else environ
+    return {name: value for name, value in source.items() if name.startswith(ENV_PREFIX)}
 
 
 #: Under ``Settings.cache_dir``: the local JWT signing key (EMBREC_AUTH=jwt).
@@ -79,9 +93,10 @@ class LocalEnvironment:
     ``EMBREC_AWS_ENDPOINT``, ``EMBREC_REBUILD_SECONDS`` 300); pass ``api_port=0`` / ``aws_port=0`` for free
     ports (tests). ``serve_api``, ``dispatch`` and ``schedule`` switch the API, the SQS pollers and the timer
     off (``trigger_rebuild`` still works). ``provision`` replaces how the template's resources are created
-    (default: :func:`embrec_tools.template.create_local_resources`). ``prepare(settings)`` runs once the
-    resources exist and before the SQS pollers and the API start: what must be in place before the stack
-    answers ``/health`` or takes an upload (``embrec local up`` publishes the encoder there).
+    (default: :func:`embrec_tools.template.create_local_resources`, named after the settings: a user who
+    exported ``EMBREC_ITEMS_TABLE`` gets that table). ``prepare(settings)`` runs once the resources exist
+    and before the SQS pollers and the API start: what must be in place before the stack answers
+    ``/health`` or takes an upload (``embrec local up`` publishes the encoder there).
     """
 
     def __init__(
@@ -103,6 +118,7 @@ class LocalEnvironment:
         jwt: LocalJwt | None = None,
         prepare: Callable[[Settings], None] | None = None,
     ) -> None:
+        self._exported = exported_settings()
         settings = settings or Settings.from_env(local=True)
         # EMBREC_AUTH=jwt (or an explicit ``jwt``): the API checks bearer tokens like API Gateway's JWT
         # authorizer; the key file lets another process mint tokens (``LocalJwt.from_file(...).issue(sub)``).
@@ -125,7 +141,7 @@ class LocalEnvironment:
         self._external = aws_endpoint or settings.aws_endpoint
         self.rebuild_seconds = float(settings.rebuild_seconds if rebuild_seconds is None else rebuild_seconds)
         self._serve_api, self._dispatch, self._schedule = serve_api, dispatch, schedule
-        self._provision = provision or _default_provisioner
+        self._provision = provision or _provisioner_for(settings)
         self._poll_wait = poll_wait_seconds
         self._prepare = prepare
         self._lock = threading.Lock()
@@ -220,7 +236,14 @@ class LocalEnvironment:
 
         local = dataclasses.replace(Settings(), aws_endpoint=endpoint.url, region=self.region)
         self.resources = self._provision(template, clients(local), self.region)
-        env = {**settings_env(template, self.resources), ENV_AWS_ENDPOINT: endpoint.url, **region_env}
+        # What the user exported wins over the template's defaults (issue 14): the function environment in
+        # AWS comes from the template, but locally the documented way to change a setting is to export it.
+        env = {
+            **settings_env(template, self.resources),
+            **self._exported,
+            ENV_AWS_ENDPOINT: endpoint.url,
+            **region_env,
+        }
         self.resource_env = env
         # The handlers' settings: set before any handler module is imported, cleared caches on both sides.
         self._exit.callback(_clear_caches)

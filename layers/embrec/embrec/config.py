@@ -21,6 +21,8 @@ from embrec.errors import ConfigurationError
 
 __all__ = ["RESOURCE_VARIABLES", "Settings", "get_settings"]
 
+#: Every variable embrec reads starts with this (but for the AWS region).
+ENV_PREFIX = "EMBREC_"
 # Resource names (set by template.yaml in AWS, by the local stack on a laptop)
 ENV_BUCKET = "EMBREC_BUCKET"
 ENV_ITEMS_TABLE = "EMBREC_ITEMS_TABLE"
@@ -30,6 +32,7 @@ ENV_IDEMPOTENCY_TABLE = "EMBREC_IDEMPOTENCY_TABLE"
 ENV_IMPRESSIONS_TABLE = "EMBREC_IMPRESSIONS_TABLE"
 ENV_INGEST_QUEUE_URL = "EMBREC_INGEST_QUEUE_URL"
 ENV_IMPORT_QUEUE_URL = "EMBREC_IMPORT_QUEUE_URL"
+ENV_ERASURE_QUEUE_URL = "EMBREC_ERASURE_QUEUE_URL"
 # Where AWS is: a real region, or a local endpoint (moto server, LocalStack)
 ENV_AWS_ENDPOINT = "EMBREC_AWS_ENDPOINT"
 ENV_AWS_PORT = "EMBREC_AWS_PORT"
@@ -51,6 +54,7 @@ ENV_KEEP_VERSIONS = "EMBREC_KEEP_VERSIONS"
 ENV_EVENT_TYPES = "EMBREC_EVENT_TYPES"
 # Days of interactions the rebuild reads for its signals (CF and trending): a bounded read, not the history
 ENV_SIGNAL_WINDOW_DAYS = "EMBREC_SIGNAL_WINDOW_DAYS"
+ENV_HISTORY_LIMIT = "EMBREC_HISTORY_LIMIT"
 # Multi-modal fusion (embrec.domain.fusion): auto|off, and the weights of the image and metadata parts
 ENV_FUSION = "EMBREC_FUSION"
 ENV_FUSION_IMAGE_WEIGHT = "EMBREC_FUSION_IMAGE_WEIGHT"
@@ -148,6 +152,7 @@ class Settings:
     impressions_table: str = "embrec-impressions"
     ingest_queue_url: str = ""
     import_queue_url: str = ""
+    erasure_queue_url: str = ""
     aws_endpoint: str | None = None
     aws_port: int = DEFAULT_AWS_PORT
     region: str = "us-east-1"
@@ -163,6 +168,9 @@ class Settings:
     keep_versions: int = 5
     event_types: tuple[tuple[str, float], ...] = ()  # (type, weight) pairs; () = the built-in six
     signal_window_days: int = 180
+    # A request reads at most this many of the user's newest events: its cost is bounded by what ranking
+    # uses (the newest 200 build the profile; every event read is excluded from the list), not by history.
+    history_limit: int = 500
     fusion_mode: str = "auto"
     fusion_image_weight: float = 0.5  # embrec.domain.fusion.DEFAULT_IMAGE_WEIGHT
     fusion_meta_weight: float = 0.0  # embrec.domain.fusion.DEFAULT_META_WEIGHT
@@ -214,6 +222,7 @@ class Settings:
             impressions_table=env.get(ENV_IMPRESSIONS_TABLE, defaults.impressions_table),
             ingest_queue_url=env.get(ENV_INGEST_QUEUE_URL, ""),
             import_queue_url=env.get(ENV_IMPORT_QUEUE_URL, ""),
+            erasure_queue_url=env.get(ENV_ERASURE_QUEUE_URL, ""),
             aws_endpoint=env.get(ENV_AWS_ENDPOINT) or None,
             aws_port=aws_port,
             region=env.get(ENV_AWS_REGION) or env.get(ENV_AWS_DEFAULT_REGION) or defaults.region,
@@ -229,6 +238,7 @@ class Settings:
             keep_versions=_int(env, ENV_KEEP_VERSIONS, defaults.keep_versions, 1),
             event_types=_event_types(env),
             signal_window_days=_int(env, ENV_SIGNAL_WINDOW_DAYS, defaults.signal_window_days, 1),
+            history_limit=_int(env, ENV_HISTORY_LIMIT, defaults.history_limit, 1),
             fusion_mode=fusion_mode,
             fusion_image_weight=_float(env, ENV_FUSION_IMAGE_WEIGHT, defaults.fusion_image_weight),
             fusion_meta_weight=_float(env, ENV_FUSION_META_WEIGHT, defaults.fusion_meta_weight),

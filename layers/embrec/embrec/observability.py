@@ -15,6 +15,7 @@ __all__ = [
     "METRIC_CANDIDATES",
     "METRIC_COLD_START_LOAD_MS",
     "METRIC_EVENTS_ACCEPTED",
+    "METRIC_EVENTS_FAILED",
     "METRIC_EVENTS_IMPORTED",
     "METRIC_EVENTS_REJECTED",
     "METRIC_EXPERIMENT_SERVED",
@@ -46,6 +47,7 @@ METRIC_EVENTS_ACCEPTED = "EventsAccepted"
 METRIC_EVENTS_IMPORTED = "EventsImported"
 METRIC_HISTORY_ROWS_REJECTED = "HistoryRowsRejected"
 METRIC_EVENTS_REJECTED = "EventsRejected"
+METRIC_EVENTS_FAILED = "EventsFailed"  # not written after retries: reported to the client as retryable
 METRIC_ROWS_ACCEPTED = "CatalogRowsAccepted"
 METRIC_ROWS_REJECTED = "CatalogRowsRejected"
 METRIC_EXPERIMENT_SERVED = "ExperimentListsServed"  # its own EMF document, dimensions experiment, variant

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +47,9 @@ from embrec.observability import (
 __all__ = ["LoadedModel", "Runtime", "SharedCache", "get_runtime", "reset_runtime", "settings_at_start"]
 
 T = TypeVar("T")
+
+#: A request overlaps at most this many DynamoDB calls (history, profile, impression).
+IO_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,11 @@ class Runtime:
     @cached_property
     def aws(self) -> AwsClients:
         return self._aws or clients(self.settings)
+
+    @cached_property
+    def io(self) -> ThreadPoolExecutor:
+        """Threads for a request's independent DynamoDB calls (boto3 clients are thread-safe)."""
+        return ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="embrec-io")
 
     @cached_property
     def items(self) -> ItemStore:
@@ -304,6 +313,11 @@ class Runtime:
                 ReceiptHandle=receipt_handle,
                 VisibilityTimeout=seconds,
             )
+
+    def enqueue_erasure(self, message: str) -> None:
+        """Hand (the rest of) a user's erasure to the erasure job (the events function, through SQS)."""
+        with aws_errors("sqs erasure queue"):
+            self.aws.sqs.send_message(QueueUrl=self.settings.erasure_queue_url, MessageBody=message)
 
 
 def settings_at_start() -> Settings:

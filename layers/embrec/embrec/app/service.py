@@ -9,14 +9,17 @@ request parts, validates them with :mod:`embrec.edge.contract`, calls the pure c
 from __future__ import annotations
 
 import itertools
+import json
 import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aws_lambda_powertools.metrics import single_metric
 
@@ -31,7 +34,7 @@ from embrec.app.ingest import (
 )
 from embrec.app.runtime import LoadedModel, Runtime
 from embrec.aws.artifacts import HISTORY_INCOMING_PREFIX, INDEX_PREFIX, ArtifactStore
-from embrec.aws.store import IdempotencyStore, UserEvent
+from embrec.aws.store import Erasure, IdempotencyStore, StoredProfile, UserEvent
 from embrec.domain import experiments, ranking, reporting
 from embrec.domain.catalog import RowResult, read_catalog_named, resumable
 from embrec.domain.fusion import FusionConfig, profile_in_index_space, to_index_space
@@ -53,6 +56,7 @@ from embrec.manifest import MANIFEST_FILE
 from embrec.observability import (
     METRIC_CANDIDATES,
     METRIC_EVENTS_ACCEPTED,
+    METRIC_EVENTS_FAILED,
     METRIC_EVENTS_IMPORTED,
     METRIC_EVENTS_REJECTED,
     METRIC_EXPERIMENT_SERVED,
@@ -73,6 +77,8 @@ __all__ = [
     "delete_user",
     "emit_report_metrics",
     "encoder_retry_seconds",
+    "erase_step",
+    "erasure_status",
     "experiment_report",
     "health",
     "import_message",
@@ -94,7 +100,12 @@ ROWS_PER_INVOCATION = 20_000
 # AWS, well inside the 300 s timeout); the rest goes on in a continuation message from the byte it reached.
 ROWS_PER_IMPORT = 200_000
 ATTRIBUTION_SLACK_SECONDS = 86_400.0
-# With a short history the onboarding profile still counts; past this many events it is not even read.
+# An erasure step deletes at most this many rows, for at most this long (the events function has 10 s), then
+# queues the next step: every invocation is bounded, whatever the user's history.
+ERASE_ROWS_PER_STEP = 20_000
+ERASE_SECONDS_PER_STEP = 5.0
+ERASE_ROWS_PER_CALL = 1_000
+# With a short history the onboarding profile still counts; past this many events it is not used.
 PROFILE_HISTORY_LIMIT = 20
 DEFAULT_VARIANT = experiments.DEFAULT_VARIANT
 
@@ -161,6 +172,23 @@ def _serve(
     }
 
 
+def _history(runtime: Runtime, user_id: str, now: float) -> list[Interaction]:
+    """The user's newest events, at most ``EMBREC_HISTORY_LIMIT``: one bounded query, whatever the history."""
+    return runtime.interactions.history(user_id, limit=runtime.settings.history_limit, now=now)
+
+
+def _user_state(runtime: Runtime, user_id: str, now: float) -> tuple[list[Interaction], StoredProfile | None]:
+    """The user's newest events and (with a short history) onboarding profile: two reads, concurrently.
+
+    The profile read does not wait for the history to say whether it is needed: one small GetItem costs
+    less than a second round trip in series.
+    """
+    profile = runtime.io.submit(runtime.profiles.get, user_id)
+    history = _history(runtime, user_id, now)
+    stored = profile.result()
+    return history, stored if len(history) < PROFILE_HISTORY_LIMIT else None
+
+
 def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | None) -> dict[str, Any]:
     """``GET /users/{user_id}/recommendations``: personalised, else onboarding, else trending.
 
@@ -172,8 +200,7 @@ def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | Non
     model = _require_model(runtime)
     now = runtime.clock()
     assignment = experiments.assign(runtime.experiments(), user_id)
-    history = runtime.interactions.history(user_id, now=now)
-    profile = runtime.profiles.get(user_id) if len(history) < PROFILE_HISTORY_LIMIT else None
+    history, profile = _user_state(runtime, user_id, now)
     rank_params = assignment.overrides.apply(
         ranking.RankParams(
             k=query.k, filters=query.filters, diversity=query.diversity, explain=query.explain,
@@ -234,16 +261,16 @@ def onboard(runtime: Runtime, user_id: str, body: str | None) -> dict[str, Any]:
     user_id = api.parse_user_id(user_id)
     answers = api.parse_onboarding(api.parse_body(body))
     model = _require_model(runtime)
+    now = runtime.clock()
+    history = runtime.io.submit(_history, runtime, user_id, now)  # read while the answers are encoded
     text = onboarding_text(answers.interests, answers.goals, answers.experience)
     vector = runtime.encoder(model.index.encoder_id).encode([text])[0]
     runtime.profiles.put(user_id, vector, text, interests=answers.interests)
-    now = runtime.clock()
     assignment = experiments.assign(runtime.experiments(), user_id)
-    history = runtime.interactions.history(user_id, now=now)
     ranked = ranking.recommend(
         model.index,
         model.signals,
-        history,
+        history.result(),
         to_index_space(model.index, vector),  # profiles store the text vector
         assignment.overrides.apply(
             ranking.RankParams(
@@ -268,7 +295,10 @@ def onboard(runtime: Runtime, user_id: str, body: str | None) -> dict[str, Any]:
 
 
 def record_events(runtime: Runtime, body: str | None, caller: Caller | None = None) -> dict[str, Any]:
-    """``POST /events``: each event accepted (stored exactly once) or rejected with its field and reason.
+    """``POST /events``: each event accepted (stored exactly once), rejected with its field and reason, or
+    ``failed`` (``retryable``: DynamoDB stayed unavailable for its chunk; not written, nothing partial).
+
+    "accepted" and "duplicate" mean written. When nothing could be written the whole batch is a 503.
 
     A JWT ``caller`` may only send its own events: one event for another user refuses the whole batch (403)
     before anything is written.
@@ -294,6 +324,7 @@ def record_events(runtime: Runtime, body: str | None, caller: Caller | None = No
         now=now,
     )
     expired = set(stored.expired)
+    failed = set(stored.failed)
     results = [
         {"index": r.index, "event_id": r.event_id, "status": "rejected", "field": r.field, "reason": r.reason}
         for r in rejected
@@ -309,31 +340,124 @@ def record_events(runtime: Runtime, body: str | None, caller: Caller | None = No
                     "reason": "older than the retention period",
                 }
             )
+        elif event.event_id in failed:
+            # not written (DynamoDB unavailable after retries) and nothing partial: the client resends it
+            results.append(
+                {
+                    "event_id": event.event_id,
+                    "status": "failed",
+                    "retryable": True,
+                    "reason": "not written: storage unavailable, send this event again",
+                }
+            )
         else:
             status = "duplicate" if event.event_id in duplicates else "accepted"
             results.append({"event_id": event.event_id, "status": status})
+    written = len(accepted) - len(expired) - len(failed)
     rejected_count = len(rejected) + len(expired)
-    metrics.add_metric(name=METRIC_EVENTS_ACCEPTED, unit=MetricUnit.Count, value=len(accepted) - len(expired))
+    metrics.add_metric(name=METRIC_EVENTS_ACCEPTED, unit=MetricUnit.Count, value=written)
     metrics.add_metric(name=METRIC_EVENTS_REJECTED, unit=MetricUnit.Count, value=rejected_count)
-    return {"accepted": len(accepted) - len(expired), "rejected": rejected_count, "results": results}
+    if failed:
+        metrics.add_metric(name=METRIC_EVENTS_FAILED, unit=MetricUnit.Count, value=len(failed))
+        logger.warning("events not written after retries", extra={"failed": len(failed), "written": written})
+    return {"accepted": written, "rejected": rejected_count, "failed": len(failed), "results": results}
 
 
 def delete_user(runtime: Runtime, user_id: str) -> dict[str, Any]:
-    """``DELETE /users/{user_id}``: erase events, profile and served lists now; next request: trending."""
+    """``DELETE /users/{user_id}``: the erasure is accepted at once (202) and always completes.
+
+    The erasure marker is written first: from then on every read hides the user's events up to now (the
+    next request is trending). The profile goes at once (one row); the events and served-list records, as
+    many as there are, are deleted by the erasure job in bounded steps (:func:`erase_step`, through SQS).
+    ``GET /users/{user_id}/erasure`` says when it is complete.
+    """
     user_id = api.parse_user_id(user_id)
-    events = runtime.interactions.delete_user(user_id)
+    erasure = runtime.interactions.request_erasure(user_id, now=runtime.clock())
     profile = runtime.profiles.delete(user_id)
-    impressions = runtime.impressions.delete_user(user_id)
-    logger.info(
-        "user erased",
-        extra={"events_deleted": events, "profile_deleted": profile, "impressions_deleted": impressions},
-    )
+    runtime.enqueue_erasure(_erasure_message(erasure))
+    logger.info("user erasure requested", extra={"profile_deleted": profile})
+    return {**_erasure_body(erasure), "profile_deleted": profile}
+
+
+def erasure_status(runtime: Runtime, user_id: str) -> dict[str, Any]:
+    """``GET /users/{user_id}/erasure``: the latest erasure of the user, ``pending`` or ``complete``."""
+    user_id = api.parse_user_id(user_id)
+    erasure = runtime.interactions.erasure(user_id)
+    if erasure is None:
+        raise NotFoundError("no erasure was requested for this user")
+    return _erasure_body(erasure)
+
+
+def erase_step(runtime: Runtime, body: str) -> dict[str, Any]:
+    """One step of an erasure job (an SQS message): delete at most ``ERASE_ROWS_PER_STEP`` rows for at most
+    ``ERASE_SECONDS_PER_STEP``, then hand the rest to the next step, or mark the erasure complete. Safe to run
+    twice (deletes are idempotent)."""
+    try:
+        erasure = _parse_erasure_message(body)
+    except InvalidInputError as error:
+        # can never succeed: acknowledged (not retried into the DLQ), and said loudly
+        logger.error("erasure message dropped", extra={"field": error.field, "reason": error.reason})
+        return {"status": "dropped"}
+    started = time.monotonic()
+    events = impressions = 0
+    more_events = more_impressions = True
+
+    def budget() -> int:  # rows this step may still delete (0: hand over to the next step)
+        if time.monotonic() - started >= ERASE_SECONDS_PER_STEP:
+            return 0
+        return min(ERASE_ROWS_PER_CALL, ERASE_ROWS_PER_STEP - events - impressions)
+
+    while more_events and (rows := budget()) > 0:
+        user, before = erasure.user_id, erasure.erased_before
+        deleted, more_events = runtime.interactions.delete_erased(user, before, rows)
+        events += deleted
+    while not more_events and more_impressions and (rows := budget()) > 0:
+        deleted, more_impressions = runtime.impressions.delete_user(erasure.user_id, rows)
+        impressions += deleted
+    complete = not (more_events or more_impressions)
+    current = runtime.interactions.record_erasure(erasure, events, impressions, complete, now=runtime.clock())
+    if current and not complete:
+        runtime.enqueue_erasure(body)
+    status = "superseded" if not current else "complete" if complete else "continued"
+    logger.info("erasure step", extra={"status": status, "events_deleted": events,
+                                       "impressions_deleted": impressions})
+    return {"status": status, "events_deleted": events, "impressions_deleted": impressions}
+
+
+def _iso(epoch_s: float | None) -> str | None:
+    if epoch_s is None:
+        return None
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+
+
+def _erasure_body(erasure: Erasure) -> dict[str, Any]:
     return {
-        "user_id": user_id,
-        "events_deleted": events,
-        "profile_deleted": profile,
-        "impressions_deleted": impressions,
+        "user_id": erasure.user_id,
+        "status": erasure.status,
+        "erased_before": _iso(erasure.erased_before),
+        "requested_at": _iso(erasure.requested_at),
+        "completed_at": _iso(erasure.completed_at),
+        "events_deleted": erasure.events_deleted,
+        "impressions_deleted": erasure.impressions_deleted,
+        "status_url": f"/users/{quote(erasure.user_id, safe='')}/erasure",
     }
+
+
+def _erasure_message(erasure: Erasure) -> str:
+    return json.dumps({"erase_user": erasure.user_id, "erased_before": erasure.erased_before})
+
+
+def _parse_erasure_message(body: str) -> Erasure:
+    try:
+        message = json.loads(body)
+    except ValueError:
+        raise InvalidInputError("body", "not JSON") from None
+    if not isinstance(message, dict):
+        raise InvalidInputError("body", "must be an object")
+    before = message.get("erased_before")
+    if not isinstance(before, int | float) or isinstance(before, bool):
+        raise InvalidInputError("erased_before", "must be epoch seconds")
+    return Erasure(api.parse_user_id(message.get("erase_user")), float(before), "pending", float(before))
 
 
 def health(runtime: Runtime) -> tuple[dict[str, Any], int]:

@@ -9,7 +9,9 @@ Tables (names from :class:`embrec.config.Settings`, schema in template.yaml):
   ``ts`` (epoch ms), ``value``, ``recommendation_id``, ``variant``, ``event_id``, ``expires_at`` (TTL,
   epoch s), ``tb`` (time bucket, see :func:`time_bucket`). Global secondary index ``by_time`` (``tb``,
   ``ts``) serves the reads bounded by time (the rebuild's signal window, the A/B report since the
-  experiment's first list): each is one key-conditioned query per (week, shard), never a scan.
+  experiment's first list): each is one key-conditioned query per (week, shard), never a scan. One more
+  row per erased user: ``sk`` = :data:`ERASURE_SORT_KEY`, ``erased_before`` (epoch ms), ``status``,
+  counts (no ``ts`` or ``tb``: time reads never see it).
 - profiles: PK ``user_id``; ``vector`` (Binary float32), ``text``, ``updated_at``.
 - idempotency: PK ``id``; ``status``, ``expiration`` (TTL, epoch s), free attributes.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import queue
 import random
 import threading
@@ -44,6 +47,8 @@ from embrec.domain.model import Impression, Interaction, ItemState, StoredItem
 from embrec.errors import ConflictError, EmbrecError, InvalidInputError, ServiceUnavailableError
 
 __all__ = [
+    "ERASURE_SORT_KEY",
+    "Erasure",
     "IdempotencyStore",
     "ImportWriteResult",
     "ImpressionStore",
@@ -165,10 +170,18 @@ def _batch_write(client: Any, table: str, requests: Sequence[Mapping[str, Any]])
             raise ServiceUnavailableError(f"{table}: {len(pending)} writes still unprocessed after retries")
 
 
-def _delete_queried(client: Any, table: str, query: dict[str, Any], key_names: Sequence[str]) -> int:
-    """Delete every row a (paginated) query finds, by its primary key ``key_names``; the count deleted."""
+def _delete_queried(
+    client: Any, table: str, query: dict[str, Any], key_names: Sequence[str], max_rows: int | None = None
+) -> tuple[int, bool]:
+    """Delete the rows a (paginated) query finds, by their primary key ``key_names``, at most ``max_rows``.
+
+    ``(deleted, more)``: how many were deleted, and whether the query had rows left (call again).
+    """
     deleted = 0
+    query = dict(query)
     while True:
+        if max_rows is not None:
+            query["Limit"] = max_rows - deleted
         with aws_errors(table):
             response = client.query(**query)
         keys = [{name: row[name] for name in key_names} for row in response.get("Items", [])]
@@ -176,7 +189,9 @@ def _delete_queried(client: Any, table: str, query: dict[str, Any], key_names: S
         deleted += len(keys)
         last = response.get("LastEvaluatedKey")
         if not last:
-            return deleted
+            return deleted, False
+        if max_rows is not None and deleted >= max_rows:
+            return deleted, True
         query["ExclusiveStartKey"] = last
 
 
@@ -436,6 +451,32 @@ class ImportWriteResult:
     repeated: int = 0
 
 
+#: The sort key of a user's erasure marker. Event keys start with 13 digits, and "~" sorts after every digit,
+#: so a newest-first query of the user meets the marker first: reads learn of an erasure for free.
+ERASURE_SORT_KEY = "~erasure"
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """A user's erasure: every event at or before ``erased_before`` (epoch s) is erased.
+
+    Reads hide those events from the moment it is requested; ``status`` turns from ``"pending"`` to
+    ``"complete"`` when the job has deleted them (and the user's served-list records). Epoch seconds.
+    """
+
+    user_id: str
+    erased_before: float
+    status: str
+    requested_at: float
+    events_deleted: int = 0
+    impressions_deleted: int = 0
+    completed_at: float | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+
 def event_sort_key(timestamp_s: float, event_id: str) -> str:
     """The interactions sort key ``"<epoch ms, 13 digits>#<event_id>"``: newest-first order by time."""
     return f"{round(timestamp_s * 1000):013d}#{event_id}"
@@ -504,8 +545,11 @@ class InteractionStore:
     retry stores it). When some records already exist, the cancellation reasons name exactly which, and the
     rest are re-sent. A deterministic sort key alone would not do: a client that resends an event with a
     different or server-assigned timestamp would get a second row. The record expires with the event (same
-    TTL), so the table does not grow without bound, and it is kept on :meth:`delete_user`, so a late retry
+    TTL), so the table does not grow without bound, and it is kept on erasure, so a late retry
     cannot resurrect an erased event (it holds only a hash, no user id).
+
+    Erasure (:meth:`request_erasure`, :meth:`delete_erased`) is a marker row read with the history, then a
+    job that deletes the events below it in bounded steps (see :data:`ERASURE_SORT_KEY`).
     """
 
     def __init__(
@@ -657,9 +701,11 @@ class InteractionStore:
         return expires is None or float(expires) > now
 
     def history(self, user_id: str, limit: int | None = None, now: float | None = None) -> list[Interaction]:
-        """The user's interactions, newest first, at most ``limit``; TTL-expired ones left out.
+        """The user's interactions, newest first, at most ``limit``; TTL-expired and erased ones left out.
 
-        Pages through the query until ``limit`` live events are collected (expired rows can sit between).
+        One query of ``limit`` + 1 rows (the +1 is the erasure marker's slot) when the newest rows are live,
+        as they are: TTL expires the oldest first. Pages on only past expired rows. Events at or before a
+        requested erasure are never returned, even while the erasure job is still deleting them.
         """
         clock = time.time() if now is None else now
         kwargs: dict[str, Any] = {
@@ -672,12 +718,18 @@ class InteractionStore:
         if limit is not None:
             if limit <= 0:
                 return []
-            kwargs["Limit"] = max(limit, 25)
+            kwargs["Limit"] = limit + 1
         found: list[Interaction] = []
+        erased_before_ms: int | None = None
         while True:
             with aws_errors(self._table):
                 response = self._client.query(**kwargs)
             for row in response.get("Items", []):
+                if row["sk"]["S"] == ERASURE_SORT_KEY:
+                    erased_before_ms = int(row["erased_before"]["N"])
+                    continue
+                if erased_before_ms is not None and int(row["ts"]["N"]) <= erased_before_ms:
+                    return found  # newest first: every row from here on is erased (or being erased)
                 if self._live(row, clock):
                     found.append(self._interaction(row))
                     if limit is not None and len(found) >= limit:
@@ -687,16 +739,98 @@ class InteractionStore:
                 return found
             kwargs["ExclusiveStartKey"] = last
 
-    def delete_user(self, user_id: str) -> int:
-        """Erase every interaction of the user (paginated key-only query, batched deletes); the count."""
+    # ------------------------------------------------------------------------------------------ erasure
+
+    def request_erasure(self, user_id: str, now: float | None = None) -> Erasure:
+        """Mark every event of the user at or before ``now`` as erased (reads hide them from now on).
+
+        The marker expires when those events would have (their TTL): then nothing it hides can remain.
+        A second request moves the cut to its own time and starts over.
+        """
+        clock = time.time() if now is None else now
+        cut_ms = math.floor(clock * 1000)
+        erasure = Erasure(user_id, cut_ms / 1000.0, "pending", clock)
+        with aws_errors(self._table):
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "user_id": {"S": user_id},
+                    "sk": {"S": ERASURE_SORT_KEY},
+                    "erased_before": {"N": str(cut_ms)},
+                    "status": {"S": erasure.status},
+                    "requested_at": {"N": repr(float(clock))},
+                    "events_deleted": {"N": "0"},
+                    "impressions_deleted": {"N": "0"},
+                    "expires_at": {"N": str(cut_ms // 1000 + self._ttl_s)},
+                },
+            )
+        return erasure
+
+    def erasure(self, user_id: str) -> Erasure | None:
+        """The user's latest erasure request, or None (strongly consistent)."""
+        with aws_errors(self._table):
+            response = self._client.get_item(
+                TableName=self._table,
+                Key={"user_id": {"S": user_id}, "sk": {"S": ERASURE_SORT_KEY}},
+                ConsistentRead=True,
+            )
+        row = response.get("Item")
+        if not row:
+            return None
+        completed = row.get("completed_at", {}).get("N")
+        return Erasure(
+            user_id=user_id,
+            erased_before=int(row["erased_before"]["N"]) / 1000.0,
+            status=row["status"]["S"],
+            requested_at=float(row["requested_at"]["N"]),
+            events_deleted=int(row.get("events_deleted", {}).get("N", "0")),
+            impressions_deleted=int(row.get("impressions_deleted", {}).get("N", "0")),
+            completed_at=float(completed) if completed is not None else None,
+        )
+
+    def delete_erased(self, user_id: str, erased_before: float, max_rows: int) -> tuple[int, bool]:
+        """Delete up to ``max_rows`` of the user's events at or before ``erased_before`` (epoch s).
+
+        A key-range query (``sk`` below the cut), keys only, then batched deletes: ``(deleted, more)``.
+        """
+        cut_ms = round(erased_before * 1000)
         kwargs: dict[str, Any] = {
             "TableName": self._table,
-            "KeyConditionExpression": "user_id = :u",
-            "ExpressionAttributeValues": {":u": {"S": user_id}},
+            "KeyConditionExpression": "user_id = :u AND sk < :cut",
+            "ExpressionAttributeValues": {":u": {"S": user_id}, ":cut": {"S": f"{cut_ms + 1:013d}"}},
             "ProjectionExpression": "user_id, sk",
             "ConsistentRead": True,
         }
-        return _delete_queried(self._client, self._table, kwargs, ("user_id", "sk"))
+        return _delete_queried(self._client, self._table, kwargs, ("user_id", "sk"), max_rows)
+
+    def record_erasure(
+        self, erasure: Erasure, events: int, impressions: int, complete: bool, now: float | None = None
+    ) -> bool:
+        """Add one job step's counts to the marker (and mark it complete); False when a newer request for the
+        user has replaced this one (its own job finishes the work)."""
+        clock = time.time() if now is None else now
+        update = "ADD events_deleted :e, impressions_deleted :i"
+        values: dict[str, Any] = {
+            ":e": {"N": str(events)},
+            ":i": {"N": str(impressions)},
+            ":cut": {"N": str(round(erasure.erased_before * 1000))},
+        }
+        if complete:
+            update += " SET #s = :done, completed_at = :at"
+            values.update({":done": {"S": "complete"}, ":at": {"N": repr(float(clock))}})
+        try:
+            with aws_errors(self._table):
+                self._client.update_item(
+                    TableName=self._table,
+                    Key={"user_id": {"S": erasure.user_id}, "sk": {"S": ERASURE_SORT_KEY}},
+                    UpdateExpression=update,
+                    ConditionExpression="erased_before = :cut",
+                    ExpressionAttributeValues=values,
+                    **({"ExpressionAttributeNames": {"#s": "status"}} if complete else {}),
+                )
+        except ConflictError:
+            return False
+        return True
 
     def import_events(self, events: Iterable[UserEvent], now: float | None = None) -> ImportWriteResult:
         """Write history rows in bulk: BatchWriteItem, 25 rows a call, no transaction, no idempotency record.
@@ -952,8 +1086,9 @@ class ImpressionStore:
         with aws_errors(self._table):
             self._client.put_item(TableName=self._table, Item=row)
 
-    def delete_user(self, user_id: str) -> int:
-        """Erase every impression of the user (paginated query of ``by_user``, batched deletes); the count.
+    def delete_user(self, user_id: str, max_rows: int | None = None) -> tuple[int, bool]:
+        """Erase the user's impressions, at most ``max_rows`` (query of ``by_user``, batched deletes):
+        ``(deleted, more)``.
 
         The index is eventually consistent: a list served in the last second may be missed (its row then
         expires with its TTL).
@@ -964,7 +1099,7 @@ class ImpressionStore:
             "KeyConditionExpression": "user_id = :u",
             "ExpressionAttributeValues": {":u": {"S": user_id}},
         }
-        return _delete_queried(self._client, self._table, kwargs, ("recommendation_id",))
+        return _delete_queried(self._client, self._table, kwargs, ("recommendation_id",), max_rows)
 
     def scan_experiment(
         self, experiment: str, since: float | None = None, segments: int = 4, now: float | None = None

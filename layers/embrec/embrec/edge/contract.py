@@ -399,6 +399,7 @@ class Route:
     query: tuple[str, ...] = ()
     body: str | None = None
     auth: bool = True
+    accepted: bool = False  # answers 202: written or queued, finished later
 
 
 _FILTER_QUERY = (
@@ -434,8 +435,15 @@ ROUTES: tuple[Route, ...] = (
         ("k", "explain", *_FILTER_QUERY),
     ),
     Route("GET", "/search", "cold_start", "Free-text semantic search", ("q", "k", *_FILTER_QUERY)),
-    Route("POST", "/events", "events", "Record a batch of interactions", body="EventBatch"),
-    Route("DELETE", "/users/{user_id}", "events", "Erase a user's events and profile"),
+    Route("POST", "/events", "events", "Record a batch of interactions", body="EventBatch", accepted=True),
+    Route(
+        "DELETE",
+        "/users/{user_id}",
+        "events",
+        "Erase a user: hidden at once, deleted by a job (202)",
+        accepted=True,
+    ),
+    Route("GET", "/users/{user_id}/erasure", "events", "Progress of the user's erasure"),
     Route("GET", "/health", "recommend", "Index version, item count, encoder id", auth=False),
     Route("GET", "/openapi.json", "recommend", "This document", auth=False),
 )
@@ -534,7 +542,7 @@ def openapi_document(title: str = "embrec", version: str = __version__) -> dict[
             "operationId": f"{route.method.lower()}_{re.sub(r'[^a-z]+', '_', route.path.lower()).strip('_')}",
             "parameters": parameters,
             "responses": {
-                "200" if route.method != "POST" or route.body != "EventBatch" else "202": {
+                "202" if route.accepted else "200": {
                     "description": "OK",
                     "content": {"application/json": {"schema": {"type": "object"}}},
                 },

@@ -1,0 +1,165 @@
+"""Sustained ``POST /events`` into the local stack: ``python -m bench events_replay``.
+
+The real template and handlers run in a child process (``LocalEnvironment``, embedded moto server, no
+rebuild schedule, no ingest pollers), as ``embrec local up`` runs them; this process replays
+``BENCH_EVENTS`` events (default 100,000) through the HTTP API, 100 a request from ``BENCH_CLIENTS`` (2)
+client threads, 600 users, and prints the stack's RSS (``/proc/<pid>/status``) and the throughput of each
+window of ``BENCH_WINDOW`` events. Issue 14's goal: RSS flat within 2x of the start, throughput not falling
+as the tables grow (on moto 5.2.6 unpatched the stack grew ~5 MB per event and died near 4,700).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench._data import ROOT, machine_line
+
+__all__ = ["main"]
+
+USERS = 600
+ITEMS = 9_742
+BATCH = 100
+
+
+def _serve(api_port: int, aws_port: int) -> None:
+    """The child: the local stack on the given ports until it is terminated."""
+    from embrec_tools.local import LocalEnvironment
+
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    env = LocalEnvironment(Path(ROOT), api_port=api_port, aws_port=aws_port, aws_endpoint=None,
+                           dispatch=False, schedule=False)
+    env.serve_forever()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used (Linux): a cost that load on the machine does not
+    inflate, unlike wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of process ``pid`` in MB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _batch(start: int, now: float) -> dict[str, Any]:
+    events = []
+    for n in range(start, start + BATCH):
+        events.append({
+            "event_id": f"r-{n:08d}", "user_id": f"user-{(n * 7919) % USERS}",
+            "item_id": f"ml-{(n * 104729) % ITEMS + 1}", "type": ("view", "click", "like")[n % 3],
+            "timestamp": now - (n % 86_400),
+        })
+    return {"events": events}
+
+
+def _wait_ready(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"the local stack at {url} did not answer /health within {timeout:.0f} s")
+
+
+def replay(
+    total: int, clients: int, window: int, api_port: int, aws_port: int
+) -> list[tuple[int, float, float, float]]:
+    """Run the replay; ``(events sent, window events/s, RSS MB, stack CPU ms per event)`` per window."""
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(target=_serve, args=(api_port, aws_port), daemon=True)
+    child.start()
+    assert child.pid is not None
+    url = f"http://127.0.0.1:{api_port}"
+    rows: list[tuple[int, float, float, float]] = []
+    try:
+        _wait_ready(url)
+        print(f"stack pid {child.pid} ready, RSS {rss_mb(child.pid):.0f} MB; {total:,} events, "
+              f"{clients} clients")
+        next_batch = iter(range(0, total, BATCH))
+        lock = threading.Lock()
+        sent = 0
+        now = time.time()
+        failures: list[str] = []
+
+        def client() -> None:
+            nonlocal sent
+            session = requests.Session()
+            session.trust_env = False
+            while True:
+                with lock:
+                    start = next(next_batch, None)
+                if start is None:
+                    return
+                response = session.post(f"{url}/events", json=_batch(start, now), timeout=300)
+                body = response.json()
+                if response.status_code != 202 or body.get("accepted") != BATCH:
+                    failures.append(f"{response.status_code} {str(body)[:200]}")
+                    return
+                with lock:
+                    sent += BATCH
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+        started = last_time = time.monotonic()
+        last_sent, last_cpu = 0, cpu_seconds(child.pid)
+        for thread in threads:
+            thread.start()
+        while any(t.is_alive() for t in threads):
+            time.sleep(0.2)
+            with lock:
+                done = sent
+            if done - last_sent >= window or not any(t.is_alive() for t in threads):
+                clock, cpu = time.monotonic(), cpu_seconds(child.pid)
+                rate = (done - last_sent) / max(clock - last_time, 1e-9)
+                cpu_ms = 1000.0 * (cpu - last_cpu) / max(done - last_sent, 1)
+                rows.append((done, rate, rss_mb(child.pid), cpu_ms))
+                print(f"  {done:>9,} events  {clock - started:7.1f} s  {rate:7.1f} events/s  "
+                      f"RSS {rows[-1][2]:7.1f} MB  stack CPU {cpu_ms:5.2f} ms/event", flush=True)
+                last_sent, last_time, last_cpu = done, clock, cpu
+        if failures:
+            raise RuntimeError(f"replay stopped: {failures[0]}")
+    finally:
+        child.terminate()
+        child.join(30)
+    return rows
+
+
+def main() -> None:
+    print(machine_line())
+    total = int(os.environ.get("BENCH_EVENTS", "100000"))
+    clients = int(os.environ.get("BENCH_CLIENTS", "2"))
+    window = int(os.environ.get("BENCH_WINDOW", "10000"))
+    api_port = int(os.environ.get("EMBREC_PORT", "3000"))
+    aws_port = int(os.environ.get("EMBREC_AWS_PORT", "4566"))
+    rows = replay(total, clients, window, api_port, aws_port)
+    partial = len(rows) > 1 and rows[-1][0] - rows[-2][0] < window
+    full = rows[:-1] if partial else rows
+    first, last = full[0], full[-1]
+    rss = [r[2] for r in rows]
+    slope_kb = 1024.0 * (rss[-1] - rss[0]) / max(rows[-1][0] - rows[0][0], 1)
+    print(
+        f"sustained POST /events: {rows[-1][0]:,} events. Throughput first window {first[1]:.0f}/s, last "
+        f"{last[1]:.0f}/s (x{last[1] / first[1]:.2f}); stack CPU per event {first[3]:.2f} -> "
+        f"{last[3]:.2f} ms "
+        f"(x{last[3] / first[3]:.2f}); RSS {rss[0]:.0f} -> {rss[-1]:.0f} MB (x{rss[-1] / rss[0]:.2f}), "
+        f"{slope_kb:.1f} KB per stored event (the tables moto holds in memory)"
+    )
+
+if __name__ == "__main__":
+    main()

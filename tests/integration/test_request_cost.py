@@ -1,0 +1,132 @@
+"""Bounded cost per request (issue 14): a recommendation reads the user's newest events only.
+
+Counted, not timed: botocore event hooks on the runtime's own DynamoDB client count the calls of one request
+by operation and the bytes DynamoDB returned (read units are billed per 4 KB read), under in-process moto.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from deployment import Deployment
+from test_reliability import SLICE
+
+from embrec.app.runtime import get_runtime, reset_runtime
+from embrec_tools.datasets import load_movielens, to_jsonl
+
+CATALOG = load_movielens(SLICE).catalog_rows[:40]
+ITEM_IDS = [str(row["item_id"]) for row in CATALOG]
+
+
+def _seed_index(deployment: Deployment) -> None:
+    s3 = deployment.clients.s3
+    s3.put_object(Bucket=deployment.env["EMBREC_BUCKET"], Key="catalog/incoming/cost.jsonl",
+                  Body=to_jsonl(CATALOG))
+    deployment.drain_ingest_queue()
+    assert deployment.rebuild()["status"] == "published"
+
+
+def _write_history(deployment: Deployment, user: str, events: int) -> None:
+    """``events`` rows put straight into moto's table (100,000 through the API would take minutes here):
+    the history a year of traffic leaves, 10 distinct items so the list is never empty."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+
+    table = dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_table(
+        deployment.env["EMBREC_INTERACTIONS_TABLE"]
+    )
+    now_ms = int(time.time() * 1000)
+    partition = table.items[DynamoType({"S": user})]
+    for n in range(events):
+        row = {
+            "user_id": {"S": user}, "sk": {"S": f"{now_ms - n * 1000:013d}#ev-{n:07d}"},
+            "event_id": {"S": f"ev-{n:07d}"}, "item_id": {"S": ITEM_IDS[n % 10]},
+            "type": {"S": "view"}, "ts": {"N": str(now_ms - n * 1000)},
+            "expires_at": {"N": str(now_ms // 1000 + 86_400 * 30)},
+        }
+        hash_key, range_key = DynamoType(row["user_id"]), DynamoType(row["sk"])
+        item = Item(hash_key, range_key, {})
+        # LimitedSizeDict(...) skips the per-attribute size checks that made 100,000 puts take minutes
+        item.attrs = LimitedSizeDict({name: DynamoType(value) for name, value in row.items()})
+        partition[range_key] = item
+
+
+class _Meter:
+    """DynamoDB calls by operation and response bytes, on one client, while active."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls: Counter[str] = Counter()
+        self.bytes = 0
+
+    def _call(self, model: Any, **_: Any) -> None:
+        self.calls[model.name] += 1
+
+    def _response(self, http_response: Any, **_: Any) -> None:
+        self.bytes += len(http_response.content)
+
+    def __enter__(self) -> _Meter:
+        self.client.meta.events.register("before-call.dynamodb", self._call)
+        self.client.meta.events.register("after-call.dynamodb", self._response)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.client.meta.events.unregister("before-call.dynamodb", self._call)
+        self.client.meta.events.unregister("after-call.dynamodb", self._response)
+
+    @property
+    def read_units(self) -> int:
+        return math.ceil(self.bytes / 4096)
+
+
+def _request_cost(deployment: Deployment, user: str) -> _Meter:
+    with _Meter(get_runtime().aws.dynamodb) as meter:
+        status, body, _ = deployment.http("GET", f"/users/{user}/recommendations", {"k": 5})
+    assert status == 200 and body["strategy"] == "personalized", body
+    return meter
+
+
+@pytest.mark.slow
+def test_a_user_with_100k_events_costs_what_a_user_with_100_costs(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a history limit of 100 (the default is 500), a user with 100 events and one with 100,000
+    monkeypatch.setenv("EMBREC_HISTORY_LIMIT", "100")
+    reset_runtime()
+    _seed_index(deployment)
+    _write_history(deployment, "light", 100)
+    _write_history(deployment, "heavy", 100_000)
+    deployment.http("GET", "/users/light/recommendations")  # warm: index loaded, experiments read
+
+    # When each asks for recommendations
+    light = _request_cost(deployment, "light")
+    heavy = _request_cost(deployment, "heavy")
+
+    # Then both cost the same calls (one history query, one profile read, the impression) and read units
+    assert heavy.calls == light.calls == Counter({"Query": 1, "GetItem": 1, "PutItem": 1})
+    assert heavy.read_units == light.read_units
+
+
+def test_the_default_limit_bounds_a_long_history_to_one_query_of_500(deployment: Deployment) -> None:
+    # Given a user with 1,200 events and the default EMBREC_HISTORY_LIMIT (500)
+    _seed_index(deployment)
+    _write_history(deployment, "long", 1_200)
+
+    # When the user asks for recommendations, Then one query reads the newest 500 events only
+    queries: list[dict[str, Any]] = []
+    client = get_runtime().aws.dynamodb
+
+    def seen(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.name == "Query":
+            queries.append(params)
+
+    client.meta.events.register("provide-client-params.dynamodb", seen)
+    status, _, _ = deployment.http("GET", "/users/long/recommendations")
+    client.meta.events.unregister("provide-client-params.dynamodb", seen)
+    assert status == 200
+    assert len(queries) == 1 and queries[0]["Limit"] == 500 and queries[0]["ScanIndexForward"] is False
