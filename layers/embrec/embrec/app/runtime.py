@@ -258,11 +258,9 @@ class Runtime:
         return found[0]
 
     @contextmanager
-    def open_catalog(self, key: str, etag: str | None, start: int = 0) -> Iterator[BinaryIO]:
-        """Stream one uploaded catalog object from byte ``start`` (a ranged GET), read in 1 MiB blocks.
-
-        ``IfMatch`` on the notified ETag when there is one, so every chunk reads the same version.
-        """
+    def open_upload(self, key: str, etag: str | None, start: int = 0) -> Iterator[BinaryIO]:
+        """Stream one uploaded file (a catalog or a history) from byte ``start`` (a ranged GET), read in 1 MiB
+        blocks. ``IfMatch`` on the notified ETag when there is one, so every chunk reads the same version."""
         kwargs: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": key}
         if etag:
             kwargs["IfMatch"] = etag
@@ -272,21 +270,6 @@ class Runtime:
             body = self.aws.s3.get_object(**kwargs)["Body"]
         try:
             yield buffered(body)
-        finally:
-            body.close()
-
-    @contextmanager
-    def open_history(self, key: str, etag: str | None, offset: int = 0) -> Iterator[BinaryIO]:
-        """Stream one uploaded history file from byte ``offset`` (a ranged GET), ``IfMatch`` on its ETag."""
-        kwargs: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": key}
-        if etag:
-            kwargs["IfMatch"] = etag
-        if offset:
-            kwargs["Range"] = f"bytes={offset}-"
-        with aws_errors(f"s3://{self.settings.bucket}/{key}"):
-            body = self.aws.s3.get_object(**kwargs)["Body"]
-        try:
-            yield body
         finally:
             body.close()
 

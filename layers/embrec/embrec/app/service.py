@@ -538,7 +538,7 @@ def ingest_object(
         byte_resume = resumable(target.key)
         gzipped = target.key.lower().endswith(".gz")
         start = target.resume_offset if byte_resume and not gzipped else 0
-        with runtime.open_catalog(target.key, target.etag, start) as stream:
+        with runtime.open_upload(target.key, target.etag, start) as stream:
             if byte_resume:
                 rows: Iterator[RowResult] = read_catalog_named(stream, target.key, resume=target.resume)
             else:
@@ -641,7 +641,7 @@ def import_object(runtime: Runtime, target: HistoryObject) -> dict[str, Any]:
             )
 
         now = runtime.clock()
-        with runtime.open_history(target.key, target.etag, 0 if gzipped else target.offset) as stream:
+        with runtime.open_upload(target.key, target.etag, 0 if gzipped else target.offset) as stream:
             rows = read_history(
                 stream, target.key, runtime.type_weights.keys(), now,
                 offset=target.offset, first_line=target.line,

@@ -28,6 +28,7 @@ __all__ = [
     "StoredItem",
     "check_id",
     "is_valid_id",
+    "optional_number",
 ]
 
 #: The one id rule, for users, items, events and recommendation lists alike, enforced at every door: catalog
@@ -131,7 +132,8 @@ def _frozen(value: Any, field: str) -> frozenset[str] | None:
     return items
 
 
-def _optional_number(value: Any, field: str) -> float | None:
+def optional_number(value: Any, field: str) -> float | None:
+    """``value`` as a finite float, None for None; InvalidInputError on ``field`` otherwise (bools too)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
@@ -164,7 +166,7 @@ class Filters:
         for name in ("categories", "exclude_categories", "tags_any"):
             object.__setattr__(self, name, _frozen(getattr(self, name), name))
         for name in ("min_price", "max_price", "created_after"):
-            object.__setattr__(self, name, _optional_number(getattr(self, name), name))
+            object.__setattr__(self, name, optional_number(getattr(self, name), name))
         if self.available is not None and not isinstance(self.available, bool | np.bool_):
             raise InvalidInputError("available", "must be a boolean")
         if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:

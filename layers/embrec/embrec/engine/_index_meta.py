@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from embrec.domain.model import Filters
+from embrec.domain.model import Filters, optional_number
 from embrec.errors import IntegrityError, InvalidInputError
 
 __all__ = ["Filters", "MetadataColumns", "StringColumn", "parse_metadata"]
@@ -34,16 +34,6 @@ def _grow(array: np.ndarray, needed: int) -> np.ndarray:
     grown = np.empty((capacity, *array.shape[1:]), dtype=array.dtype)
     grown[: array.shape[0]] = array
     return grown
-
-
-def _optional_number(value: Any, field: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise InvalidInputError(field, "must be a number")
-    if not math.isfinite(float(value)):
-        raise InvalidInputError(field, "must be finite")
-    return float(value)
 
 
 class StringColumn:
@@ -164,9 +154,9 @@ def parse_metadata(row: Mapping[str, Any] | None, field: str = "metadata") -> di
         "title": title,
         "category": category,
         "tags": tuple(dict.fromkeys(raw_tags)),
-        "price": _optional_number(row.get("price"), f"{field}.price"),
+        "price": optional_number(row.get("price"), f"{field}.price"),
         "available": bool(available),
-        "created_at": _optional_number(row.get("created_at"), f"{field}.created_at"),
+        "created_at": optional_number(row.get("created_at"), f"{field}.created_at"),
     }
 
 
