@@ -6,11 +6,15 @@ Measured with tracemalloc in bytes (the moto server runs in this process), never
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +28,7 @@ from embrec_tools.local.emulator_fixes import FAST_OPERATIONS, install
 from embrec_tools.template import create_local_resources, load_template
 
 NOW = 1_780_000_000.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -71,17 +76,27 @@ def _transaction_peak_bytes(store: InteractionStore, batch: int) -> int:
     return peak
 
 
-def test_a_transaction_costs_the_same_memory_on_a_large_table_as_on_a_small_one(
-    local_dynamodb: tuple[AwsClients, Settings],
-) -> None:
-    bundle, settings = local_dynamodb
-    store = InteractionStore(bundle.dynamodb, settings.interactions_table, settings.idempotency_table)
+def _small_and_large_table_peaks() -> tuple[int, int]:
+    """One 5-event transaction's peak allocation on a 200-row, then a 3,000-row interactions table."""
+    with contextlib.contextmanager(local_dynamodb.__wrapped__)() as (bundle, settings):
+        store = InteractionStore(bundle.dynamodb, settings.interactions_table, settings.idempotency_table)
+        _fill(bundle.dynamodb, settings.interactions_table, 200, 0)
+        small = min(_transaction_peak_bytes(store, b) for b in range(2))
+        _fill(bundle.dynamodb, settings.interactions_table, 2_800, 200)
+        large = min(_transaction_peak_bytes(store, b) for b in range(2, 4))
+    return small, large
 
-    # Given a table of 200 rows, then the same table grown to 3,000 rows
-    _fill(bundle.dynamodb, settings.interactions_table, 200, 0)
-    small = min(_transaction_peak_bytes(store, b) for b in range(2))
-    _fill(bundle.dynamodb, settings.interactions_table, 2_800, 200)
-    large = min(_transaction_peak_bytes(store, b) for b in range(2, 4))
+
+def test_a_transaction_costs_the_same_memory_on_a_large_table_as_on_a_small_one() -> None:
+    # Measured in a fresh interpreter: tracemalloc counts every thread, and earlier tests' local stacks may
+    # still be winding down in this one
+    code = (
+        "import json, sys; sys.path.insert(0, '.'); "
+        "from tests.integration.test_local_emulator import _small_and_large_table_peaks as f; "
+        "print(json.dumps(f()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
+    small, large = json.loads(out.stdout.strip().splitlines()[-1])
 
     # Then one 5-event transaction (10 actions) allocates no more on the large table: moto 5.2.6 deep-copies
     # the whole table for every action (here +8.6 MB of peak for the 2,800 added rows), the fixed emulator
