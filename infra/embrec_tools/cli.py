@@ -21,7 +21,6 @@ API (``--api-url`` overrides). Errors print one ``embrec: error: ...`` line and 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gzip
 import json
 import sys
@@ -33,8 +32,9 @@ from typing import Any
 from embrec.config import Settings
 from embrec.errors import EmbrecError, NotFoundError, ServiceUnavailableError
 from embrec_tools import evaluation
+from embrec_tools.settings import cli_settings
 
-__all__ = ["api_base_url", "build_parser", "cli_settings", "main", "recommend_params", "results_table"]
+__all__ = ["api_base_url", "build_parser", "main", "recommend_params", "results_table"]
 
 Command = Callable[[argparse.Namespace], int]
 REAL_AWS_HELP = "real AWS (region, credentials from the environment), not the local stack"
@@ -138,20 +138,6 @@ def _positive_int(raw: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
-
-
-def cli_settings(real_aws: bool = False, env: Mapping[str, str] | None = None) -> Settings:
-    """The settings a command uses: the environment's, pointed at the local endpoint unless told otherwise.
-
-    ``EMBREC_AWS_ENDPOINT`` wins; else ``http://127.0.0.1:EMBREC_AWS_PORT``; ``real_aws``: no endpoint
-    (boto3's normal resolution for the region and credentials).
-    """
-    settings = Settings.from_env(env, local=not real_aws)
-    if real_aws:
-        return dataclasses.replace(settings, aws_endpoint=None)
-    if settings.aws_endpoint:
-        return settings
-    return dataclasses.replace(settings, aws_endpoint=f"http://127.0.0.1:{settings.aws_port}")
 
 
 def api_base_url(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> str:

@@ -10,7 +10,7 @@ import pytest
 from embrec.config import RESOURCE_VARIABLES
 from embrec.domain.model import Interaction
 from embrec.errors import ConfigurationError
-from embrec_tools.cli import api_base_url, build_parser, cli_settings, main, recommend_params, results_table
+from embrec_tools.cli import api_base_url, build_parser, main, recommend_params, results_table
 from embrec_tools.demo import (
     Progress,
     event_payload,
@@ -19,6 +19,7 @@ from embrec_tools.demo import (
     rebase_timestamps,
     select_replay,
 )
+from embrec_tools.settings import cli_settings
 
 
 def _ev(item: str, ts: float, kind: str = "like", value: float | None = 4.0) -> Interaction:

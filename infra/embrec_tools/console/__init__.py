@@ -35,8 +35,8 @@ def build_console(args: argparse.Namespace) -> Console:
     """The console the parsed ``embrec console`` arguments describe (nothing is contacted yet)."""
     from embrec.app.runtime import Runtime
     from embrec.errors import ConfigurationError
-    from embrec_tools.cli import cli_settings
     from embrec_tools.console.reads import StackReads
+    from embrec_tools.settings import cli_settings
 
     settings = cli_settings(args.aws)
     if args.aws:

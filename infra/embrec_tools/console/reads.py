@@ -1,11 +1,12 @@
 """What the console reads from the bucket and tables itself (the API does not serve it), every read bounded.
 
-Through the layer's own adapters and use cases with the operator's credentials (a :class:`Runtime` built from
-:func:`embrec_tools.cli.cli_settings`): the index pointer and the deltas since it, the newest catalog reports
-and a page of rejected rows, a user's newest events (one query, newest first), an item's stored fields (one
-GetItem), the experiments and their report (:func:`embrec.app.service.experiment_report`, the same code as
-``embrec report``), and the event counts of the last hour and day (``Select=COUNT`` queries on the
-interactions table's ``by_time`` index: only that range is read, never a scan).
+Through the layer's own adapters and use cases with the operator's credentials (a :class:`Runtime` built
+from :func:`embrec_tools.settings.cli_settings`): the index pointer and the deltas since it, the newest
+catalog reports and a page of rejected rows, a user's newest events (one query, newest first), an item's
+stored fields (one GetItem), the experiments and their report
+(:func:`embrec.app.service.experiment_report`, the same code as ``embrec report``), and the event counts
+of the last hour and day (``Select=COUNT`` queries on the interactions table's ``by_time`` index: only that
+range is read, never a scan).
 """
 
 from __future__ import annotations
