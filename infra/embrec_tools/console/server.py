@@ -13,23 +13,23 @@ import json
 import logging
 import re
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from embrec.errors import EmbrecError, ServiceUnavailableError
+from embrec.errors import EmbrecError
 from embrec_tools.console import pages
 from embrec_tools.console.api import ApiAnswer, ApiClient, ApiUnreachable, path_segment
 from embrec_tools.console.pages import Problem
 from embrec_tools.console.reads import StackReads, rebuild_schedule
+from embrec_tools.http_server import BackgroundHttpServer
 
 __all__ = ["Console", "ConsoleConfig", "ConsoleServer", "Response"]
 
@@ -395,41 +395,14 @@ class Console:
         return self._page(f"Rejected rows: {name}", pages.rejected_page(name, rows, more), active="/")
 
 
-class ConsoleServer:
+class ConsoleServer(BackgroundHttpServer):
     """A ``ThreadingHTTPServer`` on ``host:port`` (0 = a free port) serving a :class:`Console`."""
 
     def __init__(self, console: Console, *, host: str = "127.0.0.1", port: int = 8300) -> None:
         self.console = console
-        try:
-            self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        except OSError as exc:
-            raise ServiceUnavailableError(
-                f"cannot listen on {host}:{port} ({exc.strerror}): use --port"
-            ) from exc
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host if isinstance(host, str) else host.decode()}:{port}"
-
-    def start(self) -> None:
-        """Serve in a background thread (the socket already listens)."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="embrec-console",
-            daemon=True,
+        super().__init__(
+            host, port, self._handler_class(), thread_name="embrec-console", busy_hint=": use --port"
         )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
 
     def serve_forever(self) -> None:
         """Serve in this thread until Ctrl-C."""

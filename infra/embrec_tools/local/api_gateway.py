@@ -15,16 +15,16 @@ import binascii
 import json
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from embrec.errors import AuthenticationError, ForbiddenError, ServiceUnavailableError
+from embrec.errors import AuthenticationError, ForbiddenError
+from embrec_tools.http_server import BackgroundHttpServer
 from embrec_tools.local.lambdas import DEFAULT_ACCOUNT_ID, HttpRoute, LambdaFunction
 
 __all__ = [
@@ -290,7 +290,7 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "conte
 _REQUEST_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding"})
 
 
-class ApiGatewayServer:
+class ApiGatewayServer(BackgroundHttpServer):
     """A ``ThreadingHTTPServer`` on ``host:port`` (0 = a free port) dispatching to in-process functions.
 
     ``resolve`` maps a function logical id to its :class:`LambdaFunction`. Every response carries an
@@ -316,41 +316,13 @@ class ApiGatewayServer:
         self._resolve = resolve
         self._api_id = api_id
         self._max_body = max_body_bytes
-        try:
-            self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        except OSError as exc:
-            raise ServiceUnavailableError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); set EMBREC_PORT to a free port"
-            ) from exc
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        host = self._server.server_address[0]
-        return f"http://{host if isinstance(host, str) else host.decode()}:{self.port}"
-
-    def start(self) -> None:
-        """Serve in a background thread (returns at once; the socket is already listening)."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="embrec-api-gateway",
-            daemon=True,
+        super().__init__(
+            host,
+            port,
+            self._handler_class(),
+            thread_name="embrec-api-gateway",
+            busy_hint="; set EMBREC_PORT to a free port",
         )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving, close the socket and join the thread."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
 
     def handle(
         self,
