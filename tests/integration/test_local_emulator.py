@@ -162,3 +162,91 @@ def test_the_fast_dynamodb_answers_are_the_json_moto_serialises(
 
     # Then the answers are moto's own, byte for byte as JSON
     assert compared == dict.fromkeys(FAST_OPERATIONS, True)
+
+
+def test_a_query_answers_as_moto_does_while_reading_only_its_partition(
+    aws_clients: AwsClients, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the emulator fixes installed, and every query also answered by moto's own (whole-table) query
+    from moto.dynamodb.models.table import Table
+
+    install()
+    fixed = Table.query
+    answers: list[tuple[Any, Any]] = []
+
+    def both(self: Table, *args: Any, **kwargs: Any) -> Any:
+        answer = fixed(self, *args, **kwargs)
+        original = fixed.__wrapped__(self, *args, **kwargs)  # type: ignore[attr-defined]
+        answers.append(tuple(([r.to_json() for r in a[0]], a[1], a[2]) for a in (answer, original)))
+        return answer
+
+    monkeypatch.setattr(Table, "query", both)
+    store = InteractionStore(aws_clients.dynamodb, settings.interactions_table, settings.idempotency_table)
+    store.import_events(
+        [
+            UserEvent(f"u{n % 7}", Interaction(f"i-{n % 13}", ("view", "like")[n % 2], NOW - 3_000 * n,
+                                                event_id=f"e{n}", recommendation_id="r1" if n % 5 else None))
+            for n in range(400)
+        ],
+        now=NOW,
+    )
+    client, table = aws_clients.dynamodb, settings.interactions_table
+
+    # When the product's reads run (newest history, windows through the by_time index with and without a
+    # filter, counts) and raw queries page forwards and backwards with range conditions and small limits
+    assert len(store.history("u3", limit=20, now=NOW)) == 20
+    assert len(store.history("u4", now=NOW)) == 57
+    assert sum(1 for _ in store.read_window(NOW - 400_000, now=NOW)) == 134
+    assert sum(1 for _ in store.read_attributed(NOW - 400_000, now=NOW)) == 107
+    assert store.count_since(NOW - 100_000, now=NOW) == 34
+    for forward in (True, False):
+        pages = client.get_paginator("query").paginate(
+            TableName=table, KeyConditionExpression="user_id = :u AND sk BETWEEN :a AND :b",
+            ExpressionAttributeValues={":u": {"S": "u1"}, ":a": {"S": "0"}, ":b": {"S": "9"}},
+            ScanIndexForward=forward, PaginationConfig={"PageSize": 9},
+        )
+        assert sum(page["Count"] for page in pages) == 57
+    assert client.query(TableName=table, KeyConditionExpression="user_id = :u",
+                        ExpressionAttributeValues={":u": {"S": "nobody"}})["Count"] == 0
+    assert client.query(TableName=settings.items_table, KeyConditionExpression="item_id = :i",
+                        ExpressionAttributeValues={":i": {"S": "none"}})["Count"] == 0
+
+    # Then each answer (items, scanned count, where the next page starts) is the one moto's query gives
+    assert len(answers) > 20
+    for fixed_answer, original_answer in answers:
+        assert fixed_answer == original_answer
+
+
+def test_a_history_query_compares_as_many_keys_on_a_large_table_as_on_a_small_one(
+    aws_clients: AwsClients, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the emulator fixes installed, and moto's key comparisons counted
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    install()
+    compared = [0]
+    for name in ("__eq__", "__lt__"):
+        original = getattr(DynamoType, name)
+
+        def counted(self: Any, other: Any, _original: Any = original) -> Any:
+            compared[0] += 1
+            return _original(self, other)
+
+        monkeypatch.setattr(DynamoType, name, counted)
+    store = InteractionStore(aws_clients.dynamodb, settings.interactions_table, settings.idempotency_table)
+    store.import_events([UserEvent("me", Interaction(f"i-{n}", "view", NOW - n, event_id=f"m{n}"))
+                         for n in range(30)], now=NOW)
+
+    def comparisons_for_one_history_read(others: int, start: int) -> int:
+        _fill(aws_clients.dynamodb, settings.interactions_table, others, start)
+        compared[0] = 0
+        assert len(store.history("me", now=NOW)) == 30
+        return compared[0]
+
+    # When the same user's history is read with 200, then 4,000 other users' rows in the table
+    small = comparisons_for_one_history_read(200, 0)
+    large = comparisons_for_one_history_read(3_800, 200)
+
+    # Then the read compares the same keys: it touches the user's partition only (moto alone sorts the whole
+    # table for every query: 1,326 against 16,956 comparisons here)
+    assert small == large, (small, large)
