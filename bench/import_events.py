@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ def synthetic_history(path: Path, count: int, now: float, seed: int = 7) -> None
             out.write(f"s{rng.randrange(50_000)},item-{rng.randrange(20_000)},{rng.choice(kinds)},{ts:.3f}\n")
 
 
-def _copy(local: Path, bucket: str, key: str, endpoint: str) -> None:
+def copy_to_s3(local: Path, bucket: str, key: str, endpoint: str) -> None:
     aws = shutil.which("aws") or str(Path(sys.executable).with_name("aws"))
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}
@@ -78,8 +79,14 @@ def _copy(local: Path, bucket: str, key: str, endpoint: str) -> None:
                     "--only-show-errors"], check=True, env=env)
 
 
-def _wait(s3: Any, bucket: str, name: str, started: float, show: bool) -> dict[str, Any]:
+def wait_for_report(
+    s3: Any, bucket: str, name: str, started: float, show: bool, rss: Callable[[], float] | None = None
+) -> dict[str, Any]:
+    """Poll the file's report until it is complete; with ``show``, print rows, rows/s and ``rss()`` (MB,
+    this process by default) at each update."""
     from embrec.aws.artifacts import ArtifactStore
+
+    measure = rss or _rss_mb
 
     key = ArtifactStore.history_report_key(name)
     last_total, last_time = 0, started
@@ -92,7 +99,7 @@ def _wait(s3: Any, bucket: str, name: str, started: float, show: bool) -> dict[s
         if show and total > last_total:
             now = time.monotonic()
             rate = (total - last_total) / max(now - last_time, 1e-9)
-            print(f"  {now - started:7.1f}s rows {total:>9,}  {rate:8,.0f} rows/s  RSS {_rss_mb():7.0f} MB",
+            print(f"  {now - started:7.1f}s rows {total:>9,}  {rate:8,.0f} rows/s  RSS {measure():7.0f} MB",
                   flush=True)
             last_total, last_time = total, now
         if report.get("status") == "complete":
@@ -116,8 +123,8 @@ def main() -> None:
             now = time.time()
             rows = movielens_history(path, now)
             started = time.monotonic()
-            _copy(path, settings.bucket, "interactions/incoming/movielens.csv", stack.endpoint_url)
-            report = _wait(s3, settings.bucket, "movielens.csv", started, show=True)
+            copy_to_s3(path, settings.bucket, "interactions/incoming/movielens.csv", stack.endpoint_url)
+            report = wait_for_report(s3, settings.bucket, "movielens.csv", started, show=True)
             imported = time.monotonic() - started
             read_started = time.monotonic()
             seen = sum(1 for _ in runtime.interactions.read_window(now - settings.signal_window_days * DAY))
@@ -131,8 +138,8 @@ def main() -> None:
             synthetic_history(path, count, time.time())
             print(f"synthetic: {count:,} rows, {path.stat().st_size / 1e6:.0f} MB; RSS {_rss_mb():.0f} MB")
             started = time.monotonic()
-            _copy(path, settings.bucket, "interactions/incoming/synthetic.csv", stack.endpoint_url)
-            report = _wait(s3, settings.bucket, "synthetic.csv", started, show=True)
+            copy_to_s3(path, settings.bucket, "interactions/incoming/synthetic.csv", stack.endpoint_url)
+            report = wait_for_report(s3, settings.bucket, "synthetic.csv", started, show=True)
             elapsed = time.monotonic() - started
             rate = count / elapsed
             print(f"synthetic: accepted {report['accepted']:,} in {elapsed:.0f}s ({rate:,.0f} rows/s), "
