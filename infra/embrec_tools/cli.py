@@ -251,6 +251,19 @@ def _rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backfill_time_index(args: argparse.Namespace) -> int:
+    from embrec.app.runtime import Runtime
+
+    started = time.monotonic()
+
+    def progress(found: int, updated: int) -> None:
+        print(f"\r  {found:,} rows without a time bucket found, {updated:,} updated", end="", flush=True)
+
+    found, updated = Runtime(cli_settings(args.aws)).interactions.backfill_time_buckets(on_progress=progress)
+    print(f"\nbackfilled {updated:,} of {found:,} rows in {time.monotonic() - started:.1f}s")
+    return 0
+
+
 def recommend_params(args: argparse.Namespace) -> dict[str, str]:
     """Query parameters of ``GET /users/{id}/recommendations`` from the parsed arguments (only those set)."""
     params: dict[str, str] = {"k": str(args.k)}
@@ -355,6 +368,13 @@ def _add_stack_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     history.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the report")
     history.add_argument("--aws", action="store_true", help=REAL_AWS_HELP)
     history.set_defaults(handler=_import_events)
+
+    backfill = subparsers.add_parser(
+        "backfill-time-index",
+        help="one-off: put events stored before the by_time index into it (the rebuild's window read)",
+    )
+    backfill.add_argument("--aws", action="store_true", help=REAL_AWS_HELP)
+    backfill.set_defaults(handler=_backfill_time_index)
 
     rebuild = subparsers.add_parser("rebuild", help="rebuild and publish the index now")
     rebuild.add_argument("--aws", action="store_true", help=REAL_AWS_HELP)

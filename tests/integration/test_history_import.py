@@ -13,7 +13,7 @@ from deployment import Deployment
 
 from embrec.app import service
 from embrec.aws.clients import AwsClients
-from embrec.aws.store import TIME_SHARDS, InteractionStore, UserEvent
+from embrec.aws.store import TIME_SHARDS, InteractionStore, UserEvent, event_sort_key
 from embrec.config import Settings
 from embrec.domain.model import Interaction
 
@@ -256,3 +256,40 @@ def test_counting_recent_events_reads_only_their_range(
     assert day - day_before == 50
     assert sum(scanned) == day and set(operations) == {"Query"}  # the 300 old events were never read
     assert events.count_since(NOW - 3600, now=NOW) == hour_before
+
+
+def test_the_time_index_backfill_makes_rows_written_before_it_visible_to_the_window_read(
+    events: InteractionStore, aws_clients: AwsClients, settings: Settings
+) -> None:
+    # Given 60 events stored before the by_time index existed (rows without `tb`), 40 stored with it, an
+    # erasure marker (no `ts`), and 30 old rows without `tb` outside the window
+    client, table = aws_clients.dynamodb, settings.interactions_table
+    events.import_events(_history(40, 2, "bf-new"), now=NOW)
+    for event in _history(60, 3, "bf-pre") + _history(30, 300, "bf-old"):
+        sort_key = event_sort_key(event.interaction.timestamp, event.interaction.event_id)
+        row = {"user_id": {"S": event.user_id}, "sk": {"S": sort_key},
+               "event_id": {"S": event.interaction.event_id}, "item_id": {"S": event.interaction.item_id},
+               "type": {"S": "view"},
+               "ts": {"N": str(round(event.interaction.timestamp * 1000))},
+               "expires_at": {"N": str(int(NOW) + 400 * 86_400)}}
+        client.put_item(TableName=table, Item=row)
+    client.put_item(TableName=table, Item={"user_id": {"S": "bf-pre0"}, "sk": {"S": "~erasure"}})
+    users = ("bf-new", "bf-pre")
+
+    def in_window() -> int:
+        return sum(1 for user, _ in events.read_window(NOW - 30 * DAY, now=NOW) if user.startswith(users))
+
+    assert in_window() == 40  # the 60 older rows are invisible to the rebuild
+
+    # When the one-off backfill runs, twice
+    progress: list[tuple[int, int]] = []
+    first = events.backfill_time_buckets(segments=3, on_progress=lambda *counts: progress.append(counts))
+    second = events.backfill_time_buckets(segments=3)
+
+    # Then every row with a timestamp got the bucket a new write would give it (the old ones too, outside
+    # this window), the marker was left alone, and the second run found nothing to do
+    assert first == (90, 90) and progress[-1] == (90, 90)
+    assert second == (0, 0)
+    assert in_window() == 100
+    marker = client.get_item(TableName=table, Key={"user_id": {"S": "bf-pre0"}, "sk": {"S": "~erasure"}})
+    assert "tb" not in marker["Item"]

@@ -34,7 +34,7 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -493,6 +493,7 @@ _BUCKET_MS = TIME_BUCKET_DAYS * _SECONDS_PER_DAY * 1000
 # Reads look this far past ``now`` too: the API accepts timestamps up to 5 minutes ahead (clock skew).
 _FUTURE_SKEW_MS = 600_000
 _READ_WORKERS = 8
+_WRITE_WORKERS = 8
 
 
 def time_bucket(ts_ms: int, sort_key: str) -> str:
@@ -885,6 +886,56 @@ class InteractionStore:
                     break
                 request = {**request, "ExclusiveStartKey": last}
         return total
+
+    def backfill_time_buckets(
+        self, segments: int = 4, on_progress: Callable[[int, int], None] | None = None
+    ) -> tuple[int, int]:
+        """Give each event row that lacks one its ``tb`` (rows written before the ``by_time`` index existed).
+
+        A one-off over the whole table, not a scheduled read: a parallel Scan of the rows without ``tb``
+        (keys and ``ts`` only; DynamoDB still bills the scan of every row), then one UpdateItem each,
+        ``_WRITE_WORKERS`` at a time, conditioned on the row still being there without ``tb`` (an erased or
+        re-written row is left alone). Idempotent: a second run finds nothing to do. Returns (rows found, rows
+        updated); ``on_progress(found, updated)`` after each 1,000 rows' updates.
+        """
+        found = updated = 0
+        scan = {
+            "FilterExpression": "attribute_not_exists(tb) AND attribute_exists(ts)",
+            "ProjectionExpression": "user_id, sk, ts",
+        }
+
+        def update(row: Mapping[str, Any]) -> bool:
+            bucket = time_bucket(int(row["ts"]["N"]), row["sk"]["S"])
+            try:
+                with aws_errors(self._table):
+                    self._client.update_item(
+                        TableName=self._table,
+                        Key={"user_id": row["user_id"], "sk": row["sk"]},
+                        UpdateExpression="SET tb = :tb",
+                        ConditionExpression="attribute_exists(user_id) AND attribute_not_exists(tb)",
+                        ExpressionAttributeValues={":tb": {"S": bucket}},
+                    )
+            except ConflictError:
+                return False
+            return True
+
+        page: list[dict[str, Any]] = []
+        with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="backfill-tb") as writers:
+
+            def flush() -> None:
+                nonlocal found, updated
+                found += len(page)
+                updated += sum(writers.map(update, page))
+                page.clear()
+                if on_progress is not None:
+                    on_progress(found, updated)
+
+            for row in _parallel_scan(self._client, self._table, segments, scan):
+                page.append(row)
+                if len(page) >= 1_000:
+                    flush()
+            flush()
+        return found, updated
 
     def _read_time_range(
         self, since: float, now: float | None, extra: Mapping[str, Any]
