@@ -257,10 +257,17 @@ def _backfill_time_index(args: argparse.Namespace) -> int:
     started = time.monotonic()
 
     def progress(found: int, updated: int) -> None:
-        print(f"\r  {found:,} rows without a time bucket found, {updated:,} updated", end="", flush=True)
+        print(f"\r  {found:,} rows without the index key found, {updated:,} updated", end="", flush=True)
 
-    found, updated = Runtime(cli_settings(args.aws)).interactions.backfill_time_buckets(on_progress=progress)
-    print(f"\nbackfilled {updated:,} of {found:,} rows in {time.monotonic() - started:.1f}s")
+    runtime = Runtime(cli_settings(args.aws))
+    for name, backfill in (
+        ("interactions, by_time", runtime.interactions.backfill_time_buckets),
+        ("impressions, by_experiment", runtime.impressions.backfill_experiment_index),
+    ):
+        print(f"{name}:")
+        found, updated = backfill(on_progress=progress)
+        print(f"\n  {updated:,} of {found:,} rows backfilled")
+    print(f"done in {time.monotonic() - started:.1f}s")
     return 0
 
 
@@ -371,7 +378,7 @@ def _add_stack_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
     backfill = subparsers.add_parser(
         "backfill-time-index",
-        help="one-off: put events stored before the by_time index into it (the rebuild's window read)",
+        help="one-off: put rows stored before the by_time / by_experiment indexes into them",
     )
     backfill.add_argument("--aws", action="store_true", help=REAL_AWS_HELP)
     backfill.set_defaults(handler=_backfill_time_index)

@@ -13,9 +13,9 @@ from deployment import Deployment
 
 from embrec.app import service
 from embrec.aws.clients import AwsClients
-from embrec.aws.store import TIME_SHARDS, InteractionStore, UserEvent, event_sort_key
+from embrec.aws.store import TIME_SHARDS, ImpressionStore, InteractionStore, UserEvent, event_sort_key
 from embrec.config import Settings
-from embrec.domain.model import Interaction
+from embrec.domain.model import Impression, Interaction
 
 DAY = 86_400.0
 
@@ -293,3 +293,46 @@ def test_the_time_index_backfill_makes_rows_written_before_it_visible_to_the_win
     assert in_window() == 100
     marker = client.get_item(TableName=table, Key={"user_id": {"S": "bf-pre0"}, "sk": {"S": "~erasure"}})
     assert "tb" not in marker["Item"]
+
+
+def test_the_experiment_report_reads_only_its_experiments_lists_from_their_start(
+    aws_clients: AwsClients, settings: Settings
+) -> None:
+    # Given 30 lists of experiment "ab" from yesterday, 20 from 40 days ago, 50 lists of another experiment
+    # and 80 lists served outside any experiment, 6 of "ab"'s lists stored before the by_experiment index
+    impressions = ImpressionStore(aws_clients.dynamodb, settings.impressions_table)
+    served = (
+        [Impression(f"ab-new-{n}", f"u{n}", "ab", "v1" if n % 2 else "control", NOW - DAY + n, 10)
+         for n in range(30)]
+        + [Impression(f"ab-old-{n}", f"u{n}", "ab", "control", NOW - 40 * DAY + n, 10) for n in range(20)]
+        + [Impression(f"other-{n}", f"u{n}", "other", "control", NOW - DAY + n, 10) for n in range(50)]
+        + [Impression(f"plain-{n}", f"u{n}", None, "default", NOW - DAY + n, 10) for n in range(80)]
+    )
+    for impression in served:
+        impressions.put(impression)
+    for n in range(6):
+        key = {"recommendation_id": {"S": f"ab-new-{n}"}}
+        aws_clients.dynamodb.update_item(TableName=settings.impressions_table, Key=key,
+                                         UpdateExpression="REMOVE xs")
+    scanned: list[int] = []
+    operations: Counter[str] = Counter()
+    aws_clients.dynamodb.meta.events.register(
+        "after-call.dynamodb", lambda model, parsed, **_: (
+            operations.update([model.name]), scanned.append(parsed.get("ScannedCount", 0))
+        )
+    )
+
+    # When the report reads "ab" from a week ago
+    week = list(impressions.experiment_impressions("ab", NOW - 7 * DAY, now=NOW))
+
+    # Then DynamoDB read that experiment's lists of the week and nothing else: one query per shard, no Scan
+    assert sorted(i.recommendation_id for i in week) == sorted(f"ab-new-{n}" for n in range(6, 30))
+    assert sum(scanned) == 24 and dict(operations) == {"Query": ImpressionStore.EXPERIMENT_SHARDS}
+    assert {(i.experiment, i.items) for i in week} == {("ab", 10)}
+    assert len(list(impressions.experiment_impressions("ab", now=NOW))) == 44  # all of "ab" since its start
+
+    # And the one-off backfill puts the 6 older rows into the index (only those: lists outside experiments
+    # stay out of it), once
+    assert impressions.backfill_experiment_index(segments=2) == (6, 6)
+    assert impressions.backfill_experiment_index(segments=2) == (0, 0)
+    assert len(list(impressions.experiment_impressions("ab", NOW - 7 * DAY, now=NOW))) == 30

@@ -56,8 +56,9 @@ EXPECTED_TABLES: dict[str, dict[str, set[str]]] = {
     },
     "IngestFunction": {"ItemsTable": {"read", "write"}, "IdempotencyTable": {"read", "write", "delete"}},
     "ImportFunction": {"InteractionsTable": {"write"}, "IdempotencyTable": {"read", "write", "delete"}},
-    # interactions only through the by_time index: the signal window and the A/B report, bounded by time
-    "RebuildFunction": {"ItemsTable": {"scan"}, "InteractionsTable": {"read"}, "ImpressionsTable": {"scan"}},
+    # interactions and impressions only through their by_time / by_experiment indexes: the signal window
+    # and the A/B report, bounded by time and by the experiment
+    "RebuildFunction": {"ItemsTable": {"scan"}, "InteractionsTable": {"read"}, "ImpressionsTable": {"read"}},
 }
 DDB_KIND = {
     "dynamodb:GetItem": "read",
@@ -346,7 +347,7 @@ def test_tables_keys_ttl_pitr_retention(template: T) -> None:
         "ImpressionsTable": ({"recommendation_id": "HASH"}, "expires_at"),
     }
     indexes = {
-        "ImpressionsTable": {"by_user": {"user_id": "HASH"}},
+        "ImpressionsTable": {"by_user": {"user_id": "HASH"}, "by_experiment": {"xs": "HASH", "ts": "RANGE"}},
         "InteractionsTable": {"by_time": {"tb": "HASH", "ts": "RANGE"}},
     }
     numeric = {"ts"}

@@ -791,7 +791,8 @@ def experiment_report(
 ) -> reporting.Report:
     """The online A/B report of experiment ``name`` (see :mod:`embrec.domain.reporting` for the definitions).
 
-    Scans the impressions of the experiment (served at or after ``since``, epoch s), then reads the events
+    Reads the impressions of the experiment (served at or after ``since``, epoch s; a query of the
+    impressions' ``by_experiment`` index, bounded by the experiment, not the table), then reads the events
     that carry a ``recommendation_id`` from the first of those lists on (a read bounded by time through the
     interactions' ``by_time`` index: an event is attributed only to a list served before it); variants
     and control come from ``config/experiments.json`` when the
@@ -803,7 +804,7 @@ def experiment_report(
     except NotFoundError:
         defined = None
     now = runtime.clock()
-    impressions = list(runtime.impressions.scan_experiment(name, since, now=now))
+    impressions = list(runtime.impressions.experiment_impressions(name, since, now=now))
     # Event timestamps are the client's clock: a day of slack keeps a clock that runs behind attributed.
     first_served = min((impression.ts for impression in impressions), default=now) - ATTRIBUTION_SLACK_SECONDS
     report = reporting.experiment_report(

@@ -224,6 +224,9 @@ def _batch_get(
     return found
 
 
+_WRITE_WORKERS = 8
+
+
 def _parallel_scan(
     client: Any, table: str, segments: int, scan_kwargs: Mapping[str, Any]
 ) -> Generator[dict[str, Any], None, None]:
@@ -290,6 +293,49 @@ def _parallel_pages(
     finally:
         stop.set()
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _update_if(client: Any, table: str, key: Mapping[str, Any], name: str, value: str) -> bool:
+    """SET ``name`` on the row at ``key`` if it still exists without it; False when it does not (any more)."""
+    try:
+        with aws_errors(table):
+            client.update_item(
+                TableName=table,
+                Key=dict(key),
+                UpdateExpression="SET #a = :v",
+                ConditionExpression=f"attribute_exists({next(iter(key))}) AND attribute_not_exists(#a)",
+                ExpressionAttributeNames={"#a": name},
+                ExpressionAttributeValues={":v": {"S": value}},
+            )
+    except ConflictError:
+        return False
+    return True
+
+
+def _update_each(
+    rows: Iterable[Mapping[str, Any]],
+    update: Callable[[Mapping[str, Any]], bool],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int]:
+    """``update`` every row, ``_WRITE_WORKERS`` at a time, 1,000 rows a round: (rows, rows updated)."""
+    found = updated = 0
+    page: list[Mapping[str, Any]] = []
+    with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="backfill") as writers:
+
+        def flush() -> None:
+            nonlocal found, updated
+            found += len(page)
+            updated += sum(writers.map(update, page))
+            page.clear()
+            if on_progress is not None:
+                on_progress(found, updated)
+
+        for row in rows:
+            page.append(row)
+            if len(page) >= 1_000:
+                flush()
+        flush()
+    return found, updated
 
 
 # ---------------------------------------------------------------------------------------------- items
@@ -493,7 +539,6 @@ _BUCKET_MS = TIME_BUCKET_DAYS * _SECONDS_PER_DAY * 1000
 # Reads look this far past ``now`` too: the API accepts timestamps up to 5 minutes ahead (clock skew).
 _FUTURE_SKEW_MS = 600_000
 _READ_WORKERS = 8
-_WRITE_WORKERS = 8
 
 
 def time_bucket(ts_ms: int, sort_key: str) -> str:
@@ -898,7 +943,6 @@ class InteractionStore:
         re-written row is left alone). Idempotent: a second run finds nothing to do. Returns (rows found, rows
         updated); ``on_progress(found, updated)`` after each 1,000 rows' updates.
         """
-        found = updated = 0
         scan = {
             "FilterExpression": "attribute_not_exists(tb) AND attribute_exists(ts)",
             "ProjectionExpression": "user_id, sk, ts",
@@ -906,36 +950,10 @@ class InteractionStore:
 
         def update(row: Mapping[str, Any]) -> bool:
             bucket = time_bucket(int(row["ts"]["N"]), row["sk"]["S"])
-            try:
-                with aws_errors(self._table):
-                    self._client.update_item(
-                        TableName=self._table,
-                        Key={"user_id": row["user_id"], "sk": row["sk"]},
-                        UpdateExpression="SET tb = :tb",
-                        ConditionExpression="attribute_exists(user_id) AND attribute_not_exists(tb)",
-                        ExpressionAttributeValues={":tb": {"S": bucket}},
-                    )
-            except ConflictError:
-                return False
-            return True
+            key = {"user_id": row["user_id"], "sk": row["sk"]}
+            return _update_if(self._client, self._table, key, "tb", bucket)
 
-        page: list[dict[str, Any]] = []
-        with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="backfill-tb") as writers:
-
-            def flush() -> None:
-                nonlocal found, updated
-                found += len(page)
-                updated += sum(writers.map(update, page))
-                page.clear()
-                if on_progress is not None:
-                    on_progress(found, updated)
-
-            for row in _parallel_scan(self._client, self._table, segments, scan):
-                page.append(row)
-                if len(page) >= 1_000:
-                    flush()
-            flush()
-        return found, updated
+        return _update_each(_parallel_scan(self._client, self._table, segments, scan), update, on_progress)
 
     def _read_time_range(
         self, since: float, now: float | None, extra: Mapping[str, Any]
@@ -1110,10 +1128,15 @@ class ImpressionStore:
 
     PK ``recommendation_id``; ``user_id``, ``experiment`` (absent outside experiments), ``variant``, ``ts``
     (epoch ms), ``item_count``, ``strategy``, ``expires_at`` (TTL, epoch s: kept as long as the events).
-    Global secondary index ``by_user`` (``user_id``, keys only) serves the user's erasure.
+    Global secondary index ``by_user`` (``user_id``, keys only) serves the user's erasure; ``by_experiment``
+    (``xs`` = ``"<experiment>#<shard>"``, sort key ``ts``), a sparse index of the lists served inside an
+    experiment, serves the A/B report a read bounded by the experiment and its start, not the table.
     """
 
     USER_INDEX = "by_user"
+    EXPERIMENT_INDEX = "by_experiment"
+    # One index partition key takes ~1,000 writes/s; an experiment's lists are spread over this many.
+    EXPERIMENT_SHARDS = 4
 
     def __init__(self, client: Any, table: str, ttl_days: int = 365) -> None:
         self._client = client
@@ -1132,6 +1155,7 @@ class ImpressionStore:
         }
         if impression.experiment:
             row["experiment"] = {"S": impression.experiment}
+            row["xs"] = {"S": self._experiment_shard(impression.experiment, impression.recommendation_id)}
         if impression.strategy:
             row["strategy"] = {"S": impression.strategy}
         with aws_errors(self._table):
@@ -1152,22 +1176,32 @@ class ImpressionStore:
         }
         return _delete_queried(self._client, self._table, kwargs, ("recommendation_id",), max_rows)
 
-    def scan_experiment(
-        self, experiment: str, since: float | None = None, segments: int = 4, now: float | None = None
+    @classmethod
+    def _experiment_shard(cls, experiment: str, recommendation_id: str) -> str:
+        return f"{experiment}#{zlib.crc32(recommendation_id.encode()) % cls.EXPERIMENT_SHARDS}"
+
+    def experiment_impressions(
+        self, experiment: str, since: float | None = None, now: float | None = None
     ) -> Iterator[Impression]:
-        """Every live impression of ``experiment`` served at or after ``since`` (epoch s); any order."""
+        """Every live impression of ``experiment`` served at or after ``since`` (epoch s); any order.
+
+        One ``by_experiment`` query per shard, cut at ``since`` by the sort key: no other experiment's list,
+        no list outside an experiment and none before ``since`` is read (or billed).
+        """
         clock = time.time() if now is None else now
-        expression = "#e = :e"
-        values: dict[str, Any] = {":e": {"S": experiment}}
-        if since is not None:
-            expression += " AND ts >= :since"
-            values[":since"] = {"N": str(round(since * 1000))}
-        scan_kwargs = {
-            "FilterExpression": expression,
-            "ExpressionAttributeNames": {"#e": "experiment"},
-            "ExpressionAttributeValues": values,
-        }
-        for row in _parallel_scan(self._client, self._table, segments, scan_kwargs):
+        since_ms = 0 if since is None else max(0, round(since * 1000))
+        requests = [
+            {
+                "TableName": self._table,
+                "IndexName": self.EXPERIMENT_INDEX,
+                "KeyConditionExpression": "xs = :xs AND ts >= :since",
+                "ExpressionAttributeValues": {
+                    ":xs": {"S": f"{experiment}#{shard}"}, ":since": {"N": str(since_ms)},
+                },
+            }
+            for shard in range(self.EXPERIMENT_SHARDS)
+        ]
+        for row in _parallel_pages(self._client.query, self._table, requests, self.EXPERIMENT_SHARDS):
             expires = row.get("expires_at", {}).get("N")
             if expires is not None and float(expires) <= clock:
                 continue
@@ -1180,3 +1214,24 @@ class ImpressionStore:
                 items=int(row.get("item_count", {}).get("N", "0")),
                 strategy=row.get("strategy", {}).get("S", ""),
             )
+
+    def backfill_experiment_index(
+        self, segments: int = 4, on_progress: Callable[[int, int], None] | None = None
+    ) -> tuple[int, int]:
+        """Give each experiment impression stored before ``by_experiment`` its ``xs``: (found, updated).
+
+        A one-off like :meth:`InteractionStore.backfill_time_buckets` (a Scan of the rows with an experiment
+        and no ``xs``, one conditional UpdateItem each); a second run finds nothing to do.
+        """
+        scan = {
+            "FilterExpression": "attribute_exists(experiment) AND attribute_not_exists(xs)",
+            "ProjectionExpression": "recommendation_id, experiment",
+        }
+
+        def update(row: Mapping[str, Any]) -> bool:
+            shard = self._experiment_shard(row["experiment"]["S"], row["recommendation_id"]["S"])
+            return _update_if(self._client, self._table, {"recommendation_id": row["recommendation_id"]},
+                              "xs", shard)
+
+        rows = _parallel_scan(self._client, self._table, segments, scan)
+        return _update_each(rows, update, on_progress)
