@@ -318,13 +318,17 @@ def test_a_failing_rebuild_is_not_retried_and_lands_in_the_dead_letter_queue(tem
     assert ("sqs:SendMessage", json.dumps(failure["Destination"], sort_keys=True)) in granted
 
 
-def test_the_shrink_metric_has_an_alarm(template: T) -> None:
-    from embrec.observability import METRIC_SHRINK_REFUSED, NAMESPACE, SERVICE
+@pytest.mark.parametrize(
+    "metric", ["METRIC_SHRINK_REFUSED", "METRIC_INGEST_MESSAGES_REFUSED", "METRIC_INDEX_REFUSED"]
+)
+def test_each_metric_of_refused_work_has_an_alarm(template: T, metric: str) -> None:
+    import embrec.observability as observability
+    from embrec.observability import NAMESPACE, SERVICE
 
     alarms = [
         _props(alarm)
         for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
-        if _props(alarm)["MetricName"] == METRIC_SHRINK_REFUSED
+        if _props(alarm)["MetricName"] == getattr(observability, metric)
     ]
     assert len(alarms) == 1
     (alarm,) = alarms
