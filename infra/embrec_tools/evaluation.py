@@ -74,6 +74,7 @@ __all__ = [
     "novelty",
     "paired_difference",
     "paired_table",
+    "ranked_lists",
     "recall",
     "reciprocal_rank",
     "run",
@@ -375,6 +376,22 @@ def _popularity(train: Iterable[tuple[str, Interaction]]) -> tuple[Counter[str],
     return Counter({item: len(u) for item, u in users_per_item.items()}), len(users)
 
 
+def ranked_lists(
+    index: VectorIndex, replay: Replay, cases: Sequence[Case], params: Mapping[str, RankParams]
+) -> dict[str, list[list[str]]]:
+    """The item ids ``recommend`` ranks for each case (in case order) under each named ``params``: the
+    lists every metric is computed from. Case by case, so each request's replayed signals
+    (:meth:`Replay.at`) are built once for every strategy; no onboarding profile (a test user has a
+    history)."""
+    lists: dict[str, list[list[str]]] = {name: [] for name in params}
+    for case in cases:
+        signals = replay.at(case.now)
+        for name, rank_params in params.items():
+            result = recommend(index, signals, case.history, None, rank_params, case.now)
+            lists[name].append([item.item_id for item in result.items])
+    return lists
+
+
 def evaluate_strategies(
     index: VectorIndex,
     replay: Replay,
@@ -384,17 +401,11 @@ def evaluate_strategies(
     n_users: int,
     per_case: dict[str, dict[str, list[float]]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Run ``recommend`` for every case under each named ``params`` and average the metrics per name
-    (coverage over the index's live items). Case by case, so each request's replayed signals
-    (:meth:`Replay.at`) are built once for every strategy. ``per_case``: when given, each case's HR@10 and
-    NDCG@10 are appended under ``per_case[name]["HR@10"]`` etc. (in case order), for paired comparisons
+    """Average the metrics of each named ``params``' lists (:func:`ranked_lists`) over ``cases`` (coverage
+    over the index's live items). ``per_case``: when given, each case's HR@10 and NDCG@10 are appended
+    under ``per_case[name]["HR@10"]`` etc. (in case order), for paired comparisons
     (:func:`paired_difference`)."""
-    lists: dict[str, list[list[str]]] = {name: [] for name in params}
-    for case in cases:
-        signals = replay.at(case.now)
-        for name, rank_params in params.items():
-            result = recommend(index, signals, case.history, None, rank_params, case.now)
-            lists[name].append([item.item_id for item in result.items])
+    lists = ranked_lists(index, replay, cases, params)
     return {
         name: _metrics(
             index, cases, lists[name], popularity, n_users,
