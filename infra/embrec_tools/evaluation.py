@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from embrec.config import DEFAULT_HISTORY_LIMIT
 from embrec.domain.catalog import item_text, validate_row
 from embrec.domain.fusion import DEFAULT_META_WEIGHT, FusionConfig, fuse_rows, plan_fusion
 from embrec.domain.model import Interaction
@@ -241,10 +242,18 @@ def _by_user(interactions: Iterable[tuple[str, Interaction]]) -> dict[str, list[
     return grouped
 
 
+def _served_history(events: Sequence[Interaction]) -> tuple[Interaction, ...]:
+    """The newest :data:`~embrec.config.DEFAULT_HISTORY_LIMIT` of a user's events (oldest first): what a
+    request reads from the interactions table (its newest-first query) and so all the API excludes as seen.
+    The training set keeps every event (the rebuild reads them all)."""
+    return tuple(events[-DEFAULT_HISTORY_LIMIT:])
+
+
 def leave_last_out(interactions: Iterable[tuple[str, Interaction]], min_events: int = 3) -> Split:
     """Temporal leave-last-out: per user with >= ``min_events`` events, the newest event (ties: the larger
     (item id, event id) is the later one) is held out; the history is that user's earlier events (every
-    other event of the held-out item is dropped too, so the target is never in the history); ``now`` is the
+    other event of the held-out item is dropped too, so the target is never in the history), the newest
+    ``DEFAULT_HISTORY_LIMIT`` of them as a request reads them (:func:`_served_history`); ``now`` is the
     held-out timestamp. ``train`` = every interaction except the held-out ones (other users' later events
     included: the usual leave-last-out, not a global time cut)."""
     grouped = _by_user(interactions)
@@ -259,15 +268,17 @@ def leave_last_out(interactions: Iterable[tuple[str, Interaction]], min_events: 
         history = tuple(e for e in events[:-1] if e.item_id != last.item_id)
         train.extend((user, e) for e in history)
         if history:
-            cases.append(Case(user, history, frozenset({last.item_id}), float(last.timestamp)))
+            held_out = frozenset({last.item_id})
+            cases.append(Case(user, _served_history(history), held_out, float(last.timestamp)))
     return Split("leave-last-out", train, cases, {"min_events": min_events, "test_users": len(cases)})
 
 
 def item_cold_start(interactions: Iterable[tuple[str, Interaction]], fraction: float = 0.1) -> Split:
     """Item cold start: the newest ``fraction`` of items with interactions (by first interaction time, ties
     by item id) is withheld from every training interaction. A test user has >= 1 event on a cold item and
-    >= 1 on a warm one: history = all the user's warm events, targets = the user's cold items, ``now`` = the
-    user's newest event. The index still holds the cold items (their content is known at ingest)."""
+    >= 1 on a warm one: history = the user's warm events (the newest ``DEFAULT_HISTORY_LIMIT``, as a request
+    reads them), targets = the user's cold items, ``now`` = the user's newest event. The index still holds
+    the cold items (their content is known at ingest)."""
     if not 0 < fraction < 1:
         raise InvalidInputError("fraction", f"must be in (0, 1), got {fraction}")
     pairs = list(interactions)
@@ -286,7 +297,7 @@ def item_cold_start(interactions: Iterable[tuple[str, Interaction]], fraction: f
         warm = tuple(e for e in events if e.item_id not in cold)
         targets = frozenset(e.item_id for e in events if e.item_id in cold)
         if warm and targets:
-            cases.append(Case(user, warm, targets, float(events[-1].timestamp)))
+            cases.append(Case(user, _served_history(warm), targets, float(events[-1].timestamp)))
     info = {"fraction": fraction, "cold_items": len(cold), "test_users": len(cases)}
     return Split("item-cold-start", train, cases, info, new_items=cold)
 

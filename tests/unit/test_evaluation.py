@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embrec.config import DEFAULT_HISTORY_LIMIT, Settings
 from embrec.domain.model import Interaction
 from embrec.domain.profiles import ProfileParams
 from embrec.domain.ranking import BlendWeights
@@ -123,6 +124,25 @@ def test_leave_last_out_holds_out_the_newest_event_with_a_fixed_tie_break() -> N
             assert all(e.timestamp <= case.now for e in case.history)
     assert ("u2", "i1") in train and ("u2", "i2") in train
     assert len(split.train) == len(events) - 2
+
+
+def test_a_test_user_sees_the_newest_history_limit_events_as_a_request_reads_them() -> None:
+    # Given a user with more events than a request reads (EMBREC_HISTORY_LIMIT's default)
+    assert Settings().history_limit == DEFAULT_HISTORY_LIMIT
+    n = DEFAULT_HISTORY_LIMIT + 7
+    events = [_ev("heavy", f"i{t:04d}", float(t)) for t in range(n)]
+    # When both protocols split them
+    split = leave_last_out(events)
+    (case,) = split.cases
+    # Then the ranking sees (and excludes) the newest DEFAULT_HISTORY_LIMIT before the held-out one, while
+    # CF trains on all of them
+    assert [e.item_id for e in case.history] == [f"i{t:04d}" for t in range(7 - 1, n - 1)]
+    assert len(split.train) == n - 1
+    cold = item_cold_start([*events, _ev("other", "i0000", 0.5)], fraction=0.01)
+    (cold_case,) = [c for c in cold.cases if c.user_id == "heavy"]
+    warm = n - cold.info["cold_items"]
+    newest_warm = [f"i{t:04d}" for t in range(warm - DEFAULT_HISTORY_LIMIT, warm)]
+    assert [e.item_id for e in cold_case.history] == newest_warm
 
 
 def test_item_cold_start_withholds_the_newest_items_from_all_training() -> None:
