@@ -554,10 +554,13 @@ def build_index(
     fusion: FusionConfig | None = None,
 ) -> VectorIndex:
     """A :class:`VectorIndex` over the catalog, with the catalog metadata (as ingestion stores it), in the
-    layout the rebuild would choose for it (``fusion`` default: the product default, auto)."""
+    layout the rebuild would choose for it (``fusion`` default: the product default, auto; images count
+    only when enough of the catalog's items carry one, as in the rebuild)."""
     metadata = [validate_row(row).to_dict() for row in dataset.catalog_rows]
     images = [row.get("image_embedding") for row in metadata]
-    spec = plan_fusion(fusion or FusionConfig(), vectors.shape[1], (len(i) for i in images if i))
+    spec = plan_fusion(
+        fusion or FusionConfig(), vectors.shape[1], (len(i) for i in images if i), items=len(metadata)
+    )
     fused, _ = fuse_rows(spec, vectors, metadata, images)
     layout = None if spec is None else spec.to_dict()
     return VectorIndex.build(list(ids), fused, metadata, encoder_id=encoder_id, fusion=layout)

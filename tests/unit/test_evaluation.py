@@ -17,7 +17,7 @@ from embrec.domain.signals import SignalParams, compute_signals
 from embrec.engine.encoder import TextEncoder
 from embrec.engine.index import VectorIndex
 from embrec_tools.cli import build_parser
-from embrec_tools.datasets import load_movielens
+from embrec_tools.datasets import Dataset, load_movielens
 from embrec_tools.evaluation import (
     EVAL_STRATEGIES,
     METRICS,
@@ -143,6 +143,22 @@ def test_a_test_user_sees_the_newest_history_limit_events_as_a_request_reads_the
     warm = n - cold.info["cold_items"]
     newest_warm = [f"i{t:04d}" for t in range(warm - DEFAULT_HISTORY_LIMIT, warm)]
     assert [e.item_id for e in cold_case.history] == newest_warm
+
+
+def test_the_eval_index_takes_the_rebuilds_layout_one_stray_image_fuses_nothing() -> None:
+    # Given 10 items of which one carries an image vector (below the rebuild's minimum share)
+    rows = [{"item_id": f"i{n}", "title": f"item {n}"} for n in range(10)]
+    rows[3]["image_embedding"] = [0.5] * 8
+    vectors = np.random.default_rng(0).normal(size=(10, 16)).astype(np.float32)
+    dataset = Dataset("stray-image", rows, [])
+    # When the evaluation builds its index, Then it is the plain text layout, as the rebuild's would be
+    index = build_index(dataset, [r["item_id"] for r in rows], vectors, "enc")
+    assert index.fusion is None and index.dim == 16
+    # and with most items carrying one, both fuse
+    for row in rows[:6]:
+        row["image_embedding"] = [0.5] * 8
+    fused = build_index(dataset, [r["item_id"] for r in rows], vectors, "enc")
+    assert fused.fusion is not None and fused.fusion["image_dim"] == 8
 
 
 def test_item_cold_start_withholds_the_newest_items_from_all_training() -> None:
