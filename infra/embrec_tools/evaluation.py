@@ -751,15 +751,11 @@ def plot(result: EvalResult, path: Path) -> None:
 
 
 def _default_encoder_dir(cache_dir: Path) -> Path:
-    from embrec.manifest import sha256_file
-    from embrec_tools.encoder_build import BUILDER_VERSION, build_encoder, default_weights_dir
+    """The build the API serves (:data:`~embrec_tools.encoder_build.SERVED_QUANTIZE`), built on first use
+    under ``cache_dir/encoders`` with the demo's cache key."""
+    from embrec_tools.encoder_build import SERVED_QUANTIZE, cached_build
 
-    weights = default_weights_dir()
-    key = sha256_file(weights / "model.safetensors")[:16]
-    target = cache_dir / "encoders" / f"none-{key}-b{BUILDER_VERSION}"
-    if not (target / "encoder.json").is_file():
-        build_encoder(target, weights)
-    return target
+    return cached_build(cache_dir / "encoders", SERVED_QUANTIZE)[0]
 
 
 def run(
@@ -883,7 +879,10 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cmd.add_argument(
         "--tune-users", type=int, default=100, help="validation users sampled per validation split for tuning"
     )
-    cmd.add_argument("--encoder", default=None, help="built encoder directory (default: built into --cache)")
+    cmd.add_argument(
+        "--encoder", default=None,
+        help="built encoder directory (default: the build the API serves, int8, built into --cache)",
+    )
     cmd.add_argument(
         "--strategies", default=None, help=f"comma-separated subset of {','.join(EVAL_STRATEGIES)}"
     )
