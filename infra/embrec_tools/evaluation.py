@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from embrec.config import DEFAULT_HISTORY_LIMIT
+from embrec.config import DEFAULT_HISTORY_LIMIT, Settings
 from embrec.domain.catalog import item_text, validate_row
 from embrec.domain.fusion import DEFAULT_META_WEIGHT, FusionConfig, fuse_rows, plan_fusion
 from embrec.domain.model import Interaction
@@ -781,7 +781,10 @@ def run(
         raise InvalidInputError("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     started = time.perf_counter()
     dataset = load_dataset(dataset_name, path)
-    encoder = TextEncoder.load(encoder_dir or _default_encoder_dir(cache_dir))
+    # The eval touches no AWS resource: only the encoder's thread count comes from the settings, read as the
+    # local tooling reads them (no bucket or table names required).
+    threads = Settings.from_env(local=True).encoder_threads
+    encoder = TextEncoder.load(encoder_dir or _default_encoder_dir(cache_dir), threads=threads)
     ids, vectors = encode_catalog(dataset, lambda texts: encoder.encode(texts), encoder.encoder_id, cache_dir)
     index = build_index(dataset, ids, vectors, encoder.encoder_id, fusion)
     split = leave_last_out(dataset.interactions) if protocol == "leave-last-out" else item_cold_start(

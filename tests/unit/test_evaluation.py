@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from embrec.config import DEFAULT_HISTORY_LIMIT, Settings
+from embrec.config import DEFAULT_HISTORY_LIMIT, Settings, get_settings
 from embrec.domain.model import Interaction
 from embrec.domain.profiles import ProfileParams
 from embrec.domain.ranking import BlendWeights
 from embrec.domain.signals import SignalParams, compute_signals
 from embrec.engine.encoder import TextEncoder
 from embrec.engine.index import VectorIndex
-from embrec_tools.cli import build_parser
+from embrec_tools.cli import build_parser, main
 from embrec_tools.datasets import Dataset, load_movielens
 from embrec_tools.evaluation import (
     EVAL_STRATEGIES,
@@ -285,6 +287,22 @@ def test_amazon_synthetic_loads_for_evaluation(tmp_path: Path) -> None:
     assert dataset.name == "amazon-magazines" and dataset.interactions
     split = leave_last_out(dataset.interactions, min_events=2)
     assert all(case.targets.isdisjoint(e.item_id for e in case.history) for case in split.cases)
+
+
+def test_embrec_eval_runs_from_a_shell_without_stack_settings(
+    encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a shell with no EMBREC_* variable (no bucket, no tables, no endpoint: the eval needs none)
+    for name in [n for n in os.environ if n.startswith("EMBREC_")]:
+        monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    out = tmp_path / "results.json"
+    # When `embrec eval` runs on the slice, Then it finishes and saves its results
+    argv = ["eval", "--dataset", "movielens", "--path", str(FIXTURES / "movielens-slice"), "--users", "2",
+            "--strategies", "popularity", "--encoder", str(encoder_dir), "--cache", str(tmp_path),
+            "--out", str(out)]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["users"] == 2
 
 
 def test_cli_registers_eval() -> None:
