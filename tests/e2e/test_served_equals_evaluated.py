@@ -25,6 +25,14 @@ What the slice avoids, and why it is honest:
 - CF is co-occurrence on both sides: the slice has fewer than ``SignalParams.ease_min_total_users`` (100)
   users, below which the product's own rule leaves SLIST; ml-latest-small has no 180-day stretch with 100
   users.
+- Exact search on both sides: 115 items are below ``VectorIndex.exact_max_items`` (8,192). Above it hnswlib
+  answers, and its graph (built on every core) is not reproducible from one build to the next, on either
+  side: that is recall (BENCHMARKS.md), not a second computation.
+- The encoder: the shared stack publishes the fp32 build (``encoder_dir``), so the eval side encodes with
+  that build too; ingest and ``encode_catalog`` must give the same vectors from it.
+
+Evaluated at each user's own time instead, 63 of the 74 lists come out in another order: that is the size
+of the one difference the slice avoids.
 """
 
 from __future__ import annotations
