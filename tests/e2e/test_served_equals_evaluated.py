@@ -140,8 +140,12 @@ def test_the_api_serves_the_lists_the_evaluation_ranks(stack: Stack, encoder_dir
     index = build_index(dataset, ids, vectors, encoder.encoder_id)
     cases = [replace(case, now=now) for case in split.cases]
     params = {"api": strategy_params("multi-interest", k=K)}
-    evaluated = dict(zip([c.user_id for c in cases],
-                         ranked_lists(index, split.replay(index), cases, params)["api"], strict=True))
+    replay = split.replay(index)
+    evaluated = dict(zip([c.user_id for c in cases], ranked_lists(index, replay, cases, params)["api"],
+                         strict=True))
+    # (the lists rest on every signal: CF neighbours and a non-empty trending window at that now)
+    signals = replay.at(now)
+    assert signals.trending.any() and any(signals.neighbours(e.item_id) for e in cases[0].history)
 
     # Then every list is the same, id for id and in order
     differing = [user for user in evaluated if served[user] != evaluated[user]]
