@@ -41,7 +41,7 @@ from embrec.config import DEFAULT_HISTORY_LIMIT, Settings
 from embrec.domain.catalog import item_text, validate_row
 from embrec.domain.fusion import DEFAULT_META_WEIGHT, FusionConfig, fuse_rows, plan_fusion
 from embrec.domain.model import Interaction
-from embrec.domain.profiles import SECONDS_PER_DAY, ProfileParams
+from embrec.domain.profiles import SECONDS_PER_DAY, ProfileParams, event_order
 from embrec.domain.ranking import BlendWeights, RankParams, recommend
 from embrec.domain.signals import SignalParams, Signals, compute_signals, trending_scores
 from embrec.engine.index import VectorIndex
@@ -229,16 +229,12 @@ class Replay:
         return replace(self.signals, trending=trending)
 
 
-def _event_order(event: Interaction) -> tuple[float, str, str]:
-    return (float(event.timestamp), event.item_id, event.event_id)
-
-
 def _by_user(interactions: Iterable[tuple[str, Interaction]]) -> dict[str, list[Interaction]]:
     grouped: dict[str, list[Interaction]] = defaultdict(list)
     for user, event in interactions:
         grouped[user].append(event)
     for events in grouped.values():
-        events.sort(key=_event_order)
+        events.sort(key=event_order)  # the product's rule for which event is the newer
     return grouped
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from embrec.config import DEFAULT_HISTORY_LIMIT, Settings, get_settings
 from embrec.domain.model import Interaction
-from embrec.domain.profiles import ProfileParams
+from embrec.domain.profiles import ProfileParams, event_order, recent_history
 from embrec.domain.ranking import BlendWeights
 from embrec.domain.signals import SignalParams, compute_signals
 from embrec.engine.encoder import TextEncoder
@@ -115,6 +115,10 @@ def test_leave_last_out_holds_out_the_newest_event_with_a_fixed_tie_break() -> N
     by_user = {case.user_id: case for case in split.cases}
     assert set(by_user) == {"u1", "u3"}
     assert by_user["u1"].targets == {"i4"}  # equal timestamps: the larger item id counts as later
+    # the profile's rule for the newer event (profiles.event_order): the one held out is the newest it sees
+    u1 = [e for u, e in events if u == "u1"]
+    assert {max(u1, key=event_order).item_id} == by_user["u1"].targets
+    assert [e.item_id for e in recent_history(by_user["u1"].history, 10)] == ["i3", "i2", "i1"]
     assert by_user["u1"].now == 3
     assert [e.item_id for e in by_user["u1"].history] == ["i1", "i2", "i3"]
     assert by_user["u3"].targets == {"i7"}
