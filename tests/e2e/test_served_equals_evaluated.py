@@ -78,7 +78,7 @@ HISTORY_FILE = "replay-slice.csv"
 
 @pytest.fixture(scope="module")
 def stack(encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The shared stack (conftest.py's), its rebuild reading the retention period."""
+    """conftest.py's stack (the same start_stack), its rebuild reading the whole retention period."""
     settings = {ENV_SIGNAL_WINDOW_DAYS: SIGNAL_WINDOW_DAYS}
     with start_stack(encoder_dir, tmp_path_factory.mktemp("replay_stack"), settings) as live:
         yield live
