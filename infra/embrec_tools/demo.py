@@ -346,14 +346,12 @@ def _project_root(options: DemoOptions) -> Path:
 
 
 def _prepare_encoder(tour: _Tour, root: Path) -> Path:
-    from embrec_tools.encoder_build import cached_build
+    from embrec_tools.encoder_build import SERVED_QUANTIZE, cached_build
 
-    # int8: 1.6x the optimised fp32 speed at min cosine 0.992 to the reference (BENCHMARKS.md), and the
-    # demo encodes the whole catalog on a laptop.
-    tour.step("encoder: all-MiniLM-L6-v2 -> ONNX, int8 (cached under .cache/encoders)")
+    tour.step(f"encoder: all-MiniLM-L6-v2 -> ONNX, {SERVED_QUANTIZE} (cached under .cache/encoders)")
     directory, built = cached_build(
         root / ".cache" / "encoders",
-        "int8",
+        SERVED_QUANTIZE,
         on_build=lambda: tour.say("    building from the safetensors weights (first run only, ~1-2 min)..."),
     )
     tour.say(f"    {'built' if built else 'cached'}: {directory}")

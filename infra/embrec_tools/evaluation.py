@@ -37,10 +37,11 @@ from typing import Any
 
 import numpy as np
 
+from embrec.config import DEFAULT_HISTORY_LIMIT, Settings
 from embrec.domain.catalog import item_text, validate_row
 from embrec.domain.fusion import DEFAULT_META_WEIGHT, FusionConfig, fuse_rows, plan_fusion
 from embrec.domain.model import Interaction
-from embrec.domain.profiles import SECONDS_PER_DAY, ProfileParams
+from embrec.domain.profiles import SECONDS_PER_DAY, ProfileParams, event_order
 from embrec.domain.ranking import BlendWeights, RankParams, recommend
 from embrec.domain.signals import SignalParams, Signals, compute_signals, trending_scores
 from embrec.engine.index import VectorIndex
@@ -74,6 +75,7 @@ __all__ = [
     "novelty",
     "paired_difference",
     "paired_table",
+    "ranked_lists",
     "recall",
     "reciprocal_rank",
     "run",
@@ -227,23 +229,27 @@ class Replay:
         return replace(self.signals, trending=trending)
 
 
-def _event_order(event: Interaction) -> tuple[float, str, str]:
-    return (float(event.timestamp), event.item_id, event.event_id)
-
-
 def _by_user(interactions: Iterable[tuple[str, Interaction]]) -> dict[str, list[Interaction]]:
     grouped: dict[str, list[Interaction]] = defaultdict(list)
     for user, event in interactions:
         grouped[user].append(event)
     for events in grouped.values():
-        events.sort(key=_event_order)
+        events.sort(key=event_order)  # the product's rule for which event is the newer
     return grouped
+
+
+def _served_history(events: Sequence[Interaction]) -> tuple[Interaction, ...]:
+    """The newest :data:`~embrec.config.DEFAULT_HISTORY_LIMIT` of a user's events (oldest first): what a
+    request reads from the interactions table (its newest-first query) and so all the API excludes as seen.
+    The training set keeps every event (the rebuild reads them all)."""
+    return tuple(events[-DEFAULT_HISTORY_LIMIT:])
 
 
 def leave_last_out(interactions: Iterable[tuple[str, Interaction]], min_events: int = 3) -> Split:
     """Temporal leave-last-out: per user with >= ``min_events`` events, the newest event (ties: the larger
     (item id, event id) is the later one) is held out; the history is that user's earlier events (every
-    other event of the held-out item is dropped too, so the target is never in the history); ``now`` is the
+    other event of the held-out item is dropped too, so the target is never in the history), the newest
+    ``DEFAULT_HISTORY_LIMIT`` of them as a request reads them (:func:`_served_history`); ``now`` is the
     held-out timestamp. ``train`` = every interaction except the held-out ones (other users' later events
     included: the usual leave-last-out, not a global time cut)."""
     grouped = _by_user(interactions)
@@ -258,15 +264,17 @@ def leave_last_out(interactions: Iterable[tuple[str, Interaction]], min_events: 
         history = tuple(e for e in events[:-1] if e.item_id != last.item_id)
         train.extend((user, e) for e in history)
         if history:
-            cases.append(Case(user, history, frozenset({last.item_id}), float(last.timestamp)))
+            held_out = frozenset({last.item_id})
+            cases.append(Case(user, _served_history(history), held_out, float(last.timestamp)))
     return Split("leave-last-out", train, cases, {"min_events": min_events, "test_users": len(cases)})
 
 
 def item_cold_start(interactions: Iterable[tuple[str, Interaction]], fraction: float = 0.1) -> Split:
     """Item cold start: the newest ``fraction`` of items with interactions (by first interaction time, ties
     by item id) is withheld from every training interaction. A test user has >= 1 event on a cold item and
-    >= 1 on a warm one: history = all the user's warm events, targets = the user's cold items, ``now`` = the
-    user's newest event. The index still holds the cold items (their content is known at ingest)."""
+    >= 1 on a warm one: history = the user's warm events (the newest ``DEFAULT_HISTORY_LIMIT``, as a request
+    reads them), targets = the user's cold items, ``now`` = the user's newest event. The index still holds
+    the cold items (their content is known at ingest)."""
     if not 0 < fraction < 1:
         raise InvalidInputError("fraction", f"must be in (0, 1), got {fraction}")
     pairs = list(interactions)
@@ -285,7 +293,7 @@ def item_cold_start(interactions: Iterable[tuple[str, Interaction]], fraction: f
         warm = tuple(e for e in events if e.item_id not in cold)
         targets = frozenset(e.item_id for e in events if e.item_id in cold)
         if warm and targets:
-            cases.append(Case(user, warm, targets, float(events[-1].timestamp)))
+            cases.append(Case(user, _served_history(warm), targets, float(events[-1].timestamp)))
     info = {"fraction": fraction, "cold_items": len(cold), "test_users": len(cases)}
     return Split("item-cold-start", train, cases, info, new_items=cold)
 
@@ -375,6 +383,22 @@ def _popularity(train: Iterable[tuple[str, Interaction]]) -> tuple[Counter[str],
     return Counter({item: len(u) for item, u in users_per_item.items()}), len(users)
 
 
+def ranked_lists(
+    index: VectorIndex, replay: Replay, cases: Sequence[Case], params: Mapping[str, RankParams]
+) -> dict[str, list[list[str]]]:
+    """The item ids ``recommend`` ranks for each case (in case order) under each named ``params``: the
+    lists every metric is computed from. Case by case, so each request's replayed signals
+    (:meth:`Replay.at`) are built once for every strategy; no onboarding profile (a test user has a
+    history)."""
+    lists: dict[str, list[list[str]]] = {name: [] for name in params}
+    for case in cases:
+        signals = replay.at(case.now)
+        for name, rank_params in params.items():
+            result = recommend(index, signals, case.history, None, rank_params, case.now)
+            lists[name].append([item.item_id for item in result.items])
+    return lists
+
+
 def evaluate_strategies(
     index: VectorIndex,
     replay: Replay,
@@ -384,17 +408,11 @@ def evaluate_strategies(
     n_users: int,
     per_case: dict[str, dict[str, list[float]]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Run ``recommend`` for every case under each named ``params`` and average the metrics per name
-    (coverage over the index's live items). Case by case, so each request's replayed signals
-    (:meth:`Replay.at`) are built once for every strategy. ``per_case``: when given, each case's HR@10 and
-    NDCG@10 are appended under ``per_case[name]["HR@10"]`` etc. (in case order), for paired comparisons
+    """Average the metrics of each named ``params``' lists (:func:`ranked_lists`) over ``cases`` (coverage
+    over the index's live items). ``per_case``: when given, each case's HR@10 and NDCG@10 are appended
+    under ``per_case[name]["HR@10"]`` etc. (in case order), for paired comparisons
     (:func:`paired_difference`)."""
-    lists: dict[str, list[list[str]]] = {name: [] for name in params}
-    for case in cases:
-        signals = replay.at(case.now)
-        for name, rank_params in params.items():
-            result = recommend(index, signals, case.history, None, rank_params, case.now)
-            lists[name].append([item.item_id for item in result.items])
+    lists = ranked_lists(index, replay, cases, params)
     return {
         name: _metrics(
             index, cases, lists[name], popularity, n_users,
@@ -532,10 +550,13 @@ def build_index(
     fusion: FusionConfig | None = None,
 ) -> VectorIndex:
     """A :class:`VectorIndex` over the catalog, with the catalog metadata (as ingestion stores it), in the
-    layout the rebuild would choose for it (``fusion`` default: the product default, auto)."""
+    layout the rebuild would choose for it (``fusion`` default: the product default, auto; images count
+    only when enough of the catalog's items carry one, as in the rebuild)."""
     metadata = [validate_row(row).to_dict() for row in dataset.catalog_rows]
     images = [row.get("image_embedding") for row in metadata]
-    spec = plan_fusion(fusion or FusionConfig(), vectors.shape[1], (len(i) for i in images if i))
+    spec = plan_fusion(
+        fusion or FusionConfig(), vectors.shape[1], (len(i) for i in images if i), items=len(metadata)
+    )
     fused, _ = fuse_rows(spec, vectors, metadata, images)
     layout = None if spec is None else spec.to_dict()
     return VectorIndex.build(list(ids), fused, metadata, encoder_id=encoder_id, fusion=layout)
@@ -726,15 +747,11 @@ def plot(result: EvalResult, path: Path) -> None:
 
 
 def _default_encoder_dir(cache_dir: Path) -> Path:
-    from embrec.manifest import sha256_file
-    from embrec_tools.encoder_build import BUILDER_VERSION, build_encoder, default_weights_dir
+    """The build the API serves (:data:`~embrec_tools.encoder_build.SERVED_QUANTIZE`), built on first use
+    under ``cache_dir/encoders`` with the demo's cache key."""
+    from embrec_tools.encoder_build import SERVED_QUANTIZE, cached_build
 
-    weights = default_weights_dir()
-    key = sha256_file(weights / "model.safetensors")[:16]
-    target = cache_dir / "encoders" / f"none-{key}-b{BUILDER_VERSION}"
-    if not (target / "encoder.json").is_file():
-        build_encoder(target, weights)
-    return target
+    return cached_build(cache_dir / "encoders", SERVED_QUANTIZE)[0]
 
 
 def run(
@@ -760,7 +777,10 @@ def run(
         raise InvalidInputError("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     started = time.perf_counter()
     dataset = load_dataset(dataset_name, path)
-    encoder = TextEncoder.load(encoder_dir or _default_encoder_dir(cache_dir))
+    # The eval touches no AWS resource: only the encoder's thread count comes from the settings, read as the
+    # local tooling reads them (no bucket or table names required).
+    threads = Settings.from_env(local=True).encoder_threads
+    encoder = TextEncoder.load(encoder_dir or _default_encoder_dir(cache_dir), threads=threads)
     ids, vectors = encode_catalog(dataset, lambda texts: encoder.encode(texts), encoder.encoder_id, cache_dir)
     index = build_index(dataset, ids, vectors, encoder.encoder_id, fusion)
     split = leave_last_out(dataset.interactions) if protocol == "leave-last-out" else item_cold_start(
@@ -858,7 +878,10 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cmd.add_argument(
         "--tune-users", type=int, default=100, help="validation users sampled per validation split for tuning"
     )
-    cmd.add_argument("--encoder", default=None, help="built encoder directory (default: built into --cache)")
+    cmd.add_argument(
+        "--encoder", default=None,
+        help="built encoder directory (default: the build the API serves, int8, built into --cache)",
+    )
     cmd.add_argument(
         "--strategies", default=None, help=f"comma-separated subset of {','.join(EVAL_STRATEGIES)}"
     )

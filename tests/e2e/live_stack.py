@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,8 +67,13 @@ class Stack:
 
 
 @contextmanager
-def start_stack(encoder_dir: Path, scratch: Path) -> Iterator[Stack]:
-    """The running stack with the slice ingested and an index published; stopped (no threads left) on exit."""
+def start_stack(
+    encoder_dir: Path, scratch: Path, settings: Mapping[str, str] | None = None
+) -> Iterator[Stack]:
+    """The running stack with the slice ingested and an index published; stopped (no threads left) on exit.
+
+    ``settings``: ``EMBREC_*`` variables exported for this stack only (they win over the template's, as a
+    user's exported settings do)."""
     patch = pytest.MonkeyPatch()
     for name, value in {
         "EMBREC_INDEX_REFRESH_SECONDS": "1",  # warm containers look for new deltas every second
@@ -77,6 +82,7 @@ def start_stack(encoder_dir: Path, scratch: Path) -> Iterator[Stack]:
         "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
+        **(settings or {}),
     }.items():
         patch.setenv(name, value)
     patch.delenv("EMBREC_AWS_ENDPOINT", raising=False)

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from embrec.config import DEFAULT_HISTORY_LIMIT, Settings, get_settings
 from embrec.domain.model import Interaction
-from embrec.domain.profiles import ProfileParams
+from embrec.domain.profiles import ProfileParams, event_order, recent_history
 from embrec.domain.ranking import BlendWeights
 from embrec.domain.signals import SignalParams, compute_signals
 from embrec.engine.encoder import TextEncoder
 from embrec.engine.index import VectorIndex
-from embrec_tools.cli import build_parser
-from embrec_tools.datasets import load_movielens
+from embrec_tools.cli import build_parser, main
+from embrec_tools.datasets import Dataset, load_movielens
 from embrec_tools.evaluation import (
     EVAL_STRATEGIES,
     METRICS,
@@ -112,6 +115,10 @@ def test_leave_last_out_holds_out_the_newest_event_with_a_fixed_tie_break() -> N
     by_user = {case.user_id: case for case in split.cases}
     assert set(by_user) == {"u1", "u3"}
     assert by_user["u1"].targets == {"i4"}  # equal timestamps: the larger item id counts as later
+    # the profile's rule for the newer event (profiles.event_order): the one held out is the newest it sees
+    u1 = [e for u, e in events if u == "u1"]
+    assert {max(u1, key=event_order).item_id} == by_user["u1"].targets
+    assert [e.item_id for e in recent_history(by_user["u1"].history, 10)] == ["i3", "i2", "i1"]
     assert by_user["u1"].now == 3
     assert [e.item_id for e in by_user["u1"].history] == ["i1", "i2", "i3"]
     assert by_user["u3"].targets == {"i7"}
@@ -123,6 +130,41 @@ def test_leave_last_out_holds_out_the_newest_event_with_a_fixed_tie_break() -> N
             assert all(e.timestamp <= case.now for e in case.history)
     assert ("u2", "i1") in train and ("u2", "i2") in train
     assert len(split.train) == len(events) - 2
+
+
+def test_a_test_user_sees_the_newest_history_limit_events_as_a_request_reads_them() -> None:
+    # Given a user with more events than a request reads (EMBREC_HISTORY_LIMIT's default)
+    assert Settings().history_limit == DEFAULT_HISTORY_LIMIT
+    n = DEFAULT_HISTORY_LIMIT + 7
+    events = [_ev("heavy", f"i{t:04d}", float(t)) for t in range(n)]
+    # When both protocols split them
+    split = leave_last_out(events)
+    (case,) = split.cases
+    # Then the ranking sees (and excludes) the newest DEFAULT_HISTORY_LIMIT before the held-out one, while
+    # CF trains on all of them
+    assert [e.item_id for e in case.history] == [f"i{t:04d}" for t in range(7 - 1, n - 1)]
+    assert len(split.train) == n - 1
+    cold = item_cold_start([*events, _ev("other", "i0000", 0.5)], fraction=0.01)
+    (cold_case,) = [c for c in cold.cases if c.user_id == "heavy"]
+    warm = n - cold.info["cold_items"]
+    newest_warm = [f"i{t:04d}" for t in range(warm - DEFAULT_HISTORY_LIMIT, warm)]
+    assert [e.item_id for e in cold_case.history] == newest_warm
+
+
+def test_the_eval_index_takes_the_rebuilds_layout_one_stray_image_fuses_nothing() -> None:
+    # Given 10 items of which one carries an image vector (below the rebuild's minimum share)
+    rows = [{"item_id": f"i{n}", "title": f"item {n}"} for n in range(10)]
+    rows[3]["image_embedding"] = [0.5] * 8
+    vectors = np.random.default_rng(0).normal(size=(10, 16)).astype(np.float32)
+    dataset = Dataset("stray-image", rows, [])
+    # When the evaluation builds its index, Then it is the plain text layout, as the rebuild's would be
+    index = build_index(dataset, [r["item_id"] for r in rows], vectors, "enc")
+    assert index.fusion is None and index.dim == 16
+    # and with most items carrying one, both fuse
+    for row in rows[:6]:
+        row["image_embedding"] = [0.5] * 8
+    fused = build_index(dataset, [r["item_id"] for r in rows], vectors, "enc")
+    assert fused.fusion is not None and fused.fusion["image_dim"] == 8
 
 
 def test_item_cold_start_withholds_the_newest_items_from_all_training() -> None:
@@ -249,6 +291,22 @@ def test_amazon_synthetic_loads_for_evaluation(tmp_path: Path) -> None:
     assert dataset.name == "amazon-magazines" and dataset.interactions
     split = leave_last_out(dataset.interactions, min_events=2)
     assert all(case.targets.isdisjoint(e.item_id for e in case.history) for case in split.cases)
+
+
+def test_embrec_eval_runs_from_a_shell_without_stack_settings(
+    encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a shell with no EMBREC_* variable (no bucket, no tables, no endpoint: the eval needs none)
+    for name in [n for n in os.environ if n.startswith("EMBREC_")]:
+        monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    out = tmp_path / "results.json"
+    # When `embrec eval` runs on the slice, Then it finishes and saves its results
+    argv = ["eval", "--dataset", "movielens", "--path", str(FIXTURES / "movielens-slice"), "--users", "2",
+            "--strategies", "popularity", "--encoder", str(encoder_dir), "--cache", str(tmp_path),
+            "--out", str(out)]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["users"] == 2
 
 
 def test_cli_registers_eval() -> None:

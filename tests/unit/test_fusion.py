@@ -84,6 +84,8 @@ def test_bad_configs_are_refused(kwargs: dict[str, object]) -> None:
 def test_settings_read_the_fusion_environment() -> None:
     assert Settings.from_env({}, local=True).fusion_mode == "auto"
     assert Settings.from_env({}, local=True).fusion_meta_weight == 0.0
+    # the settings' defaults are the domain's (config cannot import it): the rebuild and `embrec eval` agree
+    assert FusionConfig.from_settings(Settings.from_env({}, local=True)) == FusionConfig()
     chosen = Settings.from_env({ENV_FUSION: "off", ENV_FUSION_META_WEIGHT: "0.25"}, local=True)
     assert FusionConfig.from_settings(chosen) == FusionConfig(mode="off", meta_weight=0.25)
     with pytest.raises(ConfigurationError):

@@ -14,6 +14,7 @@ from embrec.domain.model import Interaction
 from embrec.domain.profiles import (
     ProfileParams,
     blend_with_profile,
+    event_order,
     interaction_weights,
     interest_vectors,
     onboarding_text,
@@ -151,8 +152,18 @@ def test_recent_history_order_and_weights_do_not_depend_on_fetch_order() -> None
         recent = recent_history(fetched, 10)
         weights.append(interaction_weights([e.type for e in recent], [e.timestamp for e in recent]))
         # Then: the same order, so the same position weights
-        assert [(e.item_id, e.type) for e in recent] == [("a", "like"), ("a", "view"), ("b", "view")]
+        assert [(e.item_id, e.type) for e in recent] == [("a", "view"), ("a", "like"), ("b", "view")]
     np.testing.assert_array_equal(weights[0], weights[1])
+
+
+def test_equal_times_have_one_newer_event_the_larger_item_id() -> None:
+    # Given three events in one second and an older one
+    events = [Interaction("i2", "view", 5.0), Interaction("i9", "like", 5.0), Interaction("i5", "view", 5.0),
+              Interaction("i1", "view", 1.0)]
+    # Then the larger item id is the newer, as SLIST's sequences (equal times: the larger item position
+    # first) and the evaluation's held-out event (tests/unit/test_evaluation.py) read it
+    assert [e.item_id for e in recent_history(events, 10)] == ["i9", "i5", "i2", "i1"]
+    assert max(events, key=event_order).item_id == "i9"
 
 
 def _two_topics(rng: np.random.Generator, d: int = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from embrec.errors import ConfigurationError
 
-__all__ = ["RESOURCE_VARIABLES", "Settings", "get_settings"]
+__all__ = ["DEFAULT_HISTORY_LIMIT", "RESOURCE_VARIABLES", "Settings", "get_settings"]
 
 #: Every variable embrec reads starts with this (but for the AWS region).
 ENV_PREFIX = "EMBREC_"
@@ -81,6 +81,9 @@ DEFAULT_AWS_PORT = 4566
 _EVENT_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 MAX_EVENT_TYPES = 50
 DEFAULT_PORT = 3000
+#: How many of a user's newest events a request reads (``EMBREC_HISTORY_LIMIT``): the offline evaluation gives
+#: each test user the same cut, so it measures the lists the API serves.
+DEFAULT_HISTORY_LIMIT = 500
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -170,7 +173,7 @@ class Settings:
     signal_window_days: int = 180
     # A request reads at most this many of the user's newest events: its cost is bounded by what ranking
     # uses (the newest 200 build the profile; every event read is excluded from the list), not by history.
-    history_limit: int = 500
+    history_limit: int = DEFAULT_HISTORY_LIMIT
     fusion_mode: str = "auto"
     fusion_image_weight: float = 0.5  # embrec.domain.fusion.DEFAULT_IMAGE_WEIGHT
     fusion_meta_weight: float = 0.0  # embrec.domain.fusion.DEFAULT_META_WEIGHT

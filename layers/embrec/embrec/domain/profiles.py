@@ -33,6 +33,7 @@ __all__ = [
     "ProfileParams",
     "blend_with_profile",
     "declared_type_weights",
+    "event_order",
     "interaction_weights",
     "interest_vectors",
     "onboarding_text",
@@ -121,15 +122,20 @@ class ProfileParams:
         return 0.0 if self.half_life_days is None else math.log(2.0) / self.half_life_days
 
 
+def event_order(event: Interaction) -> tuple[float, str, str, str, bool, float]:
+    """The sort key of "later": the timestamp, equal times broken by item id, then event id, type and value (a
+    total order). The one rule for which of two events is the newer: the profile's position weights
+    (:func:`recent_history`), the CF sequences (``signals``: the larger item position is the newer) and the
+    evaluation's held-out event all read it."""
+    return (float(event.timestamp), event.item_id, event.event_id, event.type, event.value is not None,
+            event.value or 0.0)
+
+
 def recent_history(history: Iterable[Interaction], max_history: int) -> list[Interaction]:
-    """The newest ``max_history`` interactions, newest first (ties by item id, event id, type, value: a total
-    order, so the result, and the position weights of :func:`interaction_weights`, do not depend on the
-    order the events were fetched in)."""
-    ordered = sorted(
-        history,
-        key=lambda e: (-float(e.timestamp), e.item_id, e.event_id, e.type, e.value is None, e.value or 0.0),
-    )
-    return ordered[:max_history]
+    """The newest ``max_history`` interactions, newest first by :func:`event_order` (a total order, so the
+    result, and the position weights of :func:`interaction_weights`, do not depend on the order the events
+    were fetched in)."""
+    return sorted(history, key=event_order, reverse=True)[:max_history]
 
 
 def interaction_weights(
