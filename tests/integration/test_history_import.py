@@ -182,6 +182,29 @@ def test_a_large_file_continues_at_a_byte_offset_and_reports_once(
     assert offsets == sorted(offsets) and offsets[0] == len(("\n".join(lines[:41]) + "\n").encode())
 
 
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_file_of_exactly_two_chunks_completes_without_reading_past_its_end(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, gzipped: bool
+) -> None:
+    # Given a file of exactly twice the rows one invocation takes (S3 answers a ranged GET from the file's
+    # end with 416: a continuation there would fail five times into the DLQ)
+    monkeypatch.setattr(service, "ROWS_PER_IMPORT", 40)
+    now = time.time()
+    body = ("user_id,item_id,type,timestamp\n" + "".join(f"u{n % 9},i{n},click,{now - n:.0f}\n"
+                                                          for n in range(80))).encode()
+    name = "exact.csv.gz" if gzipped else "exact.csv"
+    _put(deployment, name, gzip.compress(body) if gzipped else body)
+
+    # When the import queue drains
+    outcomes = deployment.drain_import_queue()
+
+    # Then two invocations imported it whole and the report is complete
+    assert len(outcomes) == 2
+    report = _report(deployment, name)
+    counts = (report["status"], report["chunks"], report["total"], report["accepted"])
+    assert counts == ("complete", 2, 80, 80)
+
+
 # ---------------------------------------------------------------------------------- reads bounded by time
 
 

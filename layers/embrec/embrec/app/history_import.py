@@ -123,10 +123,17 @@ def import_rows(
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embrec-import-write") as writer:
         for row in rows:
-            outcome.offset, outcome.line = row.end_offset, row.line + 1
             if row.columns:
+                outcome.offset, outcome.line = row.end_offset, row.line + 1
                 outcome.header = row.columns
                 continue
+            if counts.total >= max_rows:
+                # This row is left for the continuation, which resumes before it. Stopping only once a row is
+                # known to be left means a file of exactly max_rows x n rows ends without an empty
+                # continuation (a ranged GET from the end of the file is refused by S3: 416)
+                outcome.finished = False
+                break
+            outcome.offset, outcome.line = row.end_offset, row.line + 1
             counts.total += 1
             if row.interaction is None or row.user_id is None:
                 counts.rejected += 1
@@ -142,9 +149,6 @@ def import_rows(
                     flush(writer)
             if on_progress is not None and counts.total % progress_every == 0:
                 on_progress(replace(counts))
-            if counts.total >= max_rows:
-                outcome.finished = False
-                break
         else:
             outcome.finished = True
         if batch:
