@@ -504,7 +504,8 @@ def _heavy_row(
 @dataclass(frozen=True)
 class _Active:
     """The items a closed-form model solves over: ``items`` (m,) catalog positions with >= ``min_users``
-    users, and per CSR entry of the user rows its ``local`` position (0..m-1) and whether it is ``kept``."""
+    users, and per CSR entry of the user rows its ``local`` position (int32, 0..m-1) and whether it is
+    ``kept``."""
 
     items: np.ndarray
     local: np.ndarray
@@ -517,7 +518,7 @@ def _active(rows: _UserRows, min_users: int) -> _Active:
     m = int(items.size)
     local = np.searchsorted(items, rows.indices)
     kept = (local < m) & (items[np.minimum(local, max(m - 1, 0))] == rows.indices) if m else local < 0
-    return _Active(items, local, kept)
+    return _Active(items, local.astype(np.int32), kept)  # m <= ease_max_items
 
 
 def _gram(rows: _UserRows, active: _Active) -> np.ndarray:
@@ -612,28 +613,34 @@ def _transition_grams(
     """
     m = int(active.items.size)
     n_users = rows.indptr.size - 1
-    user = np.repeat(np.arange(n_users), np.diff(rows.indptr))[active.kept]
-    item = active.local[active.kept]
-    value = rows.data[active.kept]
+    user = np.repeat(np.arange(n_users, dtype=np.int32), np.diff(rows.indptr))[active.kept]
     lengths = np.bincount(user, minlength=n_users)
     starts = np.r_[0, np.cumsum(lengths)[:-1]]
-    newest_rank = np.arange(user.size) - starts[user]  # rows are newest first
-    order = np.argsort(starts[user] + lengths[user] - 1 - newest_rank, kind="stable")  # oldest first
-    seq, seq_value = item[order], value[order]
+    # Rows are newest first: entry j of a user's run moves to 2 start + length - 1 - j (oldest first), a
+    # permutation that is its own inverse. Built in place: these arrays are per (user, item) pair.
+    order = starts[user]
+    order *= 2
+    order += lengths[user] - 1
+    order -= np.arange(user.size)
+    seq = active.local[active.kept][order]
+    seq_value = rows.data[active.kept][order]
     seq_user = user[order]
-    t = np.arange(seq.size) - starts[seq_user]
-    last = lengths[seq_user] - 1
-    origins = np.flatnonzero(t < last)
+    del user, order
+    origins = np.ones(seq.size, dtype=np.bool_)  # every position but a user's last has a next item
+    origins[(starts + lengths - 1)[lengths > 0]] = False
+    origins = np.flatnonzero(origins)
     decay = np.exp2(-np.arange(window, dtype=np.float64) / half_life)  # index d (source) or k - 1 (target)
     offsets = np.arange(window)
     flat_gram, flat_cross = gram.reshape(-1), cross.reshape(-1)
     per_chunk = max(1, 2_000_000 // (window * window))
     for lo in range(0, origins.size, per_chunk):
         g = origins[lo : lo + per_chunk]
-        src_ok = offsets[None, :] <= t[g][:, None]  # (c, w): d <= t
+        t = g - starts[seq_user[g]]  # position in the user's sequence
+        last = lengths[seq_user[g]] - 1
+        src_ok = offsets[None, :] <= t[:, None]  # (c, w): d <= t
         src_pos = np.where(src_ok, g[:, None] - offsets[None, :], 0)
         src_w = np.where(src_ok, decay[None, :] * seq_value[src_pos], 0.0)
-        tgt_ok = offsets[None, :] + 1 <= (last[g] - t[g])[:, None]  # k = offset + 1 <= L - 1 - t
+        tgt_ok = offsets[None, :] + 1 <= (last - t)[:, None]  # k = offset + 1 <= L - 1 - t
         tgt_pos = np.where(tgt_ok, g[:, None] + offsets[None, :] + 1, 0)
         tgt_w = np.where(tgt_ok, decay[None, :] * seq_value[tgt_pos], 0.0)
         src_item, tgt_item = seq[src_pos], seq[tgt_pos]
@@ -642,7 +649,7 @@ def _transition_grams(
             (flat_cross, src_item, src_w, tgt_item, tgt_w),
         ):
             weight = (left_w[:, :, None] * right_w[:, None, :]).reshape(-1)
-            key = (left[:, :, None] * m + right[:, None, :]).reshape(-1)
+            key = (left[:, :, None].astype(np.int64) * m + right[:, None, :]).reshape(-1)
             nonzero = weight > 0
             keys, inverse = np.unique(key[nonzero], return_inverse=True)
             flat[keys] += scale * np.bincount(inverse, weights=weight[nonzero], minlength=keys.size)
