@@ -483,3 +483,33 @@ def test_the_signals_are_what_the_builder_made_before_the_head_item_walk(
     np.testing.assert_array_equal(computed.trending, fixture[f"{model}_trending"])
     if model == "cooccurrence":
         assert len(walked) > 50  # the popular items took the walk
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS (Linux)")
+def test_released_event_columns_go_back_to_the_os() -> None:
+    # Given: a process that freed a 16 MB array (the index phase frees larger ones: glibc then serves anything
+    # smaller from its heap), two full chunks of columns, every page written, and a 1 MB array allocated
+    # after each (with one array per column, in the heap, that kept the freed columns from the OS: the RSS
+    # did not move)
+    np.ones(2 * 2**20).sum()
+    events = signals_module.EventColumns(["a"], {"view": 1.0})
+    pinned: list[np.ndarray] = []
+    for _ in range(2):
+        events._open_chunk()
+        for k in range(4):
+            events.chunks[-1][k].fill(1)
+        pinned.append(np.ones(2**17))
+    size = 2 * 17 * signals_module.EventColumns.CHUNK_EVENTS
+    assert size / 2 > 32 * 2**20  # each chunk above glibc's largest mmap threshold
+    before = _rss_bytes()
+    # When: the columns are released, as signals_from_events does once it has read them
+    events.chunks.clear()
+    # Then: the process holds that much less at once
+    assert before - _rss_bytes() > 0.9 * size

@@ -701,9 +701,14 @@ class EventColumns:
     int32, type code uint8, timestamp float64 = 17 bytes, in fixed chunks of :data:`CHUNK_EVENTS` (no doubling
     copies). Users are a dict id -> code; items touched by any event (dislikes included) are marked in
     ``interacted``; ``seen`` counts every event offered. :func:`signals_from_events` consumes them.
+
+    A chunk's four columns are views of one buffer of 34 MiB, above glibc's largest dynamic mmap threshold
+    (32 MiB): every chunk is its own mapping, so releasing the columns gives their memory back to the OS at
+    once (with one array per column, freed columns stayed in the heap and counted through the CF model:
+    BENCHMARKS.md 5b). Pages of a chunk not yet filled are never touched, so they cost no memory.
     """
 
-    CHUNK_EVENTS = 1 << 20
+    CHUNK_EVENTS = 1 << 21
 
     def __init__(self, item_ids: Sequence[str], type_weights: Mapping[str, float]) -> None:
         self.item_ids = list(dict.fromkeys(item_ids))
@@ -747,16 +752,21 @@ class EventColumns:
 
     def _open_chunk(self) -> None:
         size = self.CHUNK_EVENTS
-        self.chunks.append(
-            (np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size, np.uint8), np.empty(size))
-        )
+        buffer = np.empty(17 * size, dtype=np.uint8)
+        self.chunks.append((
+            buffer[: 4 * size].view(np.int32),
+            buffer[4 * size : 8 * size].view(np.int32),
+            buffer[16 * size :],
+            buffer[8 * size : 16 * size].view(np.float64),
+        ))
         self._fill = 0
 
     def finish(self) -> list[str]:
-        """Trim the last chunk and renumber users by their sorted id (scan order no longer matters: the
-        signals and their digest are the same for any order the events arrived in). The sorted user ids."""
+        """Cut the last chunk to its events (views: the unfilled pages were never touched) and renumber users
+        by their sorted id (scan order no longer matters: the signals and their digest are the same for any
+        order the events arrived in). The sorted user ids."""
         if self.chunks and self._fill < self.CHUNK_EVENTS:
-            self.chunks[-1] = tuple(column[: self._fill].copy() for column in self.chunks[-1])  # type: ignore[assignment]
+            self.chunks[-1] = tuple(column[: self._fill] for column in self.chunks[-1])  # type: ignore[assignment]
             self._fill = self.CHUNK_EVENTS
         names = sorted(self.users)
         rank = np.empty(len(names), dtype=np.int32)
