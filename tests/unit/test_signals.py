@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -436,3 +437,79 @@ def test_slist_params_are_checked() -> None:
     for bad in ({"slist_alpha": 1.5}, {"slist_half_life_events": 0.0}, {"slist_window": 0}):
         with pytest.raises(InvalidInputError):
             SignalParams(**bad)  # type: ignore[arg-type]
+
+
+_BEFORE_HEAD_WALK = Path(__file__).parents[1] / "fixtures" / "signals-before-head-walk.npz"
+
+
+@pytest.mark.parametrize("model", CF_MODELS)
+def test_the_signals_are_what_the_builder_made_before_the_head_item_walk(
+    model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given: seeded Zipf events (8,000 over 300 items and 250 users, weights 0.3 / 0.7 / 1.1 / 2.9, a
+    # dislike, an unknown type, ids outside the catalog, a few future events) and the neighbours and trending
+    # the builder computed from them before head items were walked (fixture written then, pair budget 4M)
+    fixture = np.load(_BEFORE_HEAD_WALK, allow_pickle=False)
+    kinds = ("view", "click", "like", "purchase", "dislike", "share")
+    weights = {"view": 0.3, "click": 0.7, "like": 1.1, "purchase": 2.9, "dislike": -1.0}
+    users, items, types, times = (fixture[key].tolist() for key in ("users", "items", "kinds", "times"))
+    events = [
+        (f"u{u}", Interaction(f"i{i}", kinds[t], ts))
+        for u, i, t, ts in zip(users, items, types, times, strict=True)
+    ]
+    # When: the events are split into many user ranges and the pair budget (30) is below what the most
+    # popular items' users hold, and below one item's user count (the walk splits its destinations too)
+    monkeypatch.setattr(signals_module, "_RANGE_EVENTS", 500)
+    walked: list[int] = []
+    heavy_row = signals_module._heavy_row
+
+    def counted(src: int, *rest: Any) -> tuple[np.ndarray, np.ndarray]:
+        walked.append(src)
+        return heavy_row(src, *rest)
+
+    monkeypatch.setattr(signals_module, "_heavy_row", counted)
+    params = SignalParams(
+        cf_model=model, neighbours=12, type_weights=weights, max_items_per_user=40, ease_min_total_users=0,
+        ease_lambda=5.0, pair_budget=30,
+    )
+    computed = compute_signals(events, [f"i{k}" for k in range(300)], params, now=1_790_000_000.0)
+    # Then: the same neighbours, scores and trending, bit for bit (this machine's BLAS for EASE and SLIST)
+    assert computed.params["cf_model_used"] == model
+    np.testing.assert_array_equal(computed.cf_neighbours, fixture[f"{model}_neighbours"])
+    if model == "cooccurrence":
+        np.testing.assert_array_equal(computed.cf_scores, fixture[f"{model}_scores"])
+    else:  # a closed-form solve: another BLAS may round its last bits differently
+        np.testing.assert_allclose(computed.cf_scores, fixture[f"{model}_scores"], rtol=1e-6)
+    np.testing.assert_array_equal(computed.trending, fixture[f"{model}_trending"])
+    if model == "cooccurrence":
+        assert len(walked) > 50  # the popular items took the walk
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS (Linux)")
+def test_released_event_columns_go_back_to_the_os() -> None:
+    # Given: a process that freed a 16 MB array (the index phase frees larger ones: glibc then serves anything
+    # smaller from its heap), two full chunks of columns, every page written, and a 1 MB array allocated
+    # after each (with one array per column, in the heap, that kept the freed columns from the OS: the RSS
+    # did not move)
+    np.ones(2 * 2**20).sum()
+    events = signals_module.EventColumns(["a"], {"view": 1.0})
+    pinned: list[np.ndarray] = []
+    for _ in range(2):
+        events._open_chunk()
+        for k in range(4):
+            events.chunks[-1][k].fill(1)
+        pinned.append(np.ones(2**17))
+    size = 2 * 17 * signals_module.EventColumns.CHUNK_EVENTS
+    assert size / 2 > 32 * 2**20  # each chunk above glibc's largest mmap threshold
+    before = _rss_bytes()
+    # When: the columns are released, as signals_from_events does once it has read them
+    events.chunks.clear()
+    # Then: the process holds that much less at once
+    assert before - _rss_bytes() > 0.9 * size

@@ -6,7 +6,8 @@ Three collaborative models sit behind :func:`compute_signals` (``SignalParams.cf
   ``sim(i, j) = S_ij / sqrt(S_ii S_jj) x c_ij / (c_ij + shrinkage)`` where ``S = X^T X`` over users'
   (weighted, positive) item rows and ``c_ij`` the number of users who have both. The cosine keeps popular
   items from dominating, the shrinkage damps pairs seen by very few users. Computed blockwise over source
-  items with sort-and-reduce in numpy (no n x n matrix, no scipy), memory bounded by ``pair_budget``.
+  items with sort-and-reduce in numpy (no n x n matrix, no scipy), memory bounded by ``pair_budget``; an item
+  whose users alone hold more pairs than that (a head item) is walked along the item -> user lists instead.
 - ``"ease"`` (Steck 2019, closed form; the default until session 12): ``P = (X^T X + lambda I)^-1``,
   ``B = I - P / diag(P)`` (diag 0). Better than co-occurrence on MovieLens leave-last-out (CF alone HR@10
   0.092 vs 0.072; EVALUATION.md). Dense (two float64 m x m matrices, O(m^3) time: ~10 s on 2 cores for
@@ -359,7 +360,8 @@ class Signals:
 
 @dataclass(frozen=True)
 class _UserRows:
-    """CSR user x item matrix: ``indptr`` (u + 1), ``indices`` item positions, ``data`` weights > 0."""
+    """CSR user x item matrix: ``indptr`` int64 (u + 1), ``indices`` int32 item positions, ``data`` float64
+    weights > 0."""
 
     indptr: np.ndarray
     indices: np.ndarray
@@ -384,7 +386,14 @@ def _top_n_per_row(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, top_n
 def cooccurrence_neighbours(
     rows: _UserRows, top_n: int, shrinkage: float = 10.0, min_support: int = 1, pair_budget: int = 4_000_000
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-N neighbours per item by shrunk cosine of co-occurrence. Returns (int32 (n, N), float32 (n, N))."""
+    """Top-N neighbours per item by shrunk cosine of co-occurrence. Returns (int32 (n, N), float32 (n, N)).
+
+    Source items are taken in blocks whose users' rows hold at most ``pair_budget`` (user, item) pairs,
+    expanded and reduced by sort; an item that alone exceeds it (a head item most users touched) is walked
+    along the item -> user lists instead (:func:`_heavy_row`), so no temporary grows past the budget.
+    Memory besides: the item -> user transpose of the rows (12 bytes a pair; 32 with the rows and the sort
+    order while it is built).
+    """
     n_items = rows.n_items
     out_idx = np.full((n_items, top_n), -1, dtype=np.int32)
     out_score = np.zeros((n_items, top_n), dtype=np.float32)
@@ -395,8 +404,8 @@ def cooccurrence_neighbours(
     row_len = np.diff(rows.indptr)
     user_of_entry = np.repeat(np.arange(row_len.size, dtype=np.int32), row_len)
     self_sq = np.bincount(rows.indices, weights=rows.data**2, minlength=n_items)  # S_ii
-    cost = np.bincount(rows.indices, weights=row_len[user_of_entry], minlength=n_items)  # pairs per item
-    # Item -> (user, weight) CSR.
+    cost = np.bincount(rows.indices, weights=row_len.astype(np.float64)[user_of_entry], minlength=n_items)
+    # Item -> (user, weight) CSR, users ascending within an item.
     by_item = np.argsort(rows.indices, kind="stable")
     item_users = user_of_entry[by_item]
     del user_of_entry
@@ -407,6 +416,14 @@ def cooccurrence_neighbours(
     cum_cost = np.cumsum(cost)
     start = 0
     while start < n_items:
+        if cost[start] > pair_budget:
+            cols, sims = _heavy_row(
+                start, (item_indptr, item_users, item_weights), row_len.size, self_sq, shrinkage, min_support,
+                pair_budget,
+            )
+            _top_n_per_row(np.zeros(cols.size, np.int64), cols, sims, top_n, out_idx, out_score, start)
+            start += 1
+            continue
         # Block of source items whose expansion stays within the budget (at least one item).
         done = cum_cost[start - 1] if start else 0.0
         stop = max(start + 1, int(np.searchsorted(cum_cost, done + pair_budget, side="right")))
@@ -442,10 +459,54 @@ def cooccurrence_neighbours(
     return out_idx, out_score
 
 
+def _heavy_row(
+    src: int, by_item: tuple[np.ndarray, np.ndarray, np.ndarray], n_users: int, self_sq: np.ndarray,
+    shrinkage: float, min_support: int, pair_budget: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(neighbour, shrunk cosine) of one source item, every co-occurring item once, ascending.
+
+    ``by_item``: the item -> user transpose of the rows, (indptr (n + 1), int32 users ascending within an
+    item, float64 weights). Walked in runs of destination items of about ``pair_budget`` entries, each masked
+    to the source's users: memory is the budget plus one float64 per user, whatever the source's popularity.
+    A pair's terms come in user order, as the block path's stable sort puts them, so ``S_ij`` is the same
+    sum, bit for bit.
+    """
+    indptr, users, weights = by_item
+    src_weight = np.zeros(n_users, dtype=np.float64)  # 0: the user does not have the source item
+    src_weight[users[indptr[src] : indptr[src + 1]]] = weights[indptr[src] : indptr[src + 1]]
+    cols: list[np.ndarray] = []
+    sims: list[np.ndarray] = []
+    n_items = indptr.size - 1
+    lo = 0
+    while lo < n_items:
+        hi = max(lo + 1, int(np.searchsorted(indptr, indptr[lo] + pair_budget, side="right")) - 1)
+        a, b = indptr[lo], indptr[hi]
+        w_src = src_weight[users[a:b]]
+        both = w_src > 0
+        dst = np.repeat(np.arange(lo, hi), np.diff(indptr[lo : hi + 1]))[both]
+        value = w_src[both] * weights[a:b][both]
+        not_self = dst != src
+        dst, value = dst[not_self], value[not_self]
+        if dst.size:
+            starts = np.flatnonzero(np.r_[True, np.diff(dst) != 0])
+            s_ij = np.add.reduceat(value, starts)
+            c_ij = np.diff(np.r_[starts, dst.size]).astype(np.float64)
+            dst_u = dst[starts]
+            sim = s_ij / np.sqrt(self_sq[src] * self_sq[dst_u]) * (c_ij / (c_ij + shrinkage))
+            ok = c_ij >= min_support
+            cols.append(dst_u[ok])
+            sims.append(sim[ok])
+        lo = hi
+    if not cols:
+        return np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(cols), np.concatenate(sims)
+
+
 @dataclass(frozen=True)
 class _Active:
     """The items a closed-form model solves over: ``items`` (m,) catalog positions with >= ``min_users``
-    users, and per CSR entry of the user rows its ``local`` position (0..m-1) and whether it is ``kept``."""
+    users, and per CSR entry of the user rows its ``local`` position (int32, 0..m-1) and whether it is
+    ``kept``."""
 
     items: np.ndarray
     local: np.ndarray
@@ -458,7 +519,7 @@ def _active(rows: _UserRows, min_users: int) -> _Active:
     m = int(items.size)
     local = np.searchsorted(items, rows.indices)
     kept = (local < m) & (items[np.minimum(local, max(m - 1, 0))] == rows.indices) if m else local < 0
-    return _Active(items, local, kept)
+    return _Active(items, local.astype(np.int32), kept)  # m <= ease_max_items
 
 
 def _gram(rows: _UserRows, active: _Active) -> np.ndarray:
@@ -553,28 +614,34 @@ def _transition_grams(
     """
     m = int(active.items.size)
     n_users = rows.indptr.size - 1
-    user = np.repeat(np.arange(n_users), np.diff(rows.indptr))[active.kept]
-    item = active.local[active.kept]
-    value = rows.data[active.kept]
+    user = np.repeat(np.arange(n_users, dtype=np.int32), np.diff(rows.indptr))[active.kept]
     lengths = np.bincount(user, minlength=n_users)
     starts = np.r_[0, np.cumsum(lengths)[:-1]]
-    newest_rank = np.arange(user.size) - starts[user]  # rows are newest first
-    order = np.argsort(starts[user] + lengths[user] - 1 - newest_rank, kind="stable")  # oldest first
-    seq, seq_value = item[order], value[order]
+    # Rows are newest first: entry j of a user's run moves to 2 start + length - 1 - j (oldest first), a
+    # permutation that is its own inverse. Built in place: these arrays are per (user, item) pair.
+    order = starts[user]
+    order *= 2
+    order += lengths[user] - 1
+    order -= np.arange(user.size)
+    seq = active.local[active.kept][order]
+    seq_value = rows.data[active.kept][order]
     seq_user = user[order]
-    t = np.arange(seq.size) - starts[seq_user]
-    last = lengths[seq_user] - 1
-    origins = np.flatnonzero(t < last)
+    del user, order
+    origins = np.ones(seq.size, dtype=np.bool_)  # every position but a user's last has a next item
+    origins[(starts + lengths - 1)[lengths > 0]] = False
+    origins = np.flatnonzero(origins)
     decay = np.exp2(-np.arange(window, dtype=np.float64) / half_life)  # index d (source) or k - 1 (target)
     offsets = np.arange(window)
     flat_gram, flat_cross = gram.reshape(-1), cross.reshape(-1)
     per_chunk = max(1, 2_000_000 // (window * window))
     for lo in range(0, origins.size, per_chunk):
         g = origins[lo : lo + per_chunk]
-        src_ok = offsets[None, :] <= t[g][:, None]  # (c, w): d <= t
+        t = g - starts[seq_user[g]]  # position in the user's sequence
+        last = lengths[seq_user[g]] - 1
+        src_ok = offsets[None, :] <= t[:, None]  # (c, w): d <= t
         src_pos = np.where(src_ok, g[:, None] - offsets[None, :], 0)
         src_w = np.where(src_ok, decay[None, :] * seq_value[src_pos], 0.0)
-        tgt_ok = offsets[None, :] + 1 <= (last[g] - t[g])[:, None]  # k = offset + 1 <= L - 1 - t
+        tgt_ok = offsets[None, :] + 1 <= (last - t)[:, None]  # k = offset + 1 <= L - 1 - t
         tgt_pos = np.where(tgt_ok, g[:, None] + offsets[None, :] + 1, 0)
         tgt_w = np.where(tgt_ok, decay[None, :] * seq_value[tgt_pos], 0.0)
         src_item, tgt_item = seq[src_pos], seq[tgt_pos]
@@ -583,7 +650,7 @@ def _transition_grams(
             (flat_cross, src_item, src_w, tgt_item, tgt_w),
         ):
             weight = (left_w[:, :, None] * right_w[:, None, :]).reshape(-1)
-            key = (left[:, :, None] * m + right[:, None, :]).reshape(-1)
+            key = (left[:, :, None].astype(np.int64) * m + right[:, None, :]).reshape(-1)
             nonzero = weight > 0
             keys, inverse = np.unique(key[nonzero], return_inverse=True)
             flat[keys] += scale * np.bincount(inverse, weights=weight[nonzero], minlength=keys.size)
@@ -635,9 +702,14 @@ class EventColumns:
     int32, type code uint8, timestamp float64 = 17 bytes, in fixed chunks of :data:`CHUNK_EVENTS` (no doubling
     copies). Users are a dict id -> code; items touched by any event (dislikes included) are marked in
     ``interacted``; ``seen`` counts every event offered. :func:`signals_from_events` consumes them.
+
+    A chunk's four columns are views of one buffer of 34 MiB, above glibc's largest dynamic mmap threshold
+    (32 MiB): every chunk is its own mapping, so releasing the columns gives their memory back to the OS at
+    once (with one array per column, freed columns stayed in the heap and counted through the CF model:
+    BENCHMARKS.md 5b). Pages of a chunk not yet filled are never touched, so they cost no memory.
     """
 
-    CHUNK_EVENTS = 1 << 20
+    CHUNK_EVENTS = 1 << 21
 
     def __init__(self, item_ids: Sequence[str], type_weights: Mapping[str, float]) -> None:
         self.item_ids = list(dict.fromkeys(item_ids))
@@ -681,16 +753,21 @@ class EventColumns:
 
     def _open_chunk(self) -> None:
         size = self.CHUNK_EVENTS
-        self.chunks.append(
-            (np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size, np.uint8), np.empty(size))
-        )
+        buffer = np.empty(17 * size, dtype=np.uint8)
+        self.chunks.append((
+            buffer[: 4 * size].view(np.int32),
+            buffer[4 * size : 8 * size].view(np.int32),
+            buffer[16 * size :],
+            buffer[8 * size : 16 * size].view(np.float64),
+        ))
         self._fill = 0
 
     def finish(self) -> list[str]:
-        """Trim the last chunk and renumber users by their sorted id (scan order no longer matters: the
-        signals and their digest are the same for any order the events arrived in). The sorted user ids."""
+        """Cut the last chunk to its events (views: the unfilled pages were never touched) and renumber users
+        by their sorted id (scan order no longer matters: the signals and their digest are the same for any
+        order the events arrived in). The sorted user ids."""
         if self.chunks and self._fill < self.CHUNK_EVENTS:
-            self.chunks[-1] = tuple(column[: self._fill].copy() for column in self.chunks[-1])  # type: ignore[assignment]
+            self.chunks[-1] = tuple(column[: self._fill] for column in self.chunks[-1])  # type: ignore[assignment]
             self._fill = self.CHUNK_EVENTS
         names = sorted(self.users)
         rank = np.empty(len(names), dtype=np.int32)
@@ -746,6 +823,13 @@ def _pairs(
     return users[keep], items[keep], weights[keep]
 
 
+def _run_lengths(sorted_values: np.ndarray) -> np.ndarray:
+    """int64: the lengths of the runs of equal values of a sorted array (none for an empty one)."""
+    if not sorted_values.size:
+        return np.zeros(0, np.int64)
+    return np.diff(np.flatnonzero(np.r_[True, np.diff(sorted_values) != 0, True]))
+
+
 def _trending_parts(
     user_idx: np.ndarray, item_idx: np.ndarray, weight: np.ndarray, ts: np.ndarray, now: float,
     half_life_days: float, window_days: float,
@@ -777,9 +861,11 @@ def signals_from_events(
 ) -> Signals:
     """CF neighbours and trending for ``events.item_ids`` from compact columns (see :func:`compute_signals`).
 
-    Memory: the columns (17 bytes an event), the collapsed (user, item) pairs (16 bytes each) and the CF
-    model's working arrays over those pairs; every per-event temporary is bounded by one user range
-    (:data:`_RANGE_EVENTS` events). The columns are released (``events.chunks`` emptied) once read.
+    Memory: while the columns (17 bytes an event) are read, each collapsed (user, item) pair keeps 5 bytes
+    and trending is summed into one float64 per item; the columns are then released (``events.chunks``
+    emptied) and the pairs become the CSR rows (int32 item, float64 weight: 12 bytes), which the CF model
+    works over (co-occurrence: 32 bytes a pair at most, its expansions bounded by ``pair_budget``). Every
+    per-event temporary is bounded by one user range (:data:`_RANGE_EVENTS` events).
     """
     params = params or SignalParams()
     ids = events.item_ids
@@ -790,15 +876,24 @@ def signals_from_events(
     newest = max((float(ts.max()) for *_, ts in events.chunks if ts.size), default=0.0)
     anchor = float(now) if now is not None else newest
     window_s = params.trending_window_days * SECONDS_PER_DAY
-    pair_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    trend_parts: list[tuple[np.ndarray, np.ndarray]] = []
+    # A (user, item) pair keeps its item (int32) and which distinct type weight is its largest (uint8):
+    # 5 bytes while the columns are still held, instead of 16 (user, item, float64 weight).
+    levels = np.unique(table)
+    item_parts: list[np.ndarray] = []
+    level_parts: list[np.ndarray] = []
+    count_parts: list[np.ndarray] = []
+    trend = np.zeros(n_items, dtype=np.float64)
     hashers = [hashlib.sha256() for _ in range(6)]
     n_events, future_any = 0, False
     for u, i, t, ts in _ranges(events, n_users):
         weight = table[t]
         n_events += ts.size
-        pair_parts.append(_pairs(u, i, weight, ts, params.max_items_per_user))
-        trend_parts.append(_trending_parts(
+        pair_users, pair_items, pair_weights = _pairs(u, i, weight, ts, params.max_items_per_user)
+        count_parts.append(_run_lengths(pair_users))
+        item_parts.append(pair_items)
+        level_parts.append(np.searchsorted(levels, pair_weights).astype(np.uint8))
+        # In place and in order: the same sums as one bincount over every range's terms.
+        np.add.at(trend, *_trending_parts(
             u, i, weight, ts, anchor, params.trending_half_life_days, params.trending_window_days
         ))
         order = np.lexsort((ts, weight, i, u))
@@ -808,16 +903,15 @@ def signals_from_events(
         for hasher, column in zip(hashers, columns, strict=True):
             hasher.update(np.ascontiguousarray(column[order]).tobytes())
     events.chunks.clear()  # the window's columns are no longer needed: the pairs carry the rest
-    users = np.concatenate([p[0] for p in pair_parts]) if pair_parts else np.zeros(0, np.int32)
-    items = np.concatenate([p[1] for p in pair_parts]) if pair_parts else np.zeros(0, np.int32)
-    weights = np.concatenate([p[2] for p in pair_parts]) if pair_parts else np.zeros(0)
-    del pair_parts
-    counts = np.diff(np.flatnonzero(np.r_[True, np.diff(users) != 0, True])) if users.size else users[:0]
-    del users
+    counts = np.concatenate(count_parts) if count_parts else np.zeros(0, np.int64)
     indptr = np.zeros(counts.size + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    rows = _UserRows(indptr, items.astype(np.int64), weights.astype(np.float64), n_items)
-    del items, weights
+    items = np.concatenate(item_parts) if item_parts else np.zeros(0, np.int32)
+    del item_parts
+    data = levels[np.concatenate(level_parts)] if level_parts else np.zeros(0)
+    del level_parts
+    rows = _UserRows(indptr, items, data, n_items)
+    del items, data
     model = params.cf_model
     users_per_item = np.bincount(rows.indices, minlength=n_items)
     touched = int(np.count_nonzero(users_per_item))
@@ -838,9 +932,6 @@ def signals_from_events(
         cf_idx, cf_score = cooccurrence_neighbours(
             rows, params.neighbours, params.shrinkage, params.min_support, params.pair_budget
         )
-    trend_items = np.concatenate([p[0] for p in trend_parts]) if trend_parts else np.zeros(0, np.int32)
-    trend_terms = np.concatenate([p[1] for p in trend_parts]) if trend_parts else np.zeros(0)
-    trend = np.bincount(trend_items, weights=trend_terms, minlength=n_items).astype(np.float32)
     digest = hashlib.sha256()
     digest.update(json.dumps(params.to_dict(), sort_keys=True, default=str).encode())
     digest.update("\0".join(ids).encode())
@@ -858,7 +949,7 @@ def signals_from_events(
         "n_users": n_users,
         "n_items_with_events": n_active,
     }
-    return Signals(tuple(ids), cf_idx, cf_score, trend, recorded, events.interacted)
+    return Signals(tuple(ids), cf_idx, cf_score, trend.astype(np.float32), recorded, events.interacted)
 
 
 def compute_signals(
