@@ -27,6 +27,11 @@ Three collaborative models sit behind :func:`compute_signals` (``SignalParams.cf
   (``slist_alpha = 1`` is EASE). It learns direction (what follows what), which EASE's symmetric Gram
   cannot. About 1.5x EASE's time and one more m x m matrix at peak (BENCHMARKS.md).
 
+Side information (``SignalParams.side_weight`` > 0, EASE and SLIST; Jeunen et al., RecSys 2020;
+:func:`_add_side`): the items' vectors join the solve as extra rows under the user-item matrix, so a thinly
+used item borrows from items its text resembles. Off by default: on the pooled MovieLens validation splits it
+left the hybrid level (beta 100) or lower (beta 1000, and beta 100 with the re-tuned blend; EVALUATION.md).
+
 Trending: per item, the sum over users of the (positive) type weight x ``0.5 ** (age / half_life)`` of
 their most recent qualifying event inside the window before ``now`` (one user counts once per item, so a
 single user replaying events cannot make an item trend).
