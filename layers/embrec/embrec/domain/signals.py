@@ -30,7 +30,8 @@ Three collaborative models sit behind :func:`compute_signals` (``SignalParams.cf
 Side information (``SignalParams.side_weight`` > 0, EASE and SLIST; Jeunen et al., RecSys 2020;
 :func:`_add_side`): the items' vectors join the solve as extra rows under the user-item matrix, so a thinly
 used item borrows from items its text resembles. Off by default: on the pooled MovieLens validation splits it
-left the hybrid level (beta 100) or lower (beta 1000, and beta 100 with the re-tuned blend; EVALUATION.md).
+left the hybrid level (beta 100) or lower (beta 1000; beta 30, 100 and 300 with the re-tuned blend;
+EVALUATION.md).
 
 Trending: per item, the sum over users of the (positive) type weight x ``0.5 ** (age / half_life)`` of
 their most recent qualifying event inside the window before ``now`` (one user counts once per item, so a
