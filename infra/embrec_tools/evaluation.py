@@ -90,6 +90,8 @@ PROTOCOLS = ("leave-last-out", "item-cold-start")
 EVAL_STRATEGIES = ("popularity", "embedding", "cf", "hybrid", "hybrid+diversity", "multi-interest")
 METRICS = ("HR@10", "NDCG@10", "Recall@20", "MRR", "coverage@10", "diversity@10", "novelty@10")
 HYBRID_DIVERSITY = 0.3
+#: Side-information weights (`SignalParams.side_weight`) the tune tries with the default CF model.
+SIDE_WEIGHT_GRID = (0.0, 100.0, 1000.0)
 
 
 # --------------------------------------------------------------------------- metrics (pure)
@@ -187,11 +189,13 @@ class Split:
     new_items: frozenset[str] = frozenset()
 
     def replay(self, index: VectorIndex, params: SignalParams | None = None) -> Replay:
-        """The signals a rebuild would have made from ``train``, over the index's items but ``new_items``,
-        with trending replayed per request time (:class:`Replay`)."""
+        """The signals a rebuild would have made from ``train``, over the index's items but ``new_items``
+        (their index vectors as the CF solve's side information, as the rebuild passes them), with trending
+        replayed per request time (:class:`Replay`)."""
         items = [item_id for item_id in index.live_ids() if item_id not in self.new_items]
         params = params or SignalParams()
-        return Replay(compute_signals(self.train, items, params), self.train, params)
+        vectors = index.vectors_for(items) if params.side_weight > 0 else None
+        return Replay(compute_signals(self.train, items, params, item_vectors=vectors), self.train, params)
 
 
 class Replay:
@@ -580,7 +584,7 @@ class TuneResult:
         return {
             "cf_model": sp.cf_model, "neighbours": sp.neighbours, "shrinkage": sp.shrinkage,
             "ease_lambda": sp.ease_lambda, "slist_alpha": sp.slist_alpha,
-            "slist_half_life_events": sp.slist_half_life_events,
+            "slist_half_life_events": sp.slist_half_life_events, "side_weight": sp.side_weight,
             "weights": {"embedding": self.weights.embedding, "cf": self.weights.cf,
                         "trending": self.weights.trending},
             "half_life_days": self.profile.half_life_days, "half_life_events": self.profile.half_life_events,
@@ -633,6 +637,11 @@ def tune(
             for alpha in (0.2, 0.5, 0.8)
             if alpha != default_sp.slist_alpha
         ),
+        *(
+            replace(default_sp, side_weight=beta)
+            for beta in SIDE_WEIGHT_GRID
+            if beta != default_sp.side_weight
+        ),
     ]
     weight_grid = weight_grid or {
         "embedding": (0.05, 0.1, 0.5),
@@ -656,7 +665,7 @@ def tune(
         sp = cf_grid[sp_i]
         trial = {
             "cf_model": sp.cf_model, "neighbours": sp.neighbours, "shrinkage": sp.shrinkage,
-            "ease_lambda": sp.ease_lambda, "slist_alpha": sp.slist_alpha,
+            "ease_lambda": sp.ease_lambda, "slist_alpha": sp.slist_alpha, "side_weight": sp.side_weight,
             "half_life_days": profile.half_life_days,
             "half_life_events": profile.half_life_events,
             "weights": [weights.embedding, weights.cf, weights.trending],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tracemalloc
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,26 @@ def test_a_container_refuses_to_load_a_version_over_its_memory_budget(tmp_path: 
         build.load_version(tmp_path, memory_budget=index_memory_bytes(300, DIM) // 2)
     index, _ = build.load_version(tmp_path, memory_budget=index_memory_bytes(300, DIM))
     assert len(index) == 300
+
+
+def test_the_rebuild_gives_the_cf_solve_the_vectors_it_indexed_as_side_information(tmp_path: Path) -> None:
+    # Given 300 items and 150 users' events, and SLIST with side information
+    ids = sorted(f"item-{i:06d}" for i in range(300))
+    rng = np.random.default_rng(3)
+    events = [
+        (f"u{u}", Interaction(ids[int(i)], "like", NOW - 1000.0 + n))
+        for u in range(150)
+        for n, i in enumerate(rng.choice(40, size=6, replace=False))
+    ]
+    params = SignalParams(side_weight=50.0, ease_prune_above=10_000)
+    # When the rebuild builds the version
+    built = build.build_version(_items(300), events, tmp_path, encoder_id="e", now=NOW, signal_params=params)
+    index, saved = build.load_version(tmp_path)
+    # Then its signals are the solve over the index's own (normalised) vectors, in item id order
+    expected = compute_signals(events, ids, params, now=NOW, item_vectors=index.vectors_for(ids))
+    assert built.details["signals"]["params"]["side_information_used"] is True
+    assert saved.params["input_sha256"] == expected.params["input_sha256"]
+    np.testing.assert_array_equal(saved.cf_neighbours, expected.cf_neighbours)
+    np.testing.assert_allclose(saved.cf_scores, expected.cf_scores, rtol=1e-5)
+    without = compute_signals(events, ids, replace(params, side_weight=0.0), now=NOW)
+    assert not np.array_equal(saved.cf_scores, without.cf_scores)

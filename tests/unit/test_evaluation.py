@@ -207,6 +207,24 @@ def test_replay_serves_trending_as_a_rebuild_at_each_request_time() -> None:
     assert replay.at(17.5 * day).trending.sum() > 0.0
 
 
+def test_replay_gives_the_cf_solve_the_index_vectors_of_the_items_the_rebuild_knew() -> None:
+    # Given: 40 users over 12 items, an index over those and two new items, and SLIST with side information
+    train = [_ev(f"u{u}", f"i{(u * 5 + n) % 12}", float(n)) for u in range(40) for n in range(5)]
+    ids = [f"i{j}" for j in range(12)] + ["new0", "new1"]
+    vectors = np.random.default_rng(0).standard_normal((14, 8)).astype(np.float32)
+    index = VectorIndex.build(ids, vectors, [{} for _ in ids])
+    split = Split("item-cold-start", train, [], new_items=frozenset({"new0", "new1"}))
+    params = SignalParams(ease_min_total_users=0, side_weight=20.0)
+    # When: the evaluation replays the rebuild
+    served = split.replay(index, params).signals
+    # Then: the solve saw the known items' index vectors, in the signals' item order
+    known = served.item_ids
+    rebuilt = compute_signals(train, list(known), params, item_vectors=index.vectors_for(list(known)))
+    assert served.params["side_information_used"] is True and "new0" not in known
+    assert served.params["input_sha256"] == rebuilt.params["input_sha256"]
+    np.testing.assert_allclose(served.cf_scores, rebuilt.cf_scores)
+
+
 def test_sample_cases_is_seeded_and_sorted() -> None:
     events = [_ev(f"u{u:02d}", f"i{i}", i) for u in range(30) for i in range(4)]
     cases = leave_last_out(events).cases

@@ -356,9 +356,11 @@ def test_load_hashes_against_its_manifest_when_given_a_plain_path(tmp_path: Path
 
 
 def _slist_closed_form(
-    sequences: list[list[int]], m: int, lam: float, alpha: float, half_life: float, window: int
+    sequences: list[list[int]], m: int, lam: float, alpha: float, half_life: float, window: int,
+    side: np.ndarray | None = None, beta: float = 0.0,
 ) -> np.ndarray:
-    """SLIST from its definition: X, S and T written out row by row, then the constrained least squares."""
+    """SLIST from its definition: X, S and T written out row by row, then the constrained least squares.
+    ``side`` (m, d) with ``beta``: the content stacked under X as d more rows (Jeunen et al. 2020)."""
     x = np.zeros((len(sequences), m))
     s_rows, t_rows = [], []
     for u, seq in enumerate(sequences):
@@ -372,8 +374,11 @@ def _slist_closed_form(
             s_rows.append(s)
             t_rows.append(target)
     s_mat, t_mat = np.asarray(s_rows), np.asarray(t_rows)
-    g = alpha * x.T @ x + (1 - alpha) * s_mat.T @ s_mat + lam * np.eye(m)
-    c = alpha * x.T @ x + (1 - alpha) * s_mat.T @ t_mat
+    stacked = np.sqrt(alpha) * x
+    if side is not None:
+        stacked = np.vstack([stacked, np.sqrt(beta) * side.T])
+    g = stacked.T @ stacked + (1 - alpha) * s_mat.T @ s_mat + lam * np.eye(m)
+    c = stacked.T @ stacked + (1 - alpha) * s_mat.T @ t_mat
     p = np.linalg.inv(g)
     # diag(B) = 0 by a Lagrange multiplier per column: B = P (C - diag(mu))
     mu = np.diag(p @ c) / np.diag(p)
@@ -431,6 +436,63 @@ def test_slist_learns_what_comes_next_where_ease_sees_only_togetherness() -> Non
     ease_next = sum(by_ease.neighbours(c)[0][0] == f"c{int(c[1:]) + 1}" for c in inner)
     assert slist_next == len(inner)
     assert ease_next < len(inner)
+
+
+@pytest.mark.parametrize(
+    ("model", "alpha", "beta"), [("ease", 1.0, 0.6), ("slist", 0.5, 0.6), ("slist", 0.2, 3.0)]
+)
+def test_side_information_matches_its_definition(model: str, alpha: float, beta: float) -> None:
+    # Given: the four ordered histories over five items, and a 3-d content vector per item (unit rows)
+    names = "abcde"
+    sequences = [[0, 1, 2, 3], [1, 2, 4], [0, 2, 3, 4, 1], [3, 4, 0]]
+    histories = {f"u{u}": [names[i] for i in seq] for u, seq in enumerate(sequences)}
+    content = np.random.default_rng(7).normal(size=(5, 3))
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    lam, half_life = 0.7, 2.0
+    params = SignalParams(
+        cf_model=model, ease_min_total_users=0, ease_lambda=lam, slist_alpha=alpha,
+        slist_half_life_events=half_life, neighbours=4, side_weight=beta,
+    )
+    # When: the rebuild solves with the content as side information
+    signals = compute_signals(_events(histories, "view"), list(names), params, item_vectors=content)
+    # Then: B is the constrained least squares over [X; sqrt(beta) V^T] (plus SLIST's transition rows)
+    b = _slist_closed_form(sequences, 5, lam, alpha, half_life, 10, content, beta)
+    assert signals.params["side_information_used"] is True
+    for i, item in enumerate(names):
+        expected = {other: b[i, j] for j, other in enumerate(names) if j != i and b[i, j] > 0}
+        assert dict(signals.neighbours(item)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_thinly_used_item_borrows_the_neighbours_of_items_its_text_resembles() -> None:
+    # Given: the two communities, and "a-twin" whose text is a0's, touched by two users of community b only
+    histories, ids = _block_histories(seed=1)
+    histories["u30"] = [*histories["u30"], "a-twin"]
+    histories["u31"] = [*histories["u31"], "a-twin"]
+    ids = [*ids, "a-twin"]
+    content = np.eye(len(ids))
+    content[ids.index("a-twin")] = content[ids.index("a0")]
+    plain = SignalParams(cf_model="slist", ease_min_total_users=0, neighbours=5, ease_lambda=5.0)
+    side = replace(plain, side_weight=5.0)
+    # When: SLIST is solved without and with the content
+    without = compute_signals(_events(histories), ids, plain, item_vectors=content)
+    with_text = compute_signals(_events(histories), ids, side, item_vectors=content)
+    # Then: from its two users alone it looks like a b item; with its text it also reaches a0's community
+    assert not any(other.startswith("a") for other, _ in without.neighbours("a-twin"))
+    assert dict(with_text.neighbours("a-twin"))["a0"] > 0
+    assert without.params["side_information_used"] is False
+    assert without.params["input_sha256"] != with_text.params["input_sha256"]
+
+
+def test_side_information_needs_one_vector_per_item_and_is_skipped_without_vectors() -> None:
+    histories, ids = _block_histories()
+    params = SignalParams(cf_model="ease", ease_min_total_users=0, neighbours=5, side_weight=1.0)
+    without = compute_signals(_events(histories), ids, params)
+    assert without.params["side_information_used"] is False
+    with pytest.raises(InvalidInputError) as error:
+        compute_signals(_events(histories), ids, params, item_vectors=np.ones((3, 4)))
+    assert error.value.field == "item_vectors"
+    with pytest.raises(InvalidInputError):
+        SignalParams(side_weight=-1.0)
 
 
 def test_slist_params_are_checked() -> None:

@@ -27,7 +27,15 @@ from embrec.domain.fusion import FusionConfig, FusionSpec, fuse_rows, index_fusi
 from embrec.domain.model import Interaction, StoredItem
 from embrec.domain.signals import EventColumns, SignalParams, Signals, signals_from_events
 from embrec.engine._index_meta import MetadataColumns, parse_metadata
-from embrec.engine.index import DEFAULT_M, VectorIndex, check_memory_budget, index_memory_bytes, write_index
+from embrec.engine.index import (
+    DEFAULT_M,
+    GRAPH_FILE,
+    VectorIndex,
+    check_memory_budget,
+    index_memory_bytes,
+    read_graph_vectors,
+    write_index,
+)
 from embrec.errors import CompatibilityError
 from embrec.manifest import VerifiedDirectory, subdirectory
 from embrec.observability import logger
@@ -226,9 +234,18 @@ def build_version(
         fusion=None if spec is None else spec.to_dict(),
     )
     del blocks, meta, images
-    events = EventColumns(ids, (signal_params or SignalParams()).type_weights).extend(interactions)
+    signal_params = signal_params or SignalParams()
+    events = EventColumns(ids, signal_params.type_weights).extend(interactions)
     n_events = events.seen
-    signals = signals_from_events(events, signal_params, now=now)
+    # Side information for the CF solve: the vectors just written, read back from the graph file's memory map
+    # (no copy; the solve reads only the rows of the items it solves over).
+    side = (
+        read_graph_vectors(Path(directory) / INDEX_DIR / GRAPH_FILE, int(index_manifest["dim"]), n)
+        if signal_params.side_weight > 0
+        else None
+    )
+    signals = signals_from_events(events, signal_params, now=now, item_vectors=side)
+    del side
     signals_manifest = signals.save(Path(directory) / SIGNALS_DIR)
     return BuiltVersion(
         directory=Path(directory),

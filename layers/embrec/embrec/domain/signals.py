@@ -28,6 +28,12 @@ Three collaborative models sit behind :func:`compute_signals` (``SignalParams.cf
   (``slist_alpha = 1`` is EASE). It learns direction (what follows what), which EASE's symmetric Gram
   cannot. About 1.5x EASE's time and one more m x m matrix at peak (BENCHMARKS.md).
 
+Side information (``SignalParams.side_weight`` > 0, EASE and SLIST; Jeunen et al., RecSys 2020;
+:func:`_add_side`): the items' vectors join the solve as extra rows under the user-item matrix, so a thinly
+used item borrows from items its text resembles. Off by default: on the pooled MovieLens validation splits it
+left the hybrid level (beta 100) or lower (beta 1000; beta 30, 100 and 300 with the re-tuned blend;
+EVALUATION.md).
+
 Trending: per item, the sum over users of the (positive) type weight x ``0.5 ** (age / half_life)`` of
 their most recent qualifying event inside the window before ``now`` (one user counts once per item, so a
 single user replaying events cannot make an item trend).
@@ -92,7 +98,8 @@ class SignalParams:
 
     ``neighbours``: top-N CF neighbours kept per item. ``max_items_per_user``: only a user's most recent
     items feed CF (bounds the O(L^2) pairs of heavy users). ``trending_half_life_days`` /
-    ``trending_window_days``: decay and horizon of trending, relative to ``now``.
+    ``trending_window_days``: decay and horizon of trending, relative to ``now``. ``side_weight``: beta
+    of the items' content rows in the EASE / SLIST solve (:func:`_add_side`; 0 = none).
     """
 
     # SLIST over EASE, alpha 0.8 over 0.5 and 0.2: chosen on the pooled MovieLens validation splits (hybrid
@@ -108,6 +115,7 @@ class SignalParams:
     slist_alpha: float = 0.8
     slist_half_life_events: float = 3.0
     slist_window: int = 10
+    side_weight: float = 0.0
     max_items_per_user: int = 500
     min_support: int = 1
     pair_budget: int = 4_000_000
@@ -136,6 +144,8 @@ class SignalParams:
             raise InvalidInputError("slist_half_life_events", "must be a finite number > 0")
         if self.slist_window < 1:
             raise InvalidInputError("slist_window", f"must be >= 1, got {self.slist_window}")
+        if not (math.isfinite(self.side_weight) and self.side_weight >= 0):
+            raise InvalidInputError("side_weight", f"must be a finite number >= 0, got {self.side_weight}")
 
     def to_dict(self) -> dict[str, Any]:
         document = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -572,8 +582,27 @@ def _scatter(
     return out_idx, out_score
 
 
+def _add_side(gram: np.ndarray, side: np.ndarray, active: _Active, weight: float) -> None:
+    """Add ``weight x V V^T`` to ``gram`` ((m, m) float64, in place), V = the active items' rows of ``side``.
+
+    Side information as in Jeunen, Van Balen and Goethals, "Closed-Form Models for Collaborative Filtering
+    with Side-Information" (RecSys 2020), collective EASE: the content is stacked under the user-item matrix
+    as extra rows, ``[X; sqrt(weight) V^T]``, each of the d content dimensions read as one more "user" whose
+    row is every item's value on it; the paper stacks binary tag rows, ours are the item vectors the index
+    holds (unit rows, so ``V V^T`` is the items' cosine matrix). Its Gram is ``X^T X + weight V V^T``: an
+    item with few events borrows the co-occurrences of the items its text resembles. Row blocks, so no
+    second (m, m) temporary.
+    """
+    vectors = np.asarray(side[active.items], dtype=np.float64)
+    m = int(active.items.size)
+    step = max(1, 4_000_000 // max(m, 1))
+    for lo in range(0, m, step):
+        gram[lo : lo + step] += weight * (vectors[lo : lo + step] @ vectors.T)
+
+
 def ease_neighbours(
-    rows: _UserRows, top_n: int, lam: float = 1000.0, min_users: int = 1
+    rows: _UserRows, top_n: int, lam: float = 1000.0, min_users: int = 1, *,
+    side: np.ndarray | None = None, side_weight: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """EASE item-item weights restricted to items with >= ``min_users`` users; top-N positive ``B[i, :]``
     per item. An item one user touched is known only through that user's other items, the weakest evidence
@@ -582,12 +611,17 @@ def ease_neighbours(
     ``B[i, j]`` is how much having ``i`` adds to ``j``'s score, so row ``i`` is "people who liked i".
     Memory: two dense float64 (m, m) matrices at peak, m = items with interactions (users are streamed
     in blocks, so the user count does not matter); time O(m^3).
+
+    ``side`` (float (n_items, d), rows by catalog position) with ``side_weight`` > 0: the collective model
+    of :func:`_add_side`, ``P = (X^T X + side_weight V V^T + lam I)^-1``, ``B`` as above.
     """
     active = _active(rows, min_users)
     m = int(active.items.size)
     if m < 2:
         return _scatter(active, rows.n_items, _empty_rows(m, top_n))
     gram = _gram(rows, active)
+    if side is not None and side_weight > 0:
+        _add_side(gram, side, active, side_weight)
     gram[np.diag_indices_from(gram)] += lam
     p = np.linalg.inv(gram)
     del gram
@@ -658,7 +692,7 @@ def _transition_grams(
 
 def slist_neighbours(
     rows: _UserRows, top_n: int, lam: float = 1000.0, min_users: int = 1, *, alpha: float = 0.5,
-    half_life: float = 3.0, window: int = 10,
+    half_life: float = 3.0, window: int = 10, side: np.ndarray | None = None, side_weight: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """SLIST (Choi et al., WWW 2021) over users' histories read as sequences; top-N positive ``B[i, :]``.
 
@@ -671,6 +705,11 @@ def slist_neighbours(
     ``alpha = 1`` is exactly :func:`ease_neighbours`. Items as in EASE (>= ``min_users`` users). Memory: three
     float64 (m, m) matrices at peak (G, C, P), one more than EASE; time O(m^3), about twice EASE's (the
     inverse, then ``P C`` in row chunks).
+
+    Side information (``side``, float (n_items, d) by catalog position, ``side_weight`` > 0; Jeunen et
+    al., RecSys 2020, :func:`_add_side`): one more reconstruction term ``side_weight ||V^T - V^T B||^2``,
+    the items' content rebuilt from the other items' content under the same ``B``, so ``G`` and ``C`` both
+    gain ``side_weight V V^T`` (``alpha = 1`` is the paper's collective EASE).
     """
     active = _active(rows, min_users)
     m = int(active.items.size)
@@ -678,6 +717,8 @@ def slist_neighbours(
         return _scatter(active, rows.n_items, _empty_rows(m, top_n))
     gram = _gram(rows, active)
     gram *= alpha
+    if side is not None and side_weight > 0:
+        _add_side(gram, side, active, side_weight)
     cross = gram.copy()
     if alpha < 1:
         _transition_grams(rows, active, half_life, window, gram, cross, 1.0 - alpha)
@@ -857,7 +898,8 @@ def trending_scores(
 
 
 def signals_from_events(
-    events: EventColumns, params: SignalParams | None = None, *, now: float | None = None
+    events: EventColumns, params: SignalParams | None = None, *, now: float | None = None,
+    item_vectors: np.ndarray | None = None,
 ) -> Signals:
     """CF neighbours and trending for ``events.item_ids`` from compact columns (see :func:`compute_signals`).
 
@@ -921,12 +963,18 @@ def signals_from_events(
     too_few_users = n_users_with_rows < params.ease_min_total_users
     if model in ("ease", "slist") and (n_active > params.ease_max_items or too_few_users):
         model = "cooccurrence"
+    side = item_vectors if params.side_weight > 0 and model in ("ease", "slist") else None
+    if side is not None and side.shape[0] != n_items:
+        raise InvalidInputError("item_vectors", f"must have one row per item ({n_items}), not {len(side)}")
     if model == "ease":
-        cf_idx, cf_score = ease_neighbours(rows, params.neighbours, params.ease_lambda, min_users)
+        cf_idx, cf_score = ease_neighbours(
+            rows, params.neighbours, params.ease_lambda, min_users, side=side, side_weight=params.side_weight
+        )
     elif model == "slist":
         cf_idx, cf_score = slist_neighbours(
             rows, params.neighbours, params.ease_lambda, min_users, alpha=params.slist_alpha,
-            half_life=params.slist_half_life_events, window=params.slist_window,
+            half_life=params.slist_half_life_events, window=params.slist_window, side=side,
+            side_weight=params.side_weight,
         )
     else:
         cf_idx, cf_score = cooccurrence_neighbours(
@@ -939,11 +987,14 @@ def signals_from_events(
     for hasher in hashers:
         digest.update(b"\2" + hasher.digest())
     digest.update(b"\4" + np.packbits(events.interacted).tobytes())
+    if side is not None:  # the solve read the active items' content rows: they are an input too
+        digest.update(b"\5" + np.ascontiguousarray(side[users_per_item >= min_users], np.float32).tobytes())
     if future_any:  # clock skew (age clamped to 0) breaks the "a later now only rescales trending" argument
         digest.update(f"\3{anchor!r}".encode())
     recorded = params.to_dict() | {
         "input_sha256": digest.hexdigest(),
         "cf_model_used": model,
+        "side_information_used": side is not None,
         "now": anchor,
         "n_events": n_events,
         "n_users": n_users,
@@ -958,21 +1009,25 @@ def compute_signals(
     params: SignalParams | None = None,
     *,
     now: float | None = None,
+    item_vectors: np.ndarray | None = None,
 ) -> Signals:
     """CF neighbours and trending for ``item_ids`` from ``(user_id, Interaction)`` pairs.
 
     Events on items not in ``item_ids`` and events with non-positive type weight (dislikes, unknown types)
-    are ignored. ``now`` (epoch s) anchors trending; default: the newest event.
+    are ignored. ``now`` (epoch s) anchors trending; default: the newest event. ``item_vectors``: float
+    (len(item_ids), d), the items' content (the index's vectors) in ``item_ids`` order; read only when
+    ``params.side_weight`` > 0 and the CF model is EASE or SLIST (only the solved items' rows), otherwise the
+    solve has no side information and ``params["side_information_used"]`` says so.
 
     ``input_sha256`` in the params is the digest of what the signals are a function of, but for the clock:
     the params, the item ids (in order), the user ids, the qualifying events as a set (user, item, weight,
     timestamp: independent of scan order), which of them are inside the trending window or in the future,
-    and ``interacted`` (items with any event, dislikes included). With those equal, a later ``now`` only
-    multiplies every trending score by the same ``0.5 ** (delta / half_life)``, which ranking cancels
-    (trending is min-max scaled, ordered by score), so two rebuilds with the same digest are
-    interchangeable. Future events (clock skew: age clamped to 0) break that, so when there are any, ``now``
-    itself is part of the digest.
+    ``interacted`` (items with any event, dislikes included) and, when the solve used them, the solved
+    items' vectors. With those equal, a later ``now`` only multiplies every trending score by the same
+    ``0.5 ** (delta / half_life)``, which ranking cancels (trending is min-max scaled, ordered by score), so
+    two rebuilds with the same digest are interchangeable. Future events (clock skew: age clamped to 0) break
+    that, so when there are any, ``now`` itself is part of the digest.
     """
     params = params or SignalParams()
     events = EventColumns(item_ids, params.type_weights).extend(interactions)
-    return signals_from_events(events, params, now=now)
+    return signals_from_events(events, params, now=now, item_vectors=item_vectors)

@@ -69,6 +69,7 @@ __all__ = [
     "DEFAULT_EF_CONSTRUCTION",
     "DEFAULT_EF_SEARCH",
     "DEFAULT_M",
+    "GRAPH_FILE",
     "LIBRARY",
     "SPACE",
     "IndexDelta",
@@ -77,6 +78,7 @@ __all__ = [
     "fuse_delta",
     "index_memory_bytes",
     "library_version",
+    "read_graph_vectors",
     "write_index",
 ]
 
