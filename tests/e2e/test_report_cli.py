@@ -84,7 +84,7 @@ def test_report_command_on_the_local_stack(
     for variant, rate in (("control", 0.2), ("treatment", 0.4)):
         for n in range(200):
             rid, user = f"{variant}-{n}", f"{variant}-user-{n % 50}"
-            impressions.put(Impression(rid, user, "ab", variant, NOW + n, 10, "personalized"))
+            impressions.put(Impression(rid, user, "ab", variant, NOW + n, 10))
             if rng.random() < rate:
                 batch.append((user, Interaction("i1", "click", NOW + n + 1, 2.0, f"e-{rid}", rid)))
     events.put_events(batch, now=NOW + 1000)

@@ -7,6 +7,7 @@ by operation and the bytes DynamoDB returned (read units are billed per 4 KB rea
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -131,3 +132,54 @@ def test_the_default_limit_bounds_a_long_history_to_one_query_of_500(deployment:
     assert status == 200
     # (501: the newest 500 events and the slot of a possible erasure marker, which sorts first)
     assert len(queries) == 1 and queries[0]["Limit"] == 501 and queries[0]["ScanIndexForward"] is False
+
+
+def test_the_impression_is_written_beside_the_reads_not_after_the_ranking(deployment: Deployment) -> None:
+    # Given a user with a history, and the history query held until the impression's PutItem has started
+    _seed_index(deployment)
+    _write_history(deployment, "overlap", 30)
+    client = get_runtime().aws.dynamodb
+    deployment.http("GET", "/users/overlap/recommendations")  # warm: index loaded, experiments read
+    put_started = threading.Event()
+    waited: list[bool] = []
+
+    def before(model: Any, **_: Any) -> None:
+        if model.name == "PutItem":
+            put_started.set()
+        elif model.name == "Query":
+            waited.append(put_started.wait(timeout=10))
+
+    client.meta.events.register("before-call.dynamodb", before)
+    try:
+        # When the user asks for 5 items
+        with _Meter(client) as meter:
+            status, body, _ = deployment.http("GET", "/users/overlap/recommendations", {"k": 5})
+    finally:
+        client.meta.events.unregister("before-call.dynamodb", before)
+
+    # Then the impression was already in flight while the history was read (a write issued after the
+    # ranking would have left the query waiting here), and a full list costs no correction
+    assert status == 200 and len(body["items"]) == 5
+    assert waited == [True]
+    assert meter.calls == Counter({"Query": 1, "GetItem": 1, "PutItem": 1})
+    row = client.get_item(TableName=deployment.env["EMBREC_IMPRESSIONS_TABLE"],
+                          Key={"recommendation_id": {"S": body["recommendation_id"]}})["Item"]
+    assert row["item_count"] == {"N": "5"}
+
+
+def test_a_list_shorter_than_asked_corrects_its_recorded_size(deployment: Deployment) -> None:
+    # Given a 40-item catalog and a user who has seen 10 of them
+    _seed_index(deployment)
+    _write_history(deployment, "short", 10)
+    client = get_runtime().aws.dynamodb
+
+    # When the user asks for 100 items and gets the 30 left
+    with _Meter(client) as meter:
+        status, body, _ = deployment.http("GET", "/users/short/recommendations", {"k": 100})
+
+    # Then the impression records the 30 shown (one UpdateItem), not the 100 asked for
+    assert status == 200 and len(body["items"]) == 30
+    assert meter.calls["UpdateItem"] == 1
+    row = client.get_item(TableName=deployment.env["EMBREC_IMPRESSIONS_TABLE"],
+                          Key={"recommendation_id": {"S": body["recommendation_id"]}})["Item"]
+    assert row["item_count"] == {"N": "30"}

@@ -135,41 +135,50 @@ def _items(
     return rows
 
 
-def _serve(
-    runtime: Runtime,
-    user_id: str,
-    assignment: experiments.Assignment,
-    ranked: ranking.RankedList,
-    now: float,
-) -> dict[str, Any]:
-    """The list's identity (``recommendation_id``, ``experiment``, ``variant``), its impression recorded.
+class _Served:
+    """A list's identity and its impression, recorded *while* the list is computed, not after it.
 
-    The impression write is best-effort: a DynamoDB outage costs the report one list, not the user's answer.
+    The impression holds what is known before ranking (id, user, experiment, variant, time) and the list size
+    asked for; its PutItem runs on the I/O pool beside the history and profile reads, so it adds no round trip
+    of its own. :meth:`finish` waits for it before the answer leaves (a Lambda function is frozen when it
+    returns: a write left running could land late or never, and the list's clicks would lose their
+    denominator) and, only when the list came out shorter than asked (a small catalog, tight filters, an
+    empty list), corrects the stored size with one UpdateItem. The write is best-effort: a DynamoDB outage
+    costs the report one list, not the user's answer.
     """
-    recommendation_id = uuid.uuid4().hex
-    if ranked.items:
-        impression = Impression(
-            recommendation_id, user_id, assignment.experiment, assignment.variant, now, len(ranked.items),
-            ranked.strategy,
+
+    def __init__(
+        self, runtime: Runtime, user_id: str, assignment: experiments.Assignment, k: int, now: float
+    ) -> None:
+        self._runtime = runtime
+        self.assignment = assignment
+        self.impression = Impression(
+            uuid.uuid4().hex, user_id, assignment.experiment, assignment.variant, now, k
         )
+        self._write = runtime.io.submit(runtime.impressions.put, self.impression)
+
+    def finish(self, ranked: ranking.RankedList) -> dict[str, Any]:
         try:
-            runtime.impressions.put(impression)
+            self._write.result()
+            if len(ranked.items) != self.impression.items:
+                self._runtime.impressions.set_size(self.impression.recommendation_id, len(ranked.items))
         except ServiceUnavailableError as error:
             metrics.add_metric(name=METRIC_IMPRESSION_FAILED, unit=MetricUnit.Count, value=1)
             logger.warning("impression not recorded", extra={"error": error.code, "detail": error.message})
-    if assignment.experiment is not None:
-        # its own EMF document: a variant dimension on the shared metrics would split every other metric
-        with single_metric(
-            name=METRIC_EXPERIMENT_SERVED, unit=MetricUnit.Count, value=1, namespace=NAMESPACE
-        ) as served:
-            served.add_dimension(name="experiment", value=assignment.experiment)
-            served.add_dimension(name="variant", value=assignment.variant)
-    return {
-        "recommendation_id": recommendation_id,
-        "user_id": user_id,
-        "experiment": assignment.experiment,
-        "variant": assignment.variant,
-    }
+        assignment = self.assignment
+        if assignment.experiment is not None:
+            # its own EMF document: a variant dimension on the shared metrics would split every other metric
+            with single_metric(
+                name=METRIC_EXPERIMENT_SERVED, unit=MetricUnit.Count, value=1, namespace=NAMESPACE
+            ) as served:
+                served.add_dimension(name="experiment", value=assignment.experiment)
+                served.add_dimension(name="variant", value=assignment.variant)
+        return {
+            "recommendation_id": self.impression.recommendation_id,
+            "user_id": self.impression.user_id,
+            "experiment": assignment.experiment,
+            "variant": assignment.variant,
+        }
 
 
 def _history(runtime: Runtime, user_id: str, now: float) -> list[Interaction]:
@@ -200,6 +209,7 @@ def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | Non
     model = _require_model(runtime)
     now = runtime.clock()
     assignment = experiments.assign(runtime.experiments(), user_id)
+    served = _Served(runtime, user_id, assignment, query.k, now)
     history, profile = _user_state(runtime, user_id, now)
     rank_params = assignment.overrides.apply(
         ranking.RankParams(
@@ -219,7 +229,7 @@ def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | Non
     )
     metrics.add_metric(name=METRIC_CANDIDATES, unit=MetricUnit.Count, value=len(ranked.items))
     return {
-        **_serve(runtime, user_id, assignment, ranked, now),
+        **served.finish(ranked),
         "strategy": ranked.strategy,
         "index_version": model.version,
         "items": _items(model, ranked.items, query.explain),
@@ -267,6 +277,7 @@ def onboard(runtime: Runtime, user_id: str, body: str | None) -> dict[str, Any]:
     vector = runtime.encoder(model.index.encoder_id).encode([text])[0]
     runtime.profiles.put(user_id, vector, text, interests=answers.interests)
     assignment = experiments.assign(runtime.experiments(), user_id)
+    served = _Served(runtime, user_id, assignment, api.DEFAULT_K, now)
     ranked = ranking.recommend(
         model.index,
         model.signals,
@@ -281,7 +292,7 @@ def onboard(runtime: Runtime, user_id: str, body: str | None) -> dict[str, Any]:
         profile_interests=answers.interests,
     )
     return {
-        **_serve(runtime, user_id, assignment, ranked, now),
+        **served.finish(ranked),
         "strategy": ranked.strategy,
         "index_version": model.version,
         "profile": {

@@ -1127,7 +1127,7 @@ class ImpressionStore:
     """The impressions table: one row per served recommendation list, for the A/B report.
 
     PK ``recommendation_id``; ``user_id``, ``experiment`` (absent outside experiments), ``variant``, ``ts``
-    (epoch ms), ``item_count``, ``strategy``, ``expires_at`` (TTL, epoch s: kept as long as the events).
+    (epoch ms), ``item_count``, ``expires_at`` (TTL, epoch s: kept as long as the events).
     Global secondary index ``by_user`` (``user_id``, keys only) serves the user's erasure; ``by_experiment``
     (``xs`` = ``"<experiment>#<shard>"``, sort key ``ts``), a sparse index of the lists served inside an
     experiment, serves the A/B report a read bounded by the experiment and its start, not the table.
@@ -1156,10 +1156,18 @@ class ImpressionStore:
         if impression.experiment:
             row["experiment"] = {"S": impression.experiment}
             row["xs"] = {"S": self._experiment_shard(impression.experiment, impression.recommendation_id)}
-        if impression.strategy:
-            row["strategy"] = {"S": impression.strategy}
         with aws_errors(self._table):
             self._client.put_item(TableName=self._table, Item=row)
+
+    def set_size(self, recommendation_id: str, items: int) -> None:
+        """Correct a recorded list's ``item_count`` (the list came out shorter than asked)."""
+        with aws_errors(self._table):
+            self._client.update_item(
+                TableName=self._table,
+                Key={"recommendation_id": {"S": recommendation_id}},
+                UpdateExpression="SET item_count = :n",
+                ExpressionAttributeValues={":n": {"N": str(int(items))}},
+            )
 
     def delete_user(self, user_id: str, max_rows: int | None = None) -> tuple[int, bool]:
         """Erase the user's impressions, at most ``max_rows`` (query of ``by_user``, batched deletes):
@@ -1212,7 +1220,6 @@ class ImpressionStore:
                 variant=row["variant"]["S"],
                 ts=int(row["ts"]["N"]) / 1000.0,
                 items=int(row.get("item_count", {}).get("N", "0")),
-                strategy=row.get("strategy", {}).get("S", ""),
             )
 
     def backfill_experiment_index(

@@ -81,7 +81,6 @@ class Impression:
     variant: str
     ts: float
     items: int
-    strategy: str = ""
 
 
 @dataclass(frozen=True)
