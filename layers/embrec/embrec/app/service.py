@@ -192,8 +192,8 @@ def _user_state(runtime: Runtime, user_id: str, now: float) -> tuple[list[Intera
 def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | None) -> dict[str, Any]:
     """``GET /users/{user_id}/recommendations``: personalised, else onboarding, else trending.
 
-    The user's A/B variant (if an experiment is live) overrides the blend weights, diversity and strategy;
-    a ``diversity`` given in the query still wins.
+    The user's A/B variant (if an experiment is live) overrides the blend weights, diversity, strategy and
+    whether the version's learned blend ranks; a ``diversity`` given in the query still wins.
     """
     user_id = api.parse_user_id(user_id)
     query = api.parse_recommend_query(params)
@@ -207,6 +207,7 @@ def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | Non
             profile=ProfileParams(type_weights=runtime.type_weights),
         ),
         diversity_explicit=bool((params or {}).get("diversity")),
+        ranker=model.ranker,
     )
     ranked = ranking.recommend(
         model.index,
@@ -726,6 +727,7 @@ def rebuild(
         "items": built.items,
         "interactions": built.interactions,
         "skipped_items": built.skipped_items,
+        "learned_blend": "ranker" in built.details,
         "pruned_versions": len(pruned.deleted_versions),
         "pruned_deltas": len(pruned.deleted_deltas),
     }
