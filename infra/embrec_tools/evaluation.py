@@ -39,9 +39,10 @@ import numpy as np
 
 from embrec.domain.catalog import item_text, validate_row
 from embrec.domain.fusion import DEFAULT_META_WEIGHT, FusionConfig, fuse_rows, plan_fusion
+from embrec.domain.learned_blend import ItemStats, LearnedBlend, fit, item_stats
 from embrec.domain.model import Interaction
 from embrec.domain.profiles import SECONDS_PER_DAY, ProfileParams
-from embrec.domain.ranking import BlendWeights, RankParams, recommend
+from embrec.domain.ranking import BlendWeights, RankParams, learning_example, recommend
 from embrec.domain.signals import SignalParams, Signals, compute_signals, trending_scores
 from embrec.engine.index import VectorIndex
 from embrec.errors import InvalidInputError
@@ -79,13 +80,14 @@ __all__ = [
     "run",
     "sample_cases",
     "strategy_params",
+    "train_learned_blend",
     "tune",
 ]
 
 EVAL_K = 50  # list length: pool = max(candidate_pool 200, 3k) stays the API default; MRR is MRR@50
 DATASETS = ("movielens", "amazon-magazines")
 PROTOCOLS = ("leave-last-out", "item-cold-start")
-EVAL_STRATEGIES = ("popularity", "embedding", "cf", "hybrid", "hybrid+diversity", "multi-interest")
+EVAL_STRATEGIES = ("popularity", "embedding", "cf", "hybrid", "hybrid+diversity", "multi-interest", "learned")
 METRICS = ("HR@10", "NDCG@10", "Recall@20", "MRR", "coverage@10", "diversity@10", "novelty@10")
 HYBRID_DIVERSITY = 0.3
 
@@ -308,12 +310,14 @@ def strategy_params(
     weights: BlendWeights | None = None,
     profile: ProfileParams | None = None,
     k: int = EVAL_K,
+    ranker: LearnedBlend | None = None,
 ) -> RankParams:
     """The :class:`RankParams` of a strategy (``weights``/``profile`` default to the API defaults).
 
     popularity: the ``trending`` strategy; embedding / cf: that weight alone, one user vector; hybrid: the
     blend, one user vector; hybrid+diversity: the same with MMR diversity 0.3; multi-interest: the blend
-    with up to ``max_interests`` interest vectors (the API default profile).
+    with up to ``max_interests`` interest vectors (the API default profile); learned: hybrid re-scored by
+    ``ranker`` (:func:`train_learned_blend`; None, too little data: exactly hybrid).
     """
     weights = weights or BlendWeights()
     profile = profile or ProfileParams()
@@ -326,6 +330,8 @@ def strategy_params(
         return RankParams(k=k, weights=BlendWeights(embedding=0.0, cf=1.0, trending=0.0), profile=single)
     if name == "hybrid":
         return RankParams(k=k, weights=weights, profile=single)
+    if name == "learned":
+        return RankParams(k=k, weights=weights, profile=single, ranker=ranker)
     if name == "hybrid+diversity":
         return RankParams(k=k, weights=weights, profile=single, diversity=HYBRID_DIVERSITY)
     if name == "multi-interest":
@@ -449,8 +455,63 @@ def evaluate(
     if replay is None:
         replay = split.replay(index, signal_params)
     popularity, n_users = _popularity(split.train)
-    params = {name: strategy_params(name, weights=weights, profile=profile) for name in strategies}
+    ranker = None
+    if "learned" in strategies:
+        ranker = train_learned_blend(
+            index, split, signal_params=signal_params, weights=weights, profile=profile
+        )
+    params = {
+        name: strategy_params(name, weights=weights, profile=profile, ranker=ranker) for name in strategies
+    }
     return evaluate_strategies(index, replay, cases, params, popularity, n_users, per_case)
+
+
+def _item_stats(
+    signals: Signals, train: Iterable[tuple[str, Interaction]], params: SignalParams
+) -> ItemStats:
+    """:class:`ItemStats` of ``train``'s positive events over the positions of ``signals``."""
+    users: dict[str, int] = {}
+    rows = [
+        (users.setdefault(user, len(users)), pos, float(event.timestamp))
+        for user, event in train
+        if params.type_weights.get(event.type, 0.0) > 0
+        and (pos := signals.position(event.item_id)) is not None
+    ]
+    columns = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+    users_of, items_of = columns[:, 0].astype(np.int64), columns[:, 1].astype(np.int64)
+    return item_stats(len(signals), users_of, items_of, columns[:, 2])
+
+
+def train_learned_blend(
+    index: VectorIndex,
+    split: Split,
+    *,
+    signal_params: SignalParams | None = None,
+    weights: BlendWeights | None = None,
+    profile: ProfileParams | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> LearnedBlend | None:
+    """The learned blend as a rebuild over ``split.train`` would train it, with no test case in sight: the
+    lists are the validation split carved from ``split.train`` (each user's last *training* event held out,
+    signals and item statistics from the rest, trending replayed at each list's time); the model serves
+    with the item statistics of the whole of ``split.train``. None below ``learned_blend.MIN_LISTS`` lists."""
+    signal_params = signal_params or SignalParams()
+    validation = replace(leave_last_out(split.train), new_items=split.new_items)  # the same signals items
+    replay = validation.replay(index, signal_params)
+    stats = _item_stats(replay.signals, validation.train, signal_params)
+    params = strategy_params("hybrid", weights=weights, profile=profile)
+    examples = [
+        example
+        for case in validation.cases
+        for target in sorted(case.targets)
+        if (example := learning_example(
+            index, replay.at(case.now), stats, case.history, target, params, case.now
+        )) is not None
+    ]
+    model = fit(examples, _item_stats(replay.signals, split.train, signal_params))
+    log(f"learned blend: {len(examples)} of {len(validation.cases)} validation lists hold their target; "
+        + (json.dumps(dict(model.info)) if model is not None else "too few: the weighted blend serves"))
+    return model
 
 
 def paired_difference(
