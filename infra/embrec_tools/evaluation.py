@@ -449,6 +449,7 @@ def evaluate(
     profile: ProfileParams | None = None,
     replay: Replay | None = None,
     per_case: dict[str, dict[str, list[float]]] | None = None,
+    log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, dict[str, float]]:
     """Metrics per strategy for ``cases``; signals from ``split.train`` (:meth:`Split.replay`) unless given.
     ``per_case``: filled with each strategy's per-case HR@10 / NDCG@10 (see :func:`evaluate_strategies`)."""
@@ -458,7 +459,7 @@ def evaluate(
     ranker = None
     if "learned" in strategies:
         ranker = train_learned_blend(
-            index, split, signal_params=signal_params, weights=weights, profile=profile
+            index, split, signal_params=signal_params, weights=weights, profile=profile, log=log
         )
     params = {
         name: strategy_params(name, weights=weights, profile=profile, ranker=ranker) for name in strategies
@@ -470,16 +471,14 @@ def _item_stats(
     signals: Signals, train: Iterable[tuple[str, Interaction]], params: SignalParams
 ) -> ItemStats:
     """:class:`ItemStats` of ``train``'s positive events over the positions of ``signals``."""
-    users: dict[str, int] = {}
     rows = [
-        (users.setdefault(user, len(users)), pos, float(event.timestamp))
-        for user, event in train
+        (pos, float(event.timestamp))
+        for _, event in train
         if params.type_weights.get(event.type, 0.0) > 0
         and (pos := signals.position(event.item_id)) is not None
     ]
-    columns = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
-    users_of, items_of = columns[:, 0].astype(np.int64), columns[:, 1].astype(np.int64)
-    return item_stats(len(signals), users_of, items_of, columns[:, 2])
+    columns = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+    return item_stats(len(signals), columns[:, 0].astype(np.int64), columns[:, 1])
 
 
 def train_learned_blend(
@@ -811,10 +810,12 @@ def run(
     fusion: FusionConfig | None = None,
     do_tune: bool = False,
     tune_users: int | None = 100,
+    on_validation: bool = False,
     log: Callable[[str], None] = lambda _: None,
 ) -> tuple[EvalResult, TuneResult | None]:
     """Load, encode (cached), index, split, evaluate; with ``do_tune`` also tune on the validation splits and
-    add a ``hybrid (tuned)`` row evaluated on the test cases."""
+    add a ``hybrid (tuned)`` row evaluated on the test cases. ``on_validation``: evaluate on the validation
+    split (each user's last *training* event) instead of the test split, to choose without the test cases."""
     from embrec.engine.encoder import TextEncoder
 
     if protocol not in PROTOCOLS:
@@ -827,11 +828,15 @@ def run(
     split = leave_last_out(dataset.interactions) if protocol == "leave-last-out" else item_cold_start(
         dataset.interactions
     )
+    if on_validation:
+        if protocol != "leave-last-out":
+            raise InvalidInputError("validation", "is a leave-last-out split: use --protocol leave-last-out")
+        split = leave_last_out(split.train)
     cases = sample_cases(split.cases, users, seed)
     log(f"loaded {dataset.name}: {len(ids)} items, {len(split.cases)} test users, {len(cases)} evaluated "
         f"({time.perf_counter() - started:.1f}s)")
     per_case: dict[str, dict[str, list[float]]] = {}
-    metrics = evaluate(index, split, cases, strategies=strategies, per_case=per_case)
+    metrics = evaluate(index, split, cases, strategies=strategies, per_case=per_case, log=log)
     log(markdown_table(metrics) + f"\n({time.perf_counter() - started:.1f}s)")
     tuned: TuneResult | None = None
     if do_tune:
@@ -846,7 +851,9 @@ def run(
     info = {
         "items": len(ids), "test_users_total": len(split.cases), "seed": seed, "k": EVAL_K,
         "train_interactions": len(split.train), "encoder_id": encoder.encoder_id,
-        "seconds": round(time.perf_counter() - started, 1), **split.info,
+        "seconds": round(time.perf_counter() - started, 1),
+        "split": "validation" if on_validation else "test",
+        **split.info,
     }
     return EvalResult(dataset_name, protocol, len(cases), metrics, info, per_case), tuned
 
@@ -858,7 +865,7 @@ def _cli(args: argparse.Namespace) -> int:
     result, tuned = run(
         args.dataset, Path(args.path), protocol=args.protocol, users=args.users, seed=args.seed,
         encoder_dir=Path(args.encoder) if args.encoder else None, cache_dir=Path(args.cache),
-        do_tune=args.tune, tune_users=args.tune_users, log=log,
+        do_tune=args.tune, tune_users=args.tune_users, on_validation=args.validation, log=log,
         strategies=tuple(args.strategies.split(",")) if args.strategies else EVAL_STRATEGIES,
         fusion=FusionConfig(meta_weight=args.meta_weight),
     )
@@ -867,7 +874,8 @@ def _cli(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(document, indent=2))
     else:
-        print(f"## {result.dataset} — {result.protocol} — {result.users} users (seed {args.seed}), "
+        print(f"## {result.dataset} — {result.protocol} ({result.info['split']} split) — "
+              f"{result.users} users (seed {args.seed}), "
               f"{result.info['items']} items, lists of {EVAL_K}\n")
         print(markdown_table(result.metrics))
         paired = result.paired()
@@ -916,6 +924,10 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help=f"save the results as JSON here (default: --cache/{RESULTS_FILE}, which `embrec console` shows)",
     )
     cmd.add_argument("--tune", action="store_true", help="tune on a validation split carved from training")
+    cmd.add_argument(
+        "--validation", action="store_true",
+        help="leave-last-out: evaluate on the validation split (each user's last training event), not test",
+    )
     cmd.add_argument(
         "--tune-users", type=int, default=100, help="validation users sampled per validation split for tuning"
     )

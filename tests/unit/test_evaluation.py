@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embrec.domain.learned_blend import fit
 from embrec.domain.model import Interaction
 from embrec.domain.profiles import ProfileParams
 from embrec.domain.ranking import BlendWeights
 from embrec.domain.signals import SignalParams, compute_signals
 from embrec.engine.encoder import TextEncoder
 from embrec.engine.index import VectorIndex
-from embrec.domain.learned_blend import fit
 from embrec_tools import evaluation
 from embrec_tools.cli import build_parser
 from embrec_tools.datasets import load_movielens

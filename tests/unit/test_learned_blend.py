@@ -16,7 +16,7 @@ from embrec.domain import learned_blend
 from embrec.domain.learned_blend import FEATURES, Example, ItemStats, LearnedBlend, fit, holdout, item_stats
 from embrec.domain.model import Interaction, StoredItem
 from embrec.domain.ranking import RankParams, learning_example, recommend
-from embrec.domain.signals import DEFAULT_TYPE_WEIGHTS, EventColumns, compute_signals
+from embrec.domain.signals import DEFAULT_TYPE_WEIGHTS, EventColumns, compute_signals, signals_from_events
 from embrec.engine.index import VectorIndex
 from embrec.errors import IntegrityError, InvalidInputError
 
@@ -85,10 +85,9 @@ def test_items_without_evidence_get_neutral_evidence_features() -> None:
 
 
 def test_save_load_round_trip_and_refusals(tmp_path: Path) -> None:
-    model = fit(_lists(250, seed=6), item_stats(4, np.asarray([0, 1, 1]), np.asarray([0, 0, 2]),
-                                                np.asarray([3.0, 1.0, 2.0])))
+    model = fit(_lists(250, seed=6), item_stats(4, np.asarray([0, 0, 2]), np.asarray([3.0, 1.0, 2.0])))
     assert model is not None
-    # item 0: two users, first seen at 1; item 2: one user at 2; items 1 and 3: no events
+    # item 0: two events, the first at 1; item 2: one at 2; items 1 and 3: none
     assert model.stats.popularity == pytest.approx([np.log1p(2), 0, np.log1p(1), 0])
     first_seen = model.stats.first_seen
     assert first_seen[[0, 2]].tolist() == [1.0, 2.0] and np.isnan(first_seen[[1, 3]]).all()
@@ -140,10 +139,17 @@ def test_holdout_holds_out_each_sampled_users_newest_event() -> None:
     for history, target, at in split.cases:
         assert target in newest and len(history) == 3 and target not in {e.item_id for e in history}
         assert all(e.timestamp < at and e.type == "view" for e in history)
-    # and the training columns lack exactly the held-out events
+    # and the training columns lack exactly the held-out events, while the input keeps every event
     assert sum(c[0].size for c in split.train_events.chunks) == 30 * 4 + 1 - 20
+    assert sum(c[0].size for c in columns.chunks) == 30 * 4 + 1
     assert split.stats_full.popularity.sum() > split.stats_train.popularity.sum()
-    assert len(columns.chunks) == 1  # the input columns are left for the serving signals
+    # so signals from them are those of the events without the held-out ones, and of all events
+    held = {(target, at) for _, target, at in split.cases}
+    without = [(user, e) for user, e in events if (e.item_id, e.timestamp) not in held]
+    from_train = signals_from_events(split.train_events, now=NOW)
+    assert np.array_equal(from_train.cf_neighbours, compute_signals(without, ids, now=NOW).cf_neighbours)
+    from_all = signals_from_events(columns, now=NOW)
+    assert np.array_equal(from_all.cf_neighbours, compute_signals(events, ids, now=NOW).cf_neighbours)
 
 
 def test_a_model_that_learned_nothing_ranks_as_the_weighted_blend() -> None:

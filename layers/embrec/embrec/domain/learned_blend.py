@@ -106,8 +106,8 @@ _EVIDENCE_MASK = np.asarray([name in EVIDENCE_FEATURES for name in FEATURES])
 @dataclass(frozen=True)
 class ItemStats:
     """Per item of the signals (same positions as ``Signals.item_ids``): ``popularity`` float32 (m,),
-    log1p of the number of users with a positive event on it; ``first_seen`` float64 (m,), epoch s of its
-    first event (NaN: none)."""
+    log1p of the number of positive events on it (within the rebuild's window); ``first_seen`` float64
+    (m,), epoch s of its first event (NaN: none)."""
 
     popularity: np.ndarray
     first_seen: np.ndarray
@@ -116,25 +116,25 @@ class ItemStats:
         return int(self.popularity.shape[0])
 
 
-def item_stats(n_items: int, users: np.ndarray, items: np.ndarray, times: np.ndarray) -> ItemStats:
-    """:class:`ItemStats` from event columns: ``users``, ``items`` (int, item positions < ``n_items``) and
-    ``times`` (epoch s), one row an event."""
+def item_stats(n_items: int, items: np.ndarray, times: np.ndarray) -> ItemStats:
+    """:class:`ItemStats` from event columns: ``items`` (item positions < ``n_items``) and ``times`` (epoch
+    s), one row a (positive) event."""
     items = np.asarray(items, dtype=np.int64)
-    users = np.asarray(users, dtype=np.int64)
-    pairs = np.unique(users * max(n_items, 1) + items) % max(n_items, 1) if items.size else items
-    popularity = np.log1p(np.bincount(pairs, minlength=n_items)).astype(np.float32)
-    first_seen = np.full(n_items, np.inf)
-    np.minimum.at(first_seen, items, np.asarray(times, dtype=np.float64))
-    first_seen[~np.isfinite(first_seen)] = np.nan
-    return ItemStats(popularity, first_seen)
+    first = np.full(n_items, np.inf)
+    np.minimum.at(first, items, np.asarray(times, dtype=np.float64))
+    return _item_stats(np.bincount(items, minlength=n_items), first)
+
+
+def _item_stats(counts: np.ndarray, first: np.ndarray) -> ItemStats:
+    return ItemStats(np.log1p(counts).astype(np.float32), np.where(np.isfinite(first), first, np.nan))
 
 
 @dataclass
 class Holdout:
-    """The rebuild's training split: ``train_events`` (the events without each sampled user's newest one, nor
-    the user's other events on that item), ``cases`` ((history oldest first, held-out item, its time) per
-    sampled user), ``stats_train`` / ``stats_full`` the :class:`ItemStats` without / with the held-out
-    events."""
+    """The rebuild's training split: ``train_events`` (a view of the events without each sampled user's
+    newest one, nor the user's other events on that item), ``cases`` ((history oldest first, held-out item,
+    its time) per sampled user), ``stats_train`` / ``stats_full`` the :class:`ItemStats` without / with the
+    held-out events."""
 
     train_events: EventColumns
     cases: list[tuple[list[Interaction], str, float]]
@@ -147,36 +147,68 @@ def holdout(
 ) -> Holdout:
     """Hold out the newest event of up to ``max_users`` users with >= ``min_events`` events (sampled with
     ``numpy.random.default_rng(seed)`` over the sorted user ids; equal times: the larger item id is the
-    later, as the offline evaluation splits). ``events`` is finished (:meth:`EventColumns.finish`) and not
-    consumed; ``train_events`` is a second set of columns (the same 17 bytes an event)."""
+    later, as the offline evaluation splits).
+
+    Memory: per-user arrays and one chunk's temporaries at a time, never a second copy of the columns:
+    ``train_events`` shares ``events``' arrays. The held-out rows are moved out of the shared chunks and
+    appended to ``events`` as one chunk of their own (``events`` still holds every event; signals do not
+    depend on the order of events)."""
     events.finish()
-    n_items = len(events.item_ids)
-    chunks = events.chunks
-    u, i, t, ts = (np.concatenate([c[k] for c in chunks]) if chunks else np.zeros(0) for k in range(4))
-    u, i = u.astype(np.int64), i.astype(np.int64)
-    stats_full = item_stats(n_items, u, i, ts)
-    order = np.lexsort((i, ts, u))  # per user, oldest first; item positions follow the item ids' order
-    last = order[np.r_[u[order][1:] != u[order][:-1], True]] if order.size else order
-    counts = np.bincount(u, minlength=len(events.users))
-    eligible = last[counts[u[last]] >= min_events]
-    rng = np.random.default_rng(seed)
-    picked = np.sort(rng.choice(eligible, size=min(max_users, eligible.size), replace=False))
-    held_pairs = u[picked] * max(n_items, 1) + i[picked]
-    keep = ~np.isin(u * max(n_items, 1) + i, held_pairs)
+    n_items, n_users = len(events.item_ids), len(events.users)
+    counts = np.zeros(n_users, dtype=np.int64)
+    last_ts = np.full(n_users, -np.inf)
+    last_item = np.full(n_users, -1, dtype=np.int64)
+    for u, i, _, ts in events.chunks:
+        counts += np.bincount(u, minlength=n_users)
+        order = np.lexsort((i, ts, u))  # the chunk's last row per user is its newest event
+        ends = order[np.r_[u[order][1:] != u[order][:-1], True]] if order.size else order
+        users = u[ends]
+        newer = (ts[ends] > last_ts[users]) | ((ts[ends] == last_ts[users]) & (i[ends] > last_item[users]))
+        last_ts[users[newer]], last_item[users[newer]] = ts[ends][newer], i[ends][newer]
+    eligible = np.flatnonzero(counts >= min_events)
+    picked = np.sort(np.random.default_rng(seed).choice(eligible, size=min(max_users, eligible.size),
+                                                        replace=False))
+    sampled = np.zeros(n_users, dtype=bool)
+    sampled[picked] = True
+    full = _stats_of(events.chunks, n_items)
+    held: list[tuple[np.ndarray, ...]] = []
+    mine: list[tuple[np.ndarray, ...]] = []
+    for k, chunk in enumerate(events.chunks):
+        u, i = chunk[0], chunk[1]
+        of_sampled = sampled[u]
+        out = of_sampled & (i == last_item[u])
+        mine.append(tuple(column[of_sampled & ~out] for column in chunk))
+        if out.any():
+            held.append(tuple(column[out] for column in chunk))
+            events.chunks[k] = (chunk[0][~out], chunk[1][~out], chunk[2][~out], chunk[3][~out])
+    removed = tuple(np.concatenate([part[c] for part in held]) for c in range(4)) if held else None
     train = copy.copy(events)
-    train.chunks = [(u[keep].astype(np.int32), i[keep].astype(np.int32), t[keep].astype(np.uint8), ts[keep])]
+    train.chunks = list(events.chunks)
     train.users = dict(events.users)
-    train.interacted = events.interacted.copy()
-    stats_train = item_stats(n_items, u[keep], i[keep], ts[keep])
+    if removed is not None:
+        events.chunks.append(removed)  # type: ignore[arg-type]
+    stats_train = _stats_of(train.chunks, n_items)
+    u, i, t, ts = (np.concatenate([part[c] for part in mine]) for c in range(4))
+    order = np.lexsort((i, ts, u))
+    bounds = np.searchsorted(u[order], picked, "left"), np.searchsorted(u[order], picked, "right")
     names, ids = events.type_names, events.item_ids
-    rows = order[np.isin(u[order], u[picked]) & keep[order]]  # the sampled users' kept events, per user
-    bounds = np.searchsorted(u[rows], u[picked], side="left"), np.searchsorted(u[rows], u[picked], "right")
     cases = []
-    for row, lo, hi in zip(picked.tolist(), *bounds, strict=True):
-        mine = rows[max(lo, hi - MAX_TRAINING_HISTORY) : hi]
-        history = [Interaction(ids[i[r]], names[t[r]], float(ts[r])) for r in mine.tolist()]
-        cases.append((history, ids[i[row]], float(ts[row])))
-    return Holdout(train, cases, stats_train, stats_full)
+    for user, lo, hi in zip(picked.tolist(), *bounds, strict=True):
+        rows = order[max(lo, hi - MAX_TRAINING_HISTORY) : hi].tolist()
+        history = [Interaction(ids[i[r]], names[t[r]], float(ts[r])) for r in rows]
+        cases.append((history, ids[last_item[user]], float(last_ts[user])))
+    return Holdout(train, cases, stats_train, full)
+
+
+def _stats_of(chunks: Sequence[tuple[np.ndarray, ...]], n_items: int) -> ItemStats:
+    counts = np.zeros(n_items, dtype=np.int64)
+    first = np.full(n_items, np.inf)
+    for _, i, _, ts in chunks:
+        counts += np.bincount(i, minlength=n_items)
+        order = np.lexsort((ts, i))
+        starts = order[np.r_[True, i[order][1:] != i[order][:-1]]] if order.size else order
+        first[i[starts]] = np.minimum(first[i[starts]], ts[starts])
+    return _item_stats(counts, first)
 
 
 def _rank_gain(values: np.ndarray) -> np.ndarray:
