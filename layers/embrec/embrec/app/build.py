@@ -12,7 +12,8 @@ Memory is bounded by arrays, never by Python objects per row (BENCHMARKS.md §5)
 preallocated float32 blocks (:data:`BLOCK_BYTES` each) and metadata into numpy columns; the blocks are
 moved into item-id order, then fed to hnswlib one by one and dropped, so the peak is about hnswlib's own
 copy of the vectors. The index is written and released before the interactions are read, which go into
-:class:`~embrec.domain.signals.EventColumns` (17 bytes an event).
+:class:`~embrec.domain.signals.EventColumns` (17 bytes an event). The learned blend's training shares those
+columns (its held-out rows are moved, not copied) and loads the index back only once they are released.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def build_version(
     ``details["fusion"]["over_budget"]``), and a plain index over it raises :class:`CompatibilityError`
     before anything is written. ``dim`` in the result is the text vectors' dimension; the index
     manifest's ``dim`` and ``fusion`` give the fused layout. ``train_ranker``: train the learned blend
-    (:func:`_train_ranker`) into ``ranker/`` when there is enough data.
+    (:func:`_training_signals`, :func:`_fit_ranker`) into ``ranker/`` when there is enough data.
     """
     config = fusion or FusionConfig()
     keep_images = config.mode != "off" and config.image_weight > 0
@@ -240,10 +241,11 @@ def build_version(
     signal_params = signal_params or SignalParams()
     events = EventColumns(ids, signal_params.type_weights).extend(interactions)
     n_events = events.seen
-    ranker = _train_ranker(Path(directory), events, signal_params, now) if train_ranker else None
+    training = _training_signals(events, signal_params, now) if train_ranker else None
     signals = signals_from_events(events, signal_params, now=now)
     signals_manifest = signals.save(Path(directory) / SIGNALS_DIR)
     details: dict[str, Any] = {"index": index_manifest, "signals": signals_manifest, "fusion": counts}
+    ranker = _fit_ranker(Path(directory), signal_params, *training) if training is not None else None
     if ranker is not None:
         digest = learned_blend.input_digest(str(signals.params.get("input_sha256", "")), ranker.info)
         details["ranker"] = ranker.save(Path(directory) / RANKER_DIR, digest)
@@ -258,17 +260,24 @@ def build_version(
     )
 
 
-def _train_ranker(
-    directory: Path, events: EventColumns, signal_params: SignalParams, now: float
-) -> LearnedBlend | None:
-    """The learned blend, trained on the sampled users' newest events (:func:`learned_blend.holdout`) with
-    signals built without them, over the index just written; None with too little data (the weighted blend
-    serves). Costs a second signals build over the held-out columns and one request per sampled user."""
+def _training_signals(
+    events: EventColumns, signal_params: SignalParams, now: float
+) -> tuple[learned_blend.Holdout, Signals] | None:
+    """The learned blend's training split (:func:`learned_blend.holdout`: each sampled user's newest event
+    held out) and the signals built without the held-out events; None with too few users to train on."""
     split = learned_blend.holdout(events)
     if len(split.cases) < learned_blend.MIN_LISTS:
         logger.info("learned blend skipped", extra={"training_users": len(split.cases)})
         return None
-    held_signals = signals_from_events(split.train_events, signal_params, now=now)  # releases its columns
+    return split, signals_from_events(split.train_events, signal_params, now=now)  # releases its view
+
+
+def _fit_ranker(
+    directory: Path, signal_params: SignalParams, split: learned_blend.Holdout, held_signals: Signals
+) -> LearnedBlend | None:
+    """The learned blend: each sampled user's request just before their held-out event, replayed over the
+    index just written with ``held_signals``, one training list each; None with too few lists (the weighted
+    blend serves). Runs after the events are released, so the index is loaded beside the signals only."""
     index = VectorIndex.load(directory / INDEX_DIR)
     params = RankParams(profile=ProfileParams(type_weights=signal_params.type_weights))
     examples = [
