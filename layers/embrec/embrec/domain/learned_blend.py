@@ -1,4 +1,4 @@
-"""A learned blend: a listwise linear ranker over the candidates' features, trained on users' own last events.
+"""A learned blend: a listwise linear ranker over the candidates' features, trained on users' last events.
 
 The weighted blend (:func:`embrec.domain.ranking._blend`) combines the normalised signals with three fixed
 weights. This model re-scores the same candidate pool from :data:`FEATURES` — that blend itself, each
@@ -10,9 +10,9 @@ Training is self-supervised, the next-event split the offline evaluation makes: 
 at least three events, the newest event is held out, the signals are built without the held-out events, and
 the request the user would have made just before it gives one list (the pool's features, the held-out item's
 row). :func:`fit` minimises the listwise softmax cross-entropy of the held-out item over its pool
-(``-log softmax(Z w)[target]``, convex) by Newton's method, with an L2 pull towards :func:`prior_weights`:
-the blend feature alone, so a model that learned nothing ranks exactly as the weighted blend. Lists whose
-pool misses the held-out item carry no gradient and are dropped; with fewer than :data:`MIN_LISTS` left
+(``-log softmax(Z w)[target]``, convex) by Newton's method, with an L2 pull towards the blend feature alone
+(at its best scale, fitted first), so a model that learned nothing ranks exactly as the weighted blend. Lists
+whose pool misses the held-out item carry no gradient and are dropped; with fewer than :data:`MIN_LISTS` left
 :func:`fit` returns None and ranking keeps the weighted blend.
 
 Features are standardised with the training mean and scale. An item no signal has evidence on (new, or
@@ -91,9 +91,9 @@ MIN_LISTS = 200
 #: Whether a request uses the learned blend when the version has one and no experiment override says
 #: otherwise. Off: on MovieLens validation splits it did not beat the weighted blend (EVALUATION.md).
 LEARNED_BLEND_DEFAULT = False
-#: The blend feature's prior weight (per standard deviation): large enough that the prior's softmax is
-#: peaked like a ranking, the order it gives is the weighted blend's whatever the value.
-PRIOR_BLEND_WEIGHT = 4.0
+#: The blend feature's starting weight (per standard deviation) before its scale is fitted, and the least
+#: it may end at: a blend that predicts nothing still orders a model that learned nothing, never reverses it.
+PRIOR_BLEND_WEIGHT = 1.0
 #: Users (with >= 3 events) sampled for the rebuild's training lists: bounds its cost (one request each).
 MAX_TRAINING_USERS = 2000
 #: A training user's history is cut to this many newest events (the items every request excludes).
@@ -373,7 +373,8 @@ def fit(
 ) -> LearnedBlend | None:
     """Fit the listwise model on ``examples`` (None below ``min_lists`` lists); ``stats``: the serving items'
     statistics the model is stored with. Loss: mean over lists of ``-log softmax(Z w)[target]`` plus
-    ``l2 / 2 x |w - prior|^2`` (:func:`prior_weights`); Newton steps with backtracking, deterministic."""
+    ``l2 / 2 x |w - prior|^2``, ``prior`` the blend feature alone at its best scale (fitted first, from
+    :func:`prior_weights`); Newton steps with backtracking, deterministic."""
     if l2 <= 0:
         raise InvalidInputError("l2", f"must be > 0, got {l2}")
     lists = [e for e in examples if e.features.shape[0] > 0 and 0 <= e.target < e.features.shape[0]]
@@ -388,39 +389,59 @@ def fit(
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)
-    prior = prior_weights()
-    model = LearnedBlend(prior, mean, scale, stats)
-    z = model.standardise(x, evidence)
+    z = LearnedBlend(prior_weights(), mean, scale, stats).standardise(x, evidence)
     del x
-    w = prior.copy()
+    lists_of = (z, starts, segment, targets)
+    # First the blend's own scale (the prior's temperature: its order is the weighted blend's whatever the
+    # scale), then every weight, pulled towards that calibrated blend.
+    blend_only = np.asarray([name == "blend" for name in FEATURES])
+    prior, prior_loss = _newton(lists_of, prior_weights(), prior_weights(), 1e-6, blend_only, iterations)
+    prior = np.maximum(prior, prior_weights())
+    w, loss = _newton(lists_of, prior, prior, l2, np.ones(len(FEATURES), dtype=bool), iterations)
+    info = {"lists": len(lists), "loss_blend": round(prior_loss, 6), "loss": round(loss, 6), "l2": l2}
+    return LearnedBlend(w, mean, scale, stats, info)
 
-    def objective(weights: np.ndarray) -> tuple[float, np.ndarray]:
+
+def _newton(
+    lists: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    start: np.ndarray,
+    prior: np.ndarray,
+    l2: float,
+    free: np.ndarray,
+    iterations: int,
+) -> tuple[np.ndarray, float]:
+    """Newton steps with backtracking on the ``free`` weights (the others stay at ``start``): minimises the
+    mean listwise loss plus ``l2 / 2 x |w - prior|^2``. Returns (weights, mean listwise loss)."""
+    z, starts, segment, targets = lists
+    n = starts.size
+
+    def objective(weights: np.ndarray) -> tuple[float, float, np.ndarray]:
         loss, p = _softmax_terms(z, starts, segment, targets, weights)
-        return loss + 0.5 * l2 * float(np.sum((weights - prior) ** 2)), p
+        return loss + 0.5 * l2 * float(np.sum((weights - prior) ** 2)), loss, p
 
-    start_loss, p = objective(w)
-    loss = start_loss
-    n = len(lists)
+    w = start.copy()
+    total, loss, p = objective(w)
+    zf = z[:, free]
     for _ in range(iterations):
-        pz = p[:, None] * z
-        mu = np.add.reduceat(pz, starts)  # (lists, F): expected features under the model
-        grad = (mu.sum(axis=0) - z[targets].sum(axis=0)) / n + l2 * (w - prior)
-        hessian = (pz.T @ z - mu.T @ mu) / n + l2 * np.eye(w.size)
-        step = np.linalg.solve(hessian, grad)
+        pz = p[:, None] * zf
+        mu = np.add.reduceat(pz, starts)  # (lists, free): expected features under the model
+        grad = (mu.sum(axis=0) - zf[targets].sum(axis=0)) / n + l2 * (w - prior)[free]
+        hessian = (pz.T @ zf - mu.T @ mu) / n + l2 * np.eye(grad.size)
+        step = np.zeros_like(w)
+        step[free] = np.linalg.solve(hessian, grad)
         t = 1.0
         while t > 1e-4:
-            new_loss, new_p = objective(w - t * step)
-            if new_loss <= loss:
+            new_total, new_loss, new_p = objective(w - t * step)
+            if new_total <= total:
                 break
             t /= 2
         else:
             break
-        w, converged = w - t * step, loss - new_loss < 1e-9
-        loss, p = new_loss, new_p
+        w, converged = w - t * step, total - new_total < 1e-9
+        total, loss, p = new_total, new_loss, new_p
         if converged:
             break
-    info = {"lists": n, "loss_prior": round(start_loss, 6), "loss": round(loss, 6), "l2": l2}
-    return LearnedBlend(w, mean, scale, stats, info)
+    return w, loss
 
 
 def input_digest(signals_digest: str, info: Mapping[str, Any]) -> str:
