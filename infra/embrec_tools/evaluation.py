@@ -882,6 +882,8 @@ def _cli(args: argparse.Namespace) -> int:
         if paired:
             print("\nPaired over the same users (mean difference, 95% bootstrap interval, 2,000 draws):\n")
             print(paired_table(paired))
+        if "learned" in result.per_case:
+            print("\n" + paired_table(result.paired("learned"), "learned"))
         if tuned is not None:
             chosen = {k: v for k, v in tuned.to_dict().items() if k not in ("trials", "validation")}
             print("\nTuned on 3 validation splits (each user's last 3 training events, pooled):")
