@@ -144,6 +144,7 @@ def _stream_child(n_items: int, n_events: int) -> dict[str, float]:
             train_ranker=os.environ.get("BENCH_REBUILD_RANKER", "1") != "0",
         )
         ranker = built.details.get("ranker", {}).get("info", {}).get("lists", 0)
+        ranker_seconds = built.details["learned_blend_seconds"]
     finished = time.perf_counter()
     index_peak, signals_floor, index_done = marks
     return {
@@ -156,6 +157,7 @@ def _stream_child(n_items: int, n_events: int) -> dict[str, float]:
         "signals_peak_mb": peak_rss_mb(),
         "signals_seconds": finished - index_done,
         "ranker_lists": ranker,
+        "ranker_seconds": ranker_seconds,
     }
 
 
@@ -218,7 +220,8 @@ def main() -> None:
             f"target <= 3,584) | signals {r['signals_seconds']:6.1f} s, peak "
             f"{r['signals_peak_mb'] - r['signals_floor_mb']:6.0f} MB above its start "
             f"({per_event:.1f} B/event; "
-            f"target <= 40) | floor {r['floor_mb']:.0f} MB | learned blend: {r['ranker_lists']} lists",
+            f"target <= 40) | floor {r['floor_mb']:.0f} MB | learned blend: {r['ranker_lists']} lists, "
+            f"{r['ranker_seconds']:.1f} s of the signal phase",
             flush=True,
         )
 

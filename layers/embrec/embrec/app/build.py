@@ -18,6 +18,7 @@ columns (its held-out rows are moved, not copied) and loads the index back only 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,11 +242,15 @@ def build_version(
     signal_params = signal_params or SignalParams()
     events = EventColumns(ids, signal_params.type_weights).extend(interactions)
     n_events = events.seen
+    started = time.perf_counter()
     training = _training_signals(events, signal_params, now) if train_ranker else None
+    ranker_seconds = time.perf_counter() - started
     signals = signals_from_events(events, signal_params, now=now)
     signals_manifest = signals.save(Path(directory) / SIGNALS_DIR)
     details: dict[str, Any] = {"index": index_manifest, "signals": signals_manifest, "fusion": counts}
+    started = time.perf_counter()
     ranker = _fit_ranker(Path(directory), signal_params, *training) if training is not None else None
+    details["learned_blend_seconds"] = ranker_seconds + time.perf_counter() - started
     if ranker is not None:
         digest = learned_blend.input_digest(str(signals.params.get("input_sha256", "")), ranker.info)
         details["ranker"] = ranker.save(Path(directory) / RANKER_DIR, digest)

@@ -686,9 +686,9 @@ def _learned_features(
     sig = _aligned(index, signals).pos_to_sig[pool.positions]
     sig = np.where(sig < len(stats), sig, -1)  # stats of another signals version: no evidence
     cf_max = max(float(pool.cf.max()) if pool.cf.size else 0.0, cf_floor)
-    vectors = index.vectors_at(pool.positions).astype(np.float64)
-    last = history_vectors[0] / max(float(np.linalg.norm(history_vectors[0])), 1e-12)
-    norms = np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+    # Index rows are unit vectors (as _gather's cosines assume): one float32 product, no per-row norms.
+    last = (history_vectors[0] / max(float(np.linalg.norm(history_vectors[0])), 1e-12)).astype(np.float32)
+    similarity = (index.vectors_at(pool.positions) @ last).astype(np.float64)
     features = learned_blend.candidate_features(
         relevance,
         _minmax(pool.embedding),
@@ -696,7 +696,7 @@ def _learned_features(
         _minmax(pool.trending),
         learned_blend.item_popularity(stats, sig),
         learned_blend.item_age_days(stats, sig, now),
-        vectors @ last / norms,
+        similarity,
         history_vectors.shape[0],
     )
     evidence = pool.cf_covered if pool.cf_covered is not None else np.zeros(len(pool.ids))
