@@ -172,9 +172,13 @@ def holdout(
     eligible = np.flatnonzero(counts >= min_events)
     picked = np.sort(np.random.default_rng(seed).choice(eligible, size=min(max_users, eligible.size),
                                                         replace=False))
+    full = _stats_of(events.chunks, n_items)
+    if picked.size == 0:  # no user with enough events: nothing to hold out
+        view = copy.copy(events)
+        view.chunks, view.users = list(events.chunks), dict(events.users)
+        return Holdout(view, [], full, full)
     sampled = np.zeros(n_users, dtype=bool)
     sampled[picked] = True
-    full = _stats_of(events.chunks, n_items)
     held: list[tuple[np.ndarray, ...]] = []
     mine: list[tuple[np.ndarray, ...]] = []
     for k, chunk in enumerate(events.chunks):
