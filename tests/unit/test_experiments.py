@@ -287,6 +287,14 @@ def test_learned_blend_is_switched_per_variant_and_by_the_deployment_defaults() 
     config = parse_experiments(document)
     assert assign(config, off).overrides.apply(base, ranker=ranker).ranker is ranker
     assert assign(config, on).overrides.apply(base, ranker=ranker).ranker is None
+    # The rebuild trains it only when some request may use it
+    assert config.uses_learned_blend and not parse_experiments(DOCUMENT).uses_learned_blend
+    del document["defaults"]
+    assert not parse_experiments(document).uses_learned_blend  # only switched off
+    document["experiments"][0]["variants"][1]["overrides"] = {"learned_blend": True}
+    assert parse_experiments(document).uses_learned_blend
+    document["experiments"][0]["enabled"] = False  # the next enabled experiment is live, without it
+    assert not parse_experiments(document).uses_learned_blend
 
 
 def test_empty_config_is_the_default() -> None:

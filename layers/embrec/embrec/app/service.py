@@ -696,7 +696,9 @@ def rebuild(
     ``1 - EMBREC_REBUILD_MAX_SHRINK`` of the live version's items (a swapped or emptied table) is refused
     with a metric (:data:`METRIC_SHRINK_REFUSED`) and a :class:`UnprocessableError`, unless
     ``allow_shrink`` (``embrec rebuild --allow-shrink``). ``report_experiment`` (the scheduled function):
-    then write the live experiment's report as EMF metrics per variant, best-effort.
+    then write the live experiment's report as EMF metrics per variant, best-effort. The learned blend is
+    trained only when ``config/experiments.json`` can serve it (its training is most of the signal phase,
+    BENCHMARKS.md section 10).
     """
     started = runtime.clock()
     base = runtime.artifacts.read_current()
@@ -714,6 +716,7 @@ def rebuild(
             signal_params=SignalParams(type_weights=runtime.type_weights),
             fusion=fusion,
             memory_budget=runtime.settings.index_memory_bytes,
+            train_ranker=runtime.experiments().uses_learned_blend,
         )
         if base is not None and not allow_shrink:
             _refuse_a_shrink(runtime, base.version, built.items)

@@ -166,6 +166,16 @@ class ExperimentConfig:
     def active(self) -> Experiment | None:
         return next((e for e in self.experiments if e.enabled), None)
 
+    @property
+    def uses_learned_blend(self) -> bool:
+        """Whether any request may be ranked by the learned blend: the default, the deployment ``defaults``
+        or a variant of the live experiment switches it on (the rebuild trains it only then)."""
+        default = self.defaults.learned_blend
+        if default if default is not None else LEARNED_BLEND_DEFAULT:
+            return True
+        active = self.active
+        return active is not None and any(v.overrides.learned_blend for v in active.variants)
+
     def get(self, name: str) -> Experiment:
         for experiment in self.experiments:
             if experiment.name == name:
