@@ -30,7 +30,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -302,10 +302,6 @@ class LearnedBlend:
         raw = self.standardise(features, evidence) @ self.weights
         lo, hi = (float(raw.min()), float(raw.max())) if raw.size else (0.0, 0.0)
         return (raw - lo) / (hi - lo) if hi > lo else np.zeros(raw.shape)
-
-    def with_stats(self, stats: ItemStats) -> LearnedBlend:
-        """The same weights serving other items' statistics (those of the signals it is applied with)."""
-        return replace(self, stats=stats)
 
     def save(self, directory: Path, input_sha256: str) -> dict[str, Any]:
         """Write ``ranker.npz`` then ``manifest.json``; ``input_sha256``: what the model is a function of."""
