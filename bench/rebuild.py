@@ -10,7 +10,8 @@ two phases are measured apart (the index is written and released before the inte
 peak of the index phase (VmHWM) above the process floor per item, then (VmHWM reset through
 ``/proc/self/clear_refs``) the peak of the signals phase above its own start per interaction.
 Baseline: hnswlib ``add_items`` alone on the first size's vectors (the library floor), in a fresh process.
-``BENCH_REBUILD_BASELINE=0`` skips it.
+``BENCH_REBUILD_BASELINE=0`` skips it. ``BENCH_REBUILD_RANKER=0`` builds without the learned blend (its
+training is part of the signals phase), for the before/after of its cost.
 ``build_bench_version`` keeps a 100k version under .cache/bench/ for ``bench cold_start``.
 """
 
@@ -140,7 +141,10 @@ def _stream_child(n_items: int, n_events: int) -> dict[str, float]:
         built = build_version(
             _stub_items(n_items), _stub_events(n_items, n_events, marks), Path(scratch),
             encoder_id="bench-synthetic", now=NOW, text_dim=384,
+            train_ranker=os.environ.get("BENCH_REBUILD_RANKER", "1") != "0",
         )
+        ranker = built.details.get("ranker", {}).get("info", {}).get("lists", 0)
+        ranker_seconds = built.details["learned_blend_seconds"]
     finished = time.perf_counter()
     index_peak, signals_floor, index_done = marks
     return {
@@ -152,6 +156,8 @@ def _stream_child(n_items: int, n_events: int) -> dict[str, float]:
         "signals_floor_mb": signals_floor,
         "signals_peak_mb": peak_rss_mb(),
         "signals_seconds": finished - index_done,
+        "ranker_lists": ranker,
+        "ranker_seconds": ranker_seconds,
     }
 
 
@@ -214,7 +220,8 @@ def main() -> None:
             f"target <= 3,584) | signals {r['signals_seconds']:6.1f} s, peak "
             f"{r['signals_peak_mb'] - r['signals_floor_mb']:6.0f} MB above its start "
             f"({per_event:.1f} B/event; "
-            f"target <= 40) | floor {r['floor_mb']:.0f} MB",
+            f"target <= 40) | floor {r['floor_mb']:.0f} MB | learned blend: {r['ranker_lists']} lists, "
+            f"{r['ranker_seconds']:.1f} s of the signal phase",
             flush=True,
         )
 

@@ -4,7 +4,9 @@ A user with 200 interactions, catalogs of 10k and 100k items (the PyPI summary v
 embeddings). Ours: ``ranking.recommend`` with a loaded VectorIndex and Signals, in process, the interaction
 read excluded (measured separately: a DynamoDB query of the 200 events against in-process moto, not AWS).
 Baseline in the same process: the naive method — re-encode the history texts on every request, type/recency
-weighted mean, exact flat numpy search over every vector, drop seen items.
+weighted mean, exact flat numpy search over every vector, drop seen items. ``learned``: the same request
+re-scored by the learned blend (the version's ranker when the bench rebuild trained one, else one with the
+blend prior's weights: the work per request does not depend on the weights), timed alternately with ours.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from bench._data import (
     synthetic_interactions,
     version_dir,
 )
+from embrec.domain.learned_blend import FEATURES, LearnedBlend, item_stats, prior_weights
 from embrec.domain.model import Interaction
 from embrec.domain.profiles import ProfileParams, interaction_weights
 from embrec.domain.ranking import RankParams, recommend
@@ -70,23 +73,36 @@ def _bench_size(
     cached = version_dir(n, encoder_id)
     index: VectorIndex
     signals: Signals
+    ranker: LearnedBlend | None = None
     if (cached / "index" / "manifest.json").is_file():  # bench rebuild's version: same ids, vectors, events
-        from embrec.app.build import load_version
+        from embrec.app.build import load_ranker, load_version
 
         index, signals = load_version(cached)
+        ranker = load_ranker(cached, signals)
     else:
         index = VectorIndex.build(ids, matrix, metadata, encoder_id="bench")
         signals = compute_signals(synthetic_interactions(ids), ids, now=NOW)
+    if ranker is None:
+        events = synthetic_interactions(ids)
+        columns = np.asarray([(signals.position(e.item_id), e.timestamp) for _, e in events], np.float64)
+        stats = item_stats(len(signals), columns[:, 0].astype(np.int64), columns[:, 1])
+        ranker = LearnedBlend(prior_weights(), np.zeros(len(FEATURES)), np.ones(len(FEATURES)), stats)
     setup = time.perf_counter() - started
     history = synthetic_history(matrix, ids)
     params = RankParams(k=10)
+    learned_params = RankParams(k=10, ranker=ranker)
     for _ in range(5):  # warm-up
         recommend(index, signals, history, None, params, NOW)
+        recommend(index, signals, history, None, learned_params, NOW)
     ours: list[float] = []
-    for _ in range(repeats):
+    learned: list[float] = []
+    for _ in range(repeats):  # alternately, so both see the same machine load
         t0 = time.perf_counter()
         result = recommend(index, signals, history, None, params, NOW)
         ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        recommend(index, signals, history, None, learned_params, NOW)
+        learned.append(time.perf_counter() - t0)
     assert result.strategy == "personalized" and len(result.items) == 10
     naive: list[float] = []
     naive_repeats = max(5, repeats // 20)
@@ -96,10 +112,12 @@ def _bench_size(
         naive_recommend(encoder, texts, matrix, ids, history, 10)
         naive.append(time.perf_counter() - t0)
     o50, o99 = percentiles_ms(ours)
+    l50, l99 = percentiles_ms(learned)
     n50, n99 = percentiles_ms(naive)
     print(
         f"request path, {n:>7,} items, {len(history)} events (setup {setup:.0f} s):\n"
         f"  ours  ranking.recommend  p50 {o50:8.2f} ms  p99 {o99:8.2f} ms  ({repeats} requests)\n"
+        f"  ours, learned blend      p50 {l50:8.2f} ms  p99 {l99:8.2f} ms  (x{l50 / o50:.2f} of ours)\n"
         f"  naive re-encode+exact    p50 {n50:8.2f} ms  p99 {n99:8.2f} ms  ({naive_repeats} requests)\n"
         f"  ratio naive/ours         p50 x{n50 / o50:7.1f}    p99 x{n99 / o99:7.1f}"
         f"   goal: p50 <= 3 ms at 100k, >= 100x"

@@ -40,9 +40,10 @@ import numpy as np
 from embrec.config import DEFAULT_HISTORY_LIMIT, Settings
 from embrec.domain.catalog import item_text, validate_row
 from embrec.domain.fusion import DEFAULT_META_WEIGHT, FusionConfig, fuse_rows, plan_fusion
+from embrec.domain.learned_blend import ItemStats, LearnedBlend, fit, item_stats
 from embrec.domain.model import Interaction
 from embrec.domain.profiles import SECONDS_PER_DAY, ProfileParams, event_order
-from embrec.domain.ranking import BlendWeights, RankParams, recommend
+from embrec.domain.ranking import BlendWeights, RankParams, learning_example, recommend
 from embrec.domain.signals import SignalParams, Signals, compute_signals, trending_scores
 from embrec.engine.index import VectorIndex
 from embrec.errors import InvalidInputError
@@ -81,13 +82,14 @@ __all__ = [
     "run",
     "sample_cases",
     "strategy_params",
+    "train_learned_blend",
     "tune",
 ]
 
 EVAL_K = 50  # list length: pool = max(candidate_pool 200, 3k) stays the API default; MRR is MRR@50
 DATASETS = ("movielens", "amazon-magazines")
 PROTOCOLS = ("leave-last-out", "item-cold-start")
-EVAL_STRATEGIES = ("popularity", "embedding", "cf", "hybrid", "hybrid+diversity", "multi-interest")
+EVAL_STRATEGIES = ("popularity", "embedding", "cf", "hybrid", "hybrid+diversity", "multi-interest", "learned")
 METRICS = ("HR@10", "NDCG@10", "Recall@20", "MRR", "coverage@10", "diversity@10", "novelty@10")
 HYBRID_DIVERSITY = 0.3
 #: Side-information weights (`SignalParams.side_weight`) the tune tries with the default CF model.
@@ -320,12 +322,14 @@ def strategy_params(
     weights: BlendWeights | None = None,
     profile: ProfileParams | None = None,
     k: int = EVAL_K,
+    ranker: LearnedBlend | None = None,
 ) -> RankParams:
     """The :class:`RankParams` of a strategy (``weights``/``profile`` default to the API defaults).
 
     popularity: the ``trending`` strategy; embedding / cf: that weight alone, one user vector; hybrid: the
     blend, one user vector; hybrid+diversity: the same with MMR diversity 0.3; multi-interest: the blend
-    with up to ``max_interests`` interest vectors (the API default profile).
+    with up to ``max_interests`` interest vectors (the API default profile); learned: hybrid re-scored by
+    ``ranker`` (:func:`train_learned_blend`; None, too little data: exactly hybrid).
     """
     weights = weights or BlendWeights()
     profile = profile or ProfileParams()
@@ -338,6 +342,8 @@ def strategy_params(
         return RankParams(k=k, weights=BlendWeights(embedding=0.0, cf=1.0, trending=0.0), profile=single)
     if name == "hybrid":
         return RankParams(k=k, weights=weights, profile=single)
+    if name == "learned":
+        return RankParams(k=k, weights=weights, profile=single, ranker=ranker)
     if name == "hybrid+diversity":
         return RankParams(k=k, weights=weights, profile=single, diversity=HYBRID_DIVERSITY)
     if name == "multi-interest":
@@ -465,14 +471,68 @@ def evaluate(
     profile: ProfileParams | None = None,
     replay: Replay | None = None,
     per_case: dict[str, dict[str, list[float]]] | None = None,
+    log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, dict[str, float]]:
     """Metrics per strategy for ``cases``; signals from ``split.train`` (:meth:`Split.replay`) unless given.
     ``per_case``: filled with each strategy's per-case HR@10 / NDCG@10 (see :func:`evaluate_strategies`)."""
     if replay is None:
         replay = split.replay(index, signal_params)
     popularity, n_users = _popularity(split.train)
-    params = {name: strategy_params(name, weights=weights, profile=profile) for name in strategies}
+    ranker = None
+    if "learned" in strategies:
+        ranker = train_learned_blend(
+            index, split, signal_params=signal_params, weights=weights, profile=profile, log=log
+        )
+    params = {
+        name: strategy_params(name, weights=weights, profile=profile, ranker=ranker) for name in strategies
+    }
     return evaluate_strategies(index, replay, cases, params, popularity, n_users, per_case)
+
+
+def _item_stats(
+    signals: Signals, train: Iterable[tuple[str, Interaction]], params: SignalParams
+) -> ItemStats:
+    """:class:`ItemStats` of ``train``'s positive events over the positions of ``signals``."""
+    rows = [
+        (pos, float(event.timestamp))
+        for _, event in train
+        if params.type_weights.get(event.type, 0.0) > 0
+        and (pos := signals.position(event.item_id)) is not None
+    ]
+    columns = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+    return item_stats(len(signals), columns[:, 0].astype(np.int64), columns[:, 1])
+
+
+def train_learned_blend(
+    index: VectorIndex,
+    split: Split,
+    *,
+    signal_params: SignalParams | None = None,
+    weights: BlendWeights | None = None,
+    profile: ProfileParams | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> LearnedBlend | None:
+    """The learned blend as a rebuild over ``split.train`` would train it, with no test case in sight: the
+    lists are the validation split carved from ``split.train`` (each user's last *training* event held out,
+    signals and item statistics from the rest, trending replayed at each list's time); the model serves
+    with the item statistics of the whole of ``split.train``. None below ``learned_blend.MIN_LISTS`` lists."""
+    signal_params = signal_params or SignalParams()
+    validation = replace(leave_last_out(split.train), new_items=split.new_items)  # the same signals items
+    replay = validation.replay(index, signal_params)
+    stats = _item_stats(replay.signals, validation.train, signal_params)
+    params = strategy_params("hybrid", weights=weights, profile=profile)
+    examples = [
+        example
+        for case in validation.cases
+        for target in sorted(case.targets)
+        if (example := learning_example(
+            index, replay.at(case.now), stats, case.history, target, params, case.now
+        )) is not None
+    ]
+    model = fit(examples, _item_stats(replay.signals, split.train, signal_params))
+    log(f"learned blend: {len(examples)} of {len(validation.cases)} validation lists hold their target; "
+        + (json.dumps(dict(model.info)) if model is not None else "too few: the weighted blend serves"))
+    return model
 
 
 def paired_difference(
@@ -776,10 +836,12 @@ def run(
     fusion: FusionConfig | None = None,
     do_tune: bool = False,
     tune_users: int | None = 100,
+    on_validation: bool = False,
     log: Callable[[str], None] = lambda _: None,
 ) -> tuple[EvalResult, TuneResult | None]:
     """Load, encode (cached), index, split, evaluate; with ``do_tune`` also tune on the validation splits and
-    add a ``hybrid (tuned)`` row evaluated on the test cases."""
+    add a ``hybrid (tuned)`` row evaluated on the test cases. ``on_validation``: evaluate on the validation
+    split (each user's last *training* event) instead of the test split, to choose without the test cases."""
     from embrec.engine.encoder import TextEncoder
 
     if protocol not in PROTOCOLS:
@@ -795,11 +857,15 @@ def run(
     split = leave_last_out(dataset.interactions) if protocol == "leave-last-out" else item_cold_start(
         dataset.interactions
     )
+    if on_validation:
+        if protocol != "leave-last-out":
+            raise InvalidInputError("validation", "is a leave-last-out split: use --protocol leave-last-out")
+        split = leave_last_out(split.train)
     cases = sample_cases(split.cases, users, seed)
     log(f"loaded {dataset.name}: {len(ids)} items, {len(split.cases)} test users, {len(cases)} evaluated "
         f"({time.perf_counter() - started:.1f}s)")
     per_case: dict[str, dict[str, list[float]]] = {}
-    metrics = evaluate(index, split, cases, strategies=strategies, per_case=per_case)
+    metrics = evaluate(index, split, cases, strategies=strategies, per_case=per_case, log=log)
     log(markdown_table(metrics) + f"\n({time.perf_counter() - started:.1f}s)")
     tuned: TuneResult | None = None
     if do_tune:
@@ -814,7 +880,9 @@ def run(
     info = {
         "items": len(ids), "test_users_total": len(split.cases), "seed": seed, "k": EVAL_K,
         "train_interactions": len(split.train), "encoder_id": encoder.encoder_id,
-        "seconds": round(time.perf_counter() - started, 1), **split.info,
+        "seconds": round(time.perf_counter() - started, 1),
+        "split": "validation" if on_validation else "test",
+        **split.info,
     }
     return EvalResult(dataset_name, protocol, len(cases), metrics, info, per_case), tuned
 
@@ -826,7 +894,7 @@ def _cli(args: argparse.Namespace) -> int:
     result, tuned = run(
         args.dataset, Path(args.path), protocol=args.protocol, users=args.users, seed=args.seed,
         encoder_dir=Path(args.encoder) if args.encoder else None, cache_dir=Path(args.cache),
-        do_tune=args.tune, tune_users=args.tune_users, log=log,
+        do_tune=args.tune, tune_users=args.tune_users, on_validation=args.validation, log=log,
         strategies=tuple(args.strategies.split(",")) if args.strategies else EVAL_STRATEGIES,
         fusion=FusionConfig(meta_weight=args.meta_weight),
     )
@@ -835,13 +903,16 @@ def _cli(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(document, indent=2))
     else:
-        print(f"## {result.dataset} — {result.protocol} — {result.users} users (seed {args.seed}), "
+        print(f"## {result.dataset} — {result.protocol} ({result.info['split']} split) — "
+              f"{result.users} users (seed {args.seed}), "
               f"{result.info['items']} items, lists of {EVAL_K}\n")
         print(markdown_table(result.metrics))
         paired = result.paired()
         if paired:
             print("\nPaired over the same users (mean difference, 95% bootstrap interval, 2,000 draws):\n")
             print(paired_table(paired))
+        if "learned" in result.per_case:
+            print("\n" + paired_table(result.paired("learned"), "learned"))
         if tuned is not None:
             chosen = {k: v for k, v in tuned.to_dict().items() if k not in ("trials", "validation")}
             print("\nTuned on 3 validation splits (each user's last 3 training events, pooled):")
@@ -884,6 +955,10 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help=f"save the results as JSON here (default: --cache/{RESULTS_FILE}, which `embrec console` shows)",
     )
     cmd.add_argument("--tune", action="store_true", help="tune on a validation split carved from training")
+    cmd.add_argument(
+        "--validation", action="store_true",
+        help="leave-last-out: evaluate on the validation split (each user's last training event), not test",
+    )
     cmd.add_argument(
         "--tune-users", type=int, default=100, help="validation users sampled per validation split for tuning"
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from embrec.app import service
 from embrec.app.runtime import Runtime, get_runtime
 from embrec.aws import clients as aws
 from embrec.config import Settings
+from embrec.domain import learned_blend
+from embrec.domain.learned_blend import LearnedBlend
 
 CATEGORIES = ("jazz", "hiking", "cooking", "chess")
 
@@ -215,3 +218,50 @@ def test_a_bad_experiments_document_keeps_the_last_good_one(
         active = runtime.experiments().active
         assert active is not None and active.name == "cd"
         aws.clients.cache_clear()
+
+
+def test_a_variant_switches_the_learned_blend_on_and_off_through_the_handlers(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = deployment
+    # Given a catalog and enough users walking it (each user's next item follows the last) for the rebuild to
+    # train a learned blend on their newest events
+    _put(stack, "catalog/incoming/catalog.jsonl", _catalog())
+    stack.drain_ingest_queue()
+    items = [f"{category}-{n}" for category in CATEGORIES for n in range(8)]
+    rng = random.Random(5)
+    now = time.time()
+    events = []
+    for u in range(learned_blend.MIN_LISTS + 20):
+        start = rng.randrange(len(items) - 4)
+        events += [
+            {"event_id": f"walk-{u}-{k}", "user_id": f"walker-{u}", "item_id": items[start + k],
+             "type": "view", "timestamp": now - 3600 * (4 - k)}
+            for k in range(4)
+        ]
+    for start in range(0, len(events), 50):
+        status, body = stack.http(
+            "POST", "/events", body={"events": events[start : start + 50]}, function="events"
+        )[:2]
+        assert status == 202 and body["rejected"] == 0, body
+    # (no experiment uses it yet: the rebuild does not spend the time to train it)
+    assert stack.rebuild()["learned_blend"] is False
+    # When an experiment switches it on for one variant and off for the other, and the index is rebuilt
+    _put(
+        stack,
+        "config/experiments.json",
+        _experiment("learned", [("blend", {"learned_blend": False}), ("learned", {"learned_blend": True})]),
+    )
+    rebuilt = stack.rebuild()
+    assert rebuilt["status"] == "published" and rebuilt["learned_blend"] is True
+    scored: list[int] = []
+    score = LearnedBlend.score
+    monkeypatch.setattr(LearnedBlend, "score", lambda self, *a: scored.append(1) or score(self, *a))
+    used: dict[str, set[bool]] = {}
+    for u in range(40):
+        before = len(scored)
+        status, body = stack.http("GET", f"/users/walker-{u}/recommendations", {"k": 5})[:2]
+        assert status == 200 and body["strategy"] == "personalized", body
+        used.setdefault(body["variant"], set()).add(len(scored) > before)
+    # Then the learned blend ranks exactly the lists of the variant that switched it on
+    assert used == {"blend": {False}, "learned": {True}}

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from embrec.config import DEFAULT_HISTORY_LIMIT, Settings, get_settings
+from embrec.domain.learned_blend import fit
 from embrec.domain.model import Interaction
 from embrec.domain.profiles import ProfileParams, event_order, recent_history
 from embrec.domain.ranking import BlendWeights
 from embrec.domain.signals import SignalParams, compute_signals
 from embrec.engine.encoder import TextEncoder
 from embrec.engine.index import VectorIndex
+from embrec_tools import evaluation
 from embrec_tools.cli import build_parser, main
 from embrec_tools.datasets import Dataset, load_movielens
 from embrec_tools.evaluation import (
@@ -42,6 +44,7 @@ from embrec_tools.evaluation import (
     reciprocal_rank,
     sample_cases,
     strategy_params,
+    train_learned_blend,
     tune,
 )
 
@@ -271,6 +274,8 @@ def test_movielens_slice_end_to_end(encoder: TextEncoder, tmp_path: Path) -> Non
                 assert 0.0 <= values[name] <= 1.0 + 1e-9
             assert values["novelty@10"] >= 0.0
         assert metrics["embedding"]["coverage@10"] > 0
+        # a slice too small to train the learned blend on: it ranks exactly as the weighted blend
+        assert metrics["learned"] == metrics["hybrid"]
         table = markdown_table(metrics)
         assert table.count("\n") == len(EVAL_STRATEGIES) + 1 and "| hybrid |" in table
 
@@ -297,6 +302,30 @@ def test_tune_uses_only_training_data(encoder: TextEncoder, tmp_path: Path) -> N
         assert not {(c.user_id, t) for c in validation.cases for t in c.targets} & held_out
         train, pooled = validation.train, pooled + len(validation.cases)
     assert result.validation["users"] == {"count": pooled, "splits": 3, "seed": 0}
+
+
+def test_the_learned_blend_trains_on_validation_lists_carved_from_training(
+    encoder: TextEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = load_movielens(FIXTURES / "movielens-slice")
+    ids, vectors = encode_catalog(dataset, encoder.encode, encoder.encoder_id, tmp_path)
+    index = build_index(dataset, ids, vectors, encoder.encoder_id)
+    split = leave_last_out(dataset.interactions)
+    lists: list[tuple[str, float]] = []
+    real = evaluation.learning_example
+
+    def spy(*args: object) -> object:
+        lists.append((args[4], args[6]))  # (target, now)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluation, "learning_example", spy)
+    # Given a threshold low enough for the slice
+    monkeypatch.setattr(evaluation, "fit", lambda examples, stats: fit(examples, stats, min_lists=1))
+    model = train_learned_blend(index, split)
+    # Then every training list's target is a training event, never a test case's held-out one
+    assert lists and set(lists) <= {(e.item_id, float(e.timestamp)) for _, e in split.train}
+    assert not set(lists) & {(t, c.now) for c in split.cases for t in c.targets}
+    assert model is not None and len(model.stats) == len(split.replay(index).signals)
 
 
 def test_amazon_synthetic_loads_for_evaluation(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import copy
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pytest
 
 from embrec.domain.experiments import (
@@ -15,6 +16,7 @@ from embrec.domain.experiments import (
     bucket,
     parse_experiments,
 )
+from embrec.domain.learned_blend import LEARNED_BLEND_DEFAULT, ItemStats, LearnedBlend
 from embrec.domain.ranking import BlendWeights, RankParams
 from embrec.errors import InvalidInputError, NotFoundError
 
@@ -152,6 +154,11 @@ def _broken(path: list[Any], value: Any) -> dict[str, Any]:
             1,
             "experiments[0].variants[1].overrides.recency.half_life_hours",
         ),
+        (
+            ["experiments", 0, "variants", 1, "overrides", "learned_blend"],
+            "yes",
+            "experiments[0].variants[1].overrides.learned_blend",
+        ),
         (["experiments", 0, "control"], "treatment", "experiments[0].control"),
         (["experiments", 0, "colour"], "red", "experiments[0].colour"),
     ],
@@ -258,6 +265,36 @@ def test_deployment_defaults_apply_to_everyone_and_a_variant_wins_key_by_key() -
     with pytest.raises(InvalidInputError) as caught:
         parse_experiments(document)
     assert caught.value.field == "defaults.weights.cf"
+
+
+def test_learned_blend_is_switched_per_variant_and_by_the_deployment_defaults() -> None:
+    ranker = LearnedBlend(np.zeros(1), np.zeros(1), np.ones(1), ItemStats(np.zeros(0), np.zeros(0)))
+    document = copy.deepcopy(DOCUMENT)
+    document["experiments"][0]["variants"][1]["overrides"] = {"learned_blend": True}
+    config = parse_experiments(document)
+    on = next(u for u in _users(200) if assign(config, u).variant == "cf-heavy")
+    off = next(u for u in _users(200) if assign(config, u).variant == "control")
+    base = RankParams(k=5)
+    # A variant switches it on: the loaded version's ranker ranks; without a ranker in the version, nothing
+    assert assign(config, on).overrides.apply(base, ranker=ranker).ranker is ranker
+    assert assign(config, on).overrides.apply(base, ranker=None).ranker is None
+    # The control, with no key of its own, follows the product default
+    served = assign(config, off).overrides.apply(base, ranker=ranker).ranker
+    assert served is (ranker if LEARNED_BLEND_DEFAULT else None)
+    # Deployment defaults switch it on for everyone; a variant switches it off again
+    document["defaults"] = {"learned_blend": True}
+    document["experiments"][0]["variants"][1]["overrides"] = {"learned_blend": False}
+    config = parse_experiments(document)
+    assert assign(config, off).overrides.apply(base, ranker=ranker).ranker is ranker
+    assert assign(config, on).overrides.apply(base, ranker=ranker).ranker is None
+    # The rebuild trains it only when some request may use it
+    assert config.uses_learned_blend and not parse_experiments(DOCUMENT).uses_learned_blend
+    del document["defaults"]
+    assert not parse_experiments(document).uses_learned_blend  # only switched off
+    document["experiments"][0]["variants"][1]["overrides"] = {"learned_blend": True}
+    assert parse_experiments(document).uses_learned_blend
+    document["experiments"][0]["enabled"] = False  # the next enabled experiment is live, without it
+    assert not parse_experiments(document).uses_learned_blend
 
 
 def test_empty_config_is_the_default() -> None:

@@ -4,18 +4,21 @@ one version.
 :func:`build_version` is the use case with its inputs injected (iterables of stored items and interactions);
 :mod:`embrec.app.service` wires it to DynamoDB and publishes the directory with :mod:`embrec.aws.artifacts`. A
 version directory holds ``index/`` (the :class:`~embrec.engine.index.VectorIndex` files, with their own
-manifest) and ``signals/`` (CF neighbours and trending); the publisher adds the version manifest that names
-every file.
+manifest), ``signals/`` (CF neighbours and trending) and, when there is enough data, ``ranker/`` (the learned
+blend, :mod:`embrec.domain.learned_blend`, trained on the users' own newest events); the publisher adds the
+version manifest that names every file.
 
 Memory is bounded by arrays, never by Python objects per row (BENCHMARKS.md §5): item vectors stream into
 preallocated float32 blocks (:data:`BLOCK_BYTES` each) and metadata into numpy columns; the blocks are
 moved into item-id order, then fed to hnswlib one by one and dropped, so the peak is about hnswlib's own
 copy of the vectors. The index is written and released before the interactions are read, which go into
-:class:`~embrec.domain.signals.EventColumns` (17 bytes an event).
+:class:`~embrec.domain.signals.EventColumns` (17 bytes an event). The learned blend's training shares those
+columns (its held-out rows are moved, not copied) and loads the index back only once they are released.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from embrec.domain import learned_blend
 from embrec.domain.fusion import FusionConfig, FusionSpec, fuse_rows, index_fusion, plan_fusion
+from embrec.domain.learned_blend import LearnedBlend
 from embrec.domain.model import Interaction, StoredItem
+from embrec.domain.profiles import ProfileParams
+from embrec.domain.ranking import RankParams, learning_example
 from embrec.domain.signals import EventColumns, SignalParams, Signals, signals_from_events
 from embrec.engine._index_meta import MetadataColumns, parse_metadata
 from embrec.engine.index import (
@@ -36,14 +43,18 @@ from embrec.engine.index import (
     read_graph_vectors,
     write_index,
 )
-from embrec.errors import CompatibilityError
+from embrec.errors import CompatibilityError, IntegrityError
 from embrec.manifest import VerifiedDirectory, subdirectory
 from embrec.observability import logger
 
-__all__ = ["BLOCK_BYTES", "INDEX_DIR", "SIGNALS_DIR", "BuiltVersion", "build_version", "load_version"]
+__all__ = [
+    "BLOCK_BYTES", "INDEX_DIR", "RANKER_DIR", "SIGNALS_DIR", "BuiltVersion", "build_version", "load_ranker",
+    "load_version",
+]
 
 INDEX_DIR = "index"
 SIGNALS_DIR = "signals"
+RANKER_DIR = "ranker"
 #: Bytes per float32 vector block, the unit in which vectors are read, sorted and indexed (43,690 rows at
 #: 384-d). Above glibc's largest dynamic mmap threshold (32 MiB), so every block is its own mapping and a
 #: freed block goes back to the OS at once: with 6 MB blocks the heap kept every freed block (measured: 5.2 kB
@@ -178,6 +189,7 @@ def build_version(
     signal_params: SignalParams | None = None,
     fusion: FusionConfig | None = None,
     memory_budget: int | None = None,
+    train_ranker: bool = True,
 ) -> BuiltVersion:
     """Build index + signals into ``directory`` from every live item and the given interactions.
 
@@ -194,7 +206,8 @@ def build_version(
     may spend on the index: a fused layout over it falls back to the plain text vectors (logged, and
     ``details["fusion"]["over_budget"]``), and a plain index over it raises :class:`CompatibilityError`
     before anything is written. ``dim`` in the result is the text vectors' dimension; the index
-    manifest's ``dim`` and ``fusion`` give the fused layout.
+    manifest's ``dim`` and ``fusion`` give the fused layout. ``train_ranker``: train the learned blend
+    (:func:`_training_signals`, :func:`_fit_ranker`) into ``ranker/`` when there is enough data.
     """
     config = fusion or FusionConfig()
     keep_images = config.mode != "off" and config.image_weight > 0
@@ -237,6 +250,9 @@ def build_version(
     signal_params = signal_params or SignalParams()
     events = EventColumns(ids, signal_params.type_weights).extend(interactions)
     n_events = events.seen
+    started = time.perf_counter()
+    training = _training_signals(events, signal_params, now) if train_ranker else None
+    ranker_seconds = time.perf_counter() - started
     # Side information for the CF solve: the vectors just written, read back from the graph file's memory map
     # (no copy; the solve reads only the rows of the items it solves over).
     side = (
@@ -247,6 +263,13 @@ def build_version(
     signals = signals_from_events(events, signal_params, now=now, item_vectors=side)
     del side
     signals_manifest = signals.save(Path(directory) / SIGNALS_DIR)
+    details: dict[str, Any] = {"index": index_manifest, "signals": signals_manifest, "fusion": counts}
+    started = time.perf_counter()
+    ranker = _fit_ranker(Path(directory), signal_params, *training) if training is not None else None
+    details["learned_blend_seconds"] = ranker_seconds + time.perf_counter() - started
+    if ranker is not None:
+        digest = learned_blend.input_digest(str(signals.params.get("input_sha256", "")), ranker.info)
+        details["ranker"] = ranker.save(Path(directory) / RANKER_DIR, digest)
     return BuiltVersion(
         directory=Path(directory),
         items=n,
@@ -254,8 +277,42 @@ def build_version(
         skipped_items=catalog.skipped,
         encoder_id=encoder_id,
         dim=dim,
-        details={"index": index_manifest, "signals": signals_manifest, "fusion": counts},
+        details=details,
     )
+
+
+def _training_signals(
+    events: EventColumns, signal_params: SignalParams, now: float
+) -> tuple[learned_blend.Holdout, Signals] | None:
+    """The learned blend's training split (:func:`learned_blend.holdout`: each sampled user's newest event
+    held out) and the signals built without the held-out events; None with too few users to train on."""
+    split = learned_blend.holdout(events)
+    if len(split.cases) < learned_blend.MIN_LISTS:
+        logger.info("learned blend skipped", extra={"training_users": len(split.cases)})
+        return None
+    return split, signals_from_events(split.train_events, signal_params, now=now)  # releases its view
+
+
+def _fit_ranker(
+    directory: Path, signal_params: SignalParams, split: learned_blend.Holdout, held_signals: Signals
+) -> LearnedBlend | None:
+    """The learned blend: each sampled user's request just before their held-out event, replayed over the
+    index just written with ``held_signals``, one training list each; None with too few lists (the weighted
+    blend serves). Runs after the events are released, so the index is loaded beside the signals only."""
+    index = VectorIndex.load(directory / INDEX_DIR)
+    params = RankParams(profile=ProfileParams(type_weights=signal_params.type_weights))
+    examples = [
+        example
+        for history, target, at in split.cases
+        if (example := learning_example(index, held_signals, split.stats_train, history, target, params, at))
+        is not None
+    ]
+    model = learned_blend.fit(examples, split.stats_full)
+    logger.info(
+        "learned blend trained" if model is not None else "learned blend skipped",
+        extra={"training_users": len(split.cases), "lists": len(examples)},
+    )
+    return model
 
 
 def load_version(
@@ -278,3 +335,13 @@ def load_version(
     index_fusion(index)  # a layout this code cannot read is refused here, not at the first query
     signals = Signals.load(subdirectory(directory, SIGNALS_DIR))
     return index, signals
+
+
+def load_ranker(directory: Path | VerifiedDirectory, signals: Signals) -> LearnedBlend | None:
+    """The version's learned blend (checked against its manifest), None when it has none (too little data,
+    or built before the learned blend). One whose item statistics do not cover ``signals``' items is
+    refused (:class:`IntegrityError`)."""
+    ranker = LearnedBlend.load(subdirectory(directory, RANKER_DIR))
+    if ranker is not None and len(ranker.stats) != len(signals):
+        raise IntegrityError(f"{RANKER_DIR}: {len(ranker.stats)} items, the signals have {len(signals)}")
+    return ranker

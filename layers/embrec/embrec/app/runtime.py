@@ -21,13 +21,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from embrec.app.build import load_version
+from embrec.app.build import load_ranker, load_version
 from embrec.aws.artifacts import ENCODER_MANIFEST, ENCODER_PREFIX, ArtifactStore, LiveArtifact, WatchedJson
 from embrec.aws.clients import AwsClients, aws_errors, buffered, clients
 from embrec.aws.store import IdempotencyStore, ImpressionStore, InteractionStore, ItemStore, ProfileStore
 from embrec.config import Settings, get_settings
 from embrec.domain.experiments import EXPERIMENTS_KEY, ExperimentConfig, parse_experiments
 from embrec.domain.fusion import text_dim
+from embrec.domain.learned_blend import LearnedBlend
 from embrec.domain.profiles import declared_type_weights
 from embrec.domain.signals import Signals
 from embrec.engine.encoder import TextEncoder
@@ -53,14 +54,25 @@ IO_THREADS = 4
 
 
 @dataclass(frozen=True)
+class LoadedVersion:
+    """What one published version serves: index, signals and learned blend (None: the version has none)."""
+
+    index: VectorIndex
+    signals: Signals
+    ranker: LearnedBlend | None
+
+
+@dataclass(frozen=True)
 class LoadedModel:
-    """The index and signals one request is served from, and where they came from."""
+    """The index, signals and learned blend (None: the version has none) one request is served from, and
+    where they came from."""
 
     index: VectorIndex
     signals: Signals
     version: str
     loaded_at: float
     deltas_applied: int
+    ranker: LearnedBlend | None = None
 
     @property
     def loaded_at_iso(self) -> str:
@@ -100,16 +112,17 @@ class SharedCache:
 
 def _model_loader(
     memory_budget: int | None,
-) -> Callable[[VerifiedDirectory, Mapping[str, Any]], tuple[VectorIndex, Signals]]:
-    def load(directory: VerifiedDirectory, manifest: Mapping[str, Any]) -> tuple[VectorIndex, Signals]:
+) -> Callable[[VerifiedDirectory, Mapping[str, Any]], LoadedVersion]:
+    def load(directory: VerifiedDirectory, manifest: Mapping[str, Any]) -> LoadedVersion:
         # hashed as downloaded: not hashed again; a version over the budget is refused before it is loaded
-        return load_version(directory, memory_budget=memory_budget)
+        index, signals = load_version(directory, memory_budget=memory_budget)
+        return LoadedVersion(index, signals, load_ranker(directory, signals))
 
     return load
 
 
-def _apply_delta(value: tuple[VectorIndex, Signals], delta_dir: Path) -> None:
-    index, _ = value
+def _apply_delta(value: LoadedVersion, delta_dir: Path) -> None:
+    index = value.index
     # Deltas carry text vectors + raw images (ingestion does not know the layout): fuse them here.
     delta = IndexDelta.load(delta_dir, expected_encoder_id=index.encoder_id, expected_dim=text_dim(index))
     index.apply(fuse_delta(index, delta))
@@ -219,7 +232,7 @@ class Runtime:
         return ArtifactStore(self.aws.s3, self.settings.bucket, Path(self.settings.cache_dir))
 
     @cached_property
-    def _live(self) -> LiveArtifact[tuple[VectorIndex, Signals]]:
+    def _live(self) -> LiveArtifact[LoadedVersion]:
         return LiveArtifact(
             self.artifacts,
             _model_loader(self.settings.index_memory_bytes),
@@ -234,8 +247,11 @@ class Runtime:
             loaded = self._live.get()
         except NotFoundError:
             return None
-        index, signals = loaded.value
-        return LoadedModel(index, signals, loaded.version, loaded.loaded_at, len(loaded.applied_deltas))
+        value = loaded.value
+        return LoadedModel(
+            value.index, value.signals, loaded.version, loaded.loaded_at, len(loaded.applied_deltas),
+            value.ranker,
+        )
 
     def encoder(self, encoder_id: str | None = None) -> TextEncoder:
         """A verified encoder from S3 (default: ``encoder/current.json``), loaded once per container."""

@@ -201,8 +201,8 @@ def _user_state(runtime: Runtime, user_id: str, now: float) -> tuple[list[Intera
 def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | None) -> dict[str, Any]:
     """``GET /users/{user_id}/recommendations``: personalised, else onboarding, else trending.
 
-    The user's A/B variant (if an experiment is live) overrides the blend weights, diversity and strategy;
-    a ``diversity`` given in the query still wins.
+    The user's A/B variant (if an experiment is live) overrides the blend weights, diversity, strategy and
+    whether the version's learned blend ranks; a ``diversity`` given in the query still wins.
     """
     user_id = api.parse_user_id(user_id)
     query = api.parse_recommend_query(params)
@@ -217,6 +217,7 @@ def recommendations(runtime: Runtime, user_id: str, params: dict[str, str] | Non
             profile=ProfileParams(type_weights=runtime.type_weights),
         ),
         diversity_explicit=bool((params or {}).get("diversity")),
+        ranker=model.ranker,
     )
     ranked = ranking.recommend(
         model.index,
@@ -706,7 +707,9 @@ def rebuild(
     ``1 - EMBREC_REBUILD_MAX_SHRINK`` of the live version's items (a swapped or emptied table) is refused
     with a metric (:data:`METRIC_SHRINK_REFUSED`) and a :class:`UnprocessableError`, unless
     ``allow_shrink`` (``embrec rebuild --allow-shrink``). ``report_experiment`` (the scheduled function):
-    then write the live experiment's report as EMF metrics per variant, best-effort.
+    then write the live experiment's report as EMF metrics per variant, best-effort. The learned blend is
+    trained only when ``config/experiments.json`` can serve it (its training is most of the signal phase,
+    BENCHMARKS.md section 10).
     """
     started = runtime.clock()
     base = runtime.artifacts.read_current()
@@ -724,6 +727,7 @@ def rebuild(
             signal_params=SignalParams(type_weights=runtime.type_weights),
             fusion=fusion,
             memory_budget=runtime.settings.index_memory_bytes,
+            train_ranker=runtime.experiments().uses_learned_blend,
         )
         if base is not None and not allow_shrink:
             _refuse_a_shrink(runtime, base.version, built.items)
@@ -737,6 +741,7 @@ def rebuild(
         "items": built.items,
         "interactions": built.interactions,
         "skipped_items": built.skipped_items,
+        "learned_blend": "ranker" in built.details,
         "pruned_versions": len(pruned.deleted_versions),
         "pruned_deltas": len(pruned.deleted_deltas),
     }

@@ -12,7 +12,8 @@ Document format::
          {"name": "cf-heavy", "weight": 50,
           "overrides": {"weights": {"embedding": 0.3, "cf": 1.5, "trending": 0.1},
                         "diversity": 0.2, "strategy": "personalized",
-                        "recency": {"half_life_days": 30, "half_life_events": null}}}]}]}
+                        "recency": {"half_life_days": 30, "half_life_events": null},
+                        "learned_blend": true}}]}]}
 
 - ``name``: 1-64 characters from ``A-Z a-z 0-9 _ . -``, unique (experiments; variants within one).
 - ``enabled``: only the *first* enabled experiment is live; the others are kept for their reports.
@@ -22,8 +23,10 @@ Document format::
   ``diversity`` still wins), ``strategy`` (one of :data:`embrec.domain.ranking.STRATEGIES`), ``recency``
   (``half_life_days`` / ``half_life_events`` of :class:`embrec.domain.profiles.ProfileParams`: a number > 0,
   or
-  ``null`` for no decay of that kind; a missing key keeps the default). Unknown keys are refused, so a typo
-  cannot silently run an experiment that changes nothing.
+  ``null`` for no decay of that kind; a missing key keeps the default), ``learned_blend`` (``true``: the
+  index version's learned blend re-scores personalised lists when the version has one; ``false``: the
+  weighted blend; missing: :data:`embrec.domain.learned_blend.LEARNED_BLEND_DEFAULT`). Unknown keys are
+  refused, so a typo cannot silently run an experiment that changes nothing.
 - ``control``: the variant the others are tested against (default: the first variant).
 - ``defaults`` (optional, top level, the same keys as ``overrides``): this deployment's ranking defaults,
   e.g. the blend and recency ``embrec eval --tune`` chose on its own data. They apply to every request, in
@@ -44,6 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from embrec.domain.learned_blend import LEARNED_BLEND_DEFAULT, LearnedBlend
 from embrec.domain.profiles import ProfileParams
 from embrec.domain.ranking import STRATEGIES, BlendWeights, RankParams
 from embrec.errors import InvalidInputError, NotFoundError
@@ -64,7 +68,7 @@ __all__ = [
 EXPERIMENTS_KEY = "config/experiments.json"
 DEFAULT_VARIANT = "default"
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_OVERRIDE_KEYS = frozenset({"weights", "diversity", "strategy", "recency"})
+_OVERRIDE_KEYS = frozenset({"weights", "diversity", "strategy", "recency", "learned_blend"})
 _RECENCY_KEYS = frozenset({"half_life_days", "half_life_events"})
 _WEIGHT_KEYS = frozenset({"embedding", "cf", "trending"})
 _EXPERIMENT_KEYS = frozenset({"name", "enabled", "variants", "control", "description"})
@@ -79,6 +83,7 @@ class Overrides:
     diversity: float | None = None
     strategy: str | None = None
     recency: tuple[tuple[str, float | None], ...] = ()  # (ProfileParams field, value) pairs
+    learned_blend: bool | None = None
 
     def then(self, later: Overrides) -> Overrides:
         """These overrides with ``later``'s on top: each key ``later`` sets wins (``recency`` by field)."""
@@ -88,11 +93,19 @@ class Overrides:
             later.diversity if later.diversity is not None else self.diversity,
             later.strategy if later.strategy is not None else self.strategy,
             tuple(sorted(recency.items())),
+            later.learned_blend if later.learned_blend is not None else self.learned_blend,
         )
 
-    def apply(self, params: RankParams, *, diversity_explicit: bool = False) -> RankParams:
-        """``params`` with these overrides; an explicit request ``diversity`` is kept."""
+    def apply(
+        self, params: RankParams, *, diversity_explicit: bool = False, ranker: LearnedBlend | None = None
+    ) -> RankParams:
+        """``params`` with these overrides; an explicit request ``diversity`` is kept. ``ranker``: the loaded
+        version's learned blend, set on the result when ``learned_blend`` (or, unset, the default) says so."""
         changes: dict[str, Any] = {}
+        use = self.learned_blend if self.learned_blend is not None else LEARNED_BLEND_DEFAULT
+        wanted = ranker if use else None
+        if wanted is not params.ranker:
+            changes["ranker"] = wanted
         if self.recency:
             changes["profile"] = _with_recency(params.profile, self.recency)
         if self.weights is not None:
@@ -152,6 +165,16 @@ class ExperimentConfig:
     @property
     def active(self) -> Experiment | None:
         return next((e for e in self.experiments if e.enabled), None)
+
+    @property
+    def uses_learned_blend(self) -> bool:
+        """Whether any request may be ranked by the learned blend: the default, the deployment ``defaults``
+        or a variant of the live experiment switches it on (the rebuild trains it only then)."""
+        default = self.defaults.learned_blend
+        if default if default is not None else LEARNED_BLEND_DEFAULT:
+            return True
+        active = self.active
+        return active is not None and any(v.overrides.learned_blend for v in active.variants)
 
     def get(self, name: str) -> Experiment:
         for experiment in self.experiments:
@@ -231,7 +254,10 @@ def _overrides(value: Any, path: str) -> Overrides:
         raise InvalidInputError(
             f"{path}.strategy", f"must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
         )
-    return Overrides(weights, diversity, strategy, _recency(raw.get("recency"), f"{path}.recency"))
+    learned = raw.get("learned_blend")
+    if learned is not None and not isinstance(learned, bool):
+        raise InvalidInputError(f"{path}.learned_blend", f"must be true or false, got {learned!r}")
+    return Overrides(weights, diversity, strategy, _recency(raw.get("recency"), f"{path}.recency"), learned)
 
 
 def _recency(value: Any, path: str) -> tuple[tuple[str, float | None], ...]:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from embrec.domain import learned_blend
+from embrec.domain.learned_blend import Example, ItemStats, LearnedBlend
 from embrec.domain.model import Filters, Interaction, ItemIndex
 from embrec.domain.profiles import (
     INTERACTION_VERBS,
@@ -53,6 +55,7 @@ __all__ = [
     "RankParams",
     "RankedList",
     "Recommendation",
+    "learning_example",
     "mmr",
     "recommend",
     "search",
@@ -109,6 +112,8 @@ class RankParams:
     ``new_item_days``: an item is *new* when the signals were built without it (added since the rebuild) or
     its ``created_at`` is at most this many days before ``now``; a new item nobody has touched yet is ranked
     on its content alone (see :func:`_gather`), an old untouched one carries its CF and trending 0.
+    ``ranker``: a :class:`~embrec.domain.learned_blend.LearnedBlend` re-scores the personalised pool instead
+    of the weighted blend (None: the weighted blend; it is set from the loaded version by the A/B overrides).
     """
 
     k: int = 10
@@ -123,6 +128,7 @@ class RankParams:
     max_cf_sources: int = 50
     cf_floor: float = 0.0
     new_item_days: float = 30.0
+    ranker: LearnedBlend | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
@@ -259,7 +265,8 @@ class _Aligned:
     events says (near 1 on a mature catalog, near 0 on a young one).
     ``trending``: float64 (positions,), trending score per position (0 where none). ``interacted``: bool
     (positions,), :meth:`Signals.interacted_mask` per position. ``trending_order``: int64, live positions with
-    trending > 0, best first, ties by item id (:meth:`Signals.trending_order`).
+    trending > 0, best first, ties by item id (:meth:`Signals.trending_order`). ``pos_to_sig``: int64
+    (positions,), the signals position of each index position, -1 when the signals do not know it.
     """
 
     sig_to_pos: np.ndarray
@@ -268,6 +275,7 @@ class _Aligned:
     trending: np.ndarray
     interacted: np.ndarray
     trending_order: np.ndarray
+    pos_to_sig: np.ndarray
 
 
 # One entry: a container serves one (index, signals) pair at a time. Weak references, so a replaced index
@@ -291,7 +299,9 @@ def _aligned(index: ItemIndex, signals: Signals) -> _Aligned:
     interacted[sig_to_pos[live]] = signals.interacted_mask()[live]
     order = sig_to_pos[signals.trending_order()]
     silence = float(interacted[known].mean()) if known.any() else 0.0
-    aligned = _Aligned(sig_to_pos, known, silence, trending, interacted, order[order >= 0])
+    pos_to_sig = np.full(index.positions, -1, dtype=np.int64)
+    pos_to_sig[sig_to_pos[live]] = np.flatnonzero(live)
+    aligned = _Aligned(sig_to_pos, known, silence, trending, interacted, order[order >= 0], pos_to_sig)
     _ALIGNED[:] = [(weakref.ref(index), index.generation, weakref.ref(signals), aligned)]
     return aligned
 
@@ -337,6 +347,7 @@ class _Pool:
     embedding_covered: np.ndarray | None = None
     cf_covered: np.ndarray | None = None
     trending_covered: np.ndarray | None = None
+    positions: np.ndarray | None = None  # int64 (n,) index positions of ``ids``
 
 
 @dataclass(frozen=True)
@@ -466,6 +477,7 @@ def _gather(
         np.full(len(ids), float(bool(queries.shape[0]))),
         evidence if cf.active > 0 else none,
         evidence if use_trending else none,
+        candidates,
     )
 
 
@@ -531,16 +543,7 @@ def recommend(
     """Recommendations for one user. ``history``: every fetched event (all are excluded from the result);
     ``profile_vector``: (d,) onboarding vector or ``None``; ``profile_interests``: the onboarding interests
     (for reasons only); ``now``: epoch seconds (events stamped in the future are treated as now)."""
-    filters = params.effective_filters()
-    seen = frozenset(event.item_id for event in history)
-    profile = params.profile
-    recent = [
-        replace(event, timestamp=min(float(event.timestamp), now)) if event.timestamp > now else event
-        for event in recent_history(history, profile.max_history)
-    ]
-    recent_positions = index.positions_of([event.item_id for event in recent])
-    known = [event for event, pos in zip(recent, recent_positions.tolist(), strict=True) if pos >= 0]
-    known_positions = recent_positions[recent_positions >= 0]
+    filters, seen, recent, known, known_positions = _request(index, history, params, now)
     if profile_vector is not None:
         profile_vector = np.asarray(profile_vector, dtype=np.float32).reshape(-1)
         if profile_vector.shape[0] != index.dim or not np.all(np.isfinite(profile_vector)):
@@ -551,7 +554,7 @@ def recommend(
         if strategy == "personalized" and known:
             result = _personalized(
                 index, signals, recent, known, known_positions, profile_vector, params, filters, seen,
-                new_since,
+                new_since, now,
             )
             if result is not None:
                 return result
@@ -561,6 +564,22 @@ def recommend(
             )
     items = trending(index, signals, params.k, filters, exclude=seen, explain=params.explain)
     return RankedList("trending", items)
+
+
+def _request(
+    index: ItemIndex, history: Sequence[Interaction], params: RankParams, now: float
+) -> tuple[Filters | None, frozenset[str], list[Interaction], list[Interaction], np.ndarray]:
+    """A request's filters, excluded ids, newest events (newest first, future stamps clamped to ``now``),
+    those of them the index knows and their index positions."""
+    filters = params.effective_filters()
+    seen = frozenset(event.item_id for event in history)
+    recent = [
+        replace(event, timestamp=min(float(event.timestamp), now)) if event.timestamp > now else event
+        for event in recent_history(history, params.profile.max_history)
+    ]
+    recent_positions = index.positions_of([event.item_id for event in recent])
+    known = [event for event, pos in zip(recent, recent_positions.tolist(), strict=True) if pos >= 0]
+    return filters, seen, recent, known, recent_positions[recent_positions >= 0]
 
 
 def _personalized(
@@ -574,7 +593,53 @@ def _personalized(
     filters: Filters | None,
     seen: frozenset[str],
     new_since: float,
+    now: float,
 ) -> RankedList | None:
+    found = _personal_pool(
+        index, signals, recent, known, known_positions, profile_vector, params, filters, seen, new_since
+    )
+    if found is None:
+        return None
+    pool, weights, history_vectors = found
+    if not pool.ids:
+        return RankedList("personalized", [])
+    relevance, e, c, t = _blend(pool, params.weights, params.cf_floor)
+    if params.ranker is not None and signals is not None:
+        features, evidence = _learned_features(
+            index, signals, params.ranker.stats, params.cf_floor, pool, relevance, history_vectors, now
+        )
+        relevance = params.ranker.score(features, evidence)
+    trend_rank = _minmax(pool.trending)  # "popular" only for the upper half of the pool's trending range
+    picked, scores = _select(index, pool.ids, relevance, params.k, params.diversity)
+    items = []
+    positive = weights > 0
+    for pos, score in zip(picked, scores, strict=True):
+        item_id = pool.ids[pos]
+        reasons: tuple[str, ...] = ()
+        if params.explain:
+            notable = bool(trend_rank[pos] >= 0.5)
+            reasons = _personal_reasons(
+                index, item_id, known, weights, history_vectors, positive, pool,
+                e[pos], c[pos], t[pos], notable,
+            )
+        items.append(Recommendation(item_id, float(score), reasons))
+    return RankedList("personalized", items)
+
+
+def _personal_pool(
+    index: ItemIndex,
+    signals: Signals | None,
+    recent: Sequence[Interaction],
+    known: Sequence[Interaction],
+    known_positions: np.ndarray,
+    profile_vector: np.ndarray | None,
+    params: RankParams,
+    filters: Filters | None,
+    seen: frozenset[str],
+    new_since: float,
+) -> tuple[_Pool, np.ndarray, np.ndarray] | None:
+    """The personalised candidate pool, the known events' interaction weights and their vectors (float64,
+    newest first); None when the history gives neither a query vector nor a CF source."""
     profile = params.profile
     weights = interaction_weights([e.type for e in known], [e.timestamp for e in known], profile)
     history_vectors = index.vectors_at(known_positions).astype(np.float64)
@@ -602,24 +667,70 @@ def _personalized(
     pool = _gather(
         index, signals, queries, shares, cf_sources, pool_size, filters, seen, use_trending, new_since
     )
-    if not pool.ids:
-        return RankedList("personalized", [])
-    relevance, e, c, t = _blend(pool, params.weights, params.cf_floor)
-    trend_rank = _minmax(pool.trending)  # "popular" only for the upper half of the pool's trending range
-    picked, scores = _select(index, pool.ids, relevance, params.k, params.diversity)
-    items = []
-    positive = weights > 0
-    for pos, score in zip(picked, scores, strict=True):
-        item_id = pool.ids[pos]
-        reasons: tuple[str, ...] = ()
-        if params.explain:
-            notable = bool(trend_rank[pos] >= 0.5)
-            reasons = _personal_reasons(
-                index, item_id, known, weights, history_vectors, positive, pool,
-                e[pos], c[pos], t[pos], notable,
-            )
-        items.append(Recommendation(item_id, float(score), reasons))
-    return RankedList("personalized", items)
+    return pool, weights, history_vectors
+
+
+def _learned_features(
+    index: ItemIndex,
+    signals: Signals,
+    stats: ItemStats,
+    cf_floor: float,
+    pool: _Pool,
+    relevance: np.ndarray,
+    history_vectors: np.ndarray,
+    now: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pool's :data:`~embrec.domain.learned_blend.FEATURES` (float64 (n, F)) and evidence (n,): the
+    signals normalised as :func:`_blend` reads them, the items' ``stats``, the cosine to the newest known
+    history item (``history_vectors[0]``)."""
+    assert pool.positions is not None
+    sig = _aligned(index, signals).pos_to_sig[pool.positions]
+    sig = np.where(sig < len(stats), sig, -1)  # stats of another signals version: no evidence
+    cf_max = max(float(pool.cf.max()) if pool.cf.size else 0.0, cf_floor)
+    # Index rows are unit vectors (as _gather's cosines assume): one float32 product, no per-row norms.
+    last = (history_vectors[0] / max(float(np.linalg.norm(history_vectors[0])), 1e-12)).astype(np.float32)
+    similarity = (index.vectors_at(pool.positions) @ last).astype(np.float64)
+    features = learned_blend.candidate_features(
+        relevance,
+        _minmax(pool.embedding),
+        pool.cf / cf_max if cf_max > 0 else np.zeros_like(pool.cf),
+        _minmax(pool.trending),
+        learned_blend.item_popularity(stats, sig),
+        learned_blend.item_age_days(stats, sig, now),
+        similarity,
+        history_vectors.shape[0],
+    )
+    evidence = pool.cf_covered if pool.cf_covered is not None else np.zeros(len(pool.ids))
+    return features, np.where(sig >= 0, evidence, 0.0)
+
+
+def learning_example(
+    index: ItemIndex,
+    signals: Signals,
+    stats: ItemStats,
+    history: Sequence[Interaction],
+    target: str,
+    params: RankParams,
+    now: float,
+) -> Example | None:
+    """One training list for :func:`embrec.domain.learned_blend.fit`: the pool the personalised request
+    with ``history`` at ``now`` gathers (no onboarding profile) and ``target``'s row in it (None when the
+    history gives no pool or the pool misses ``target``). ``stats``: the items' statistics at that time."""
+    filters, seen, recent, known, known_positions = _request(index, history, params, now)
+    if not known:
+        return None
+    new_since = now - params.new_item_days * SECONDS_PER_DAY
+    found = _personal_pool(
+        index, signals, recent, known, known_positions, None, params, filters, seen, new_since
+    )
+    if found is None or target not in found[0].ids:
+        return None
+    pool, _, history_vectors = found
+    relevance = _blend(pool, params.weights, params.cf_floor)[0]
+    features, evidence = _learned_features(
+        index, signals, stats, params.cf_floor, pool, relevance, history_vectors, now
+    )
+    return Example(features, evidence, pool.ids.index(target))
 
 
 def _personal_reasons(

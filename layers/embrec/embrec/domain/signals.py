@@ -792,6 +792,11 @@ class EventColumns:
             self._fill = fill + 1
         return self
 
+    @property
+    def type_names(self) -> list[str]:
+        """The event type of each code of the kept events' type column (``type_table`` order)."""
+        return [name for name, code in sorted(self._type_codes.items(), key=lambda kv: kv[1]) if code >= 0]
+
     def _open_chunk(self) -> None:
         size = self.CHUNK_EVENTS
         buffer = np.empty(17 * size, dtype=np.uint8)
