@@ -46,6 +46,7 @@ from embrec.domain.signals import SignalParams, Signals, compute_signals, trendi
 from embrec.engine.index import VectorIndex
 from embrec.errors import InvalidInputError
 from embrec_tools.datasets import Dataset, load_amazon2018, load_movielens
+from embrec_tools.settings import cli_settings
 
 __all__ = [
     "DATASETS",
@@ -760,7 +761,9 @@ def run(
         raise InvalidInputError("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     started = time.perf_counter()
     dataset = load_dataset(dataset_name, path)
-    encoder = TextEncoder.load(encoder_dir or _default_encoder_dir(cache_dir))
+    # the tooling's settings (local defaults), not the deployment's: eval needs no bucket or tables
+    threads = cli_settings().encoder_threads
+    encoder = TextEncoder.load(encoder_dir or _default_encoder_dir(cache_dir), threads=threads)
     ids, vectors = encode_catalog(dataset, lambda texts: encoder.encode(texts), encoder.encoder_id, cache_dir)
     index = build_index(dataset, ids, vectors, encoder.encoder_id, fusion)
     split = leave_last_out(dataset.interactions) if protocol == "leave-last-out" else item_cold_start(
