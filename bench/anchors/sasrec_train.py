@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,12 @@ def last_training_event(interactions: pd.DataFrame) -> np.ndarray:
     """The validation mask: each user's newest training event (positions are unique per user)."""
     newest = interactions.groupby(Columns.User)[Columns.Datetime].transform("max")
     return (interactions[Columns.Datetime] == newest).to_numpy()
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (the wall time depends on the machine's load)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class EpochLog(Callback):
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs_run": len(log.epochs), "best_epoch": chosen["epoch"], "best_val_loss": chosen["val_loss"],
         "stopped_by": stopped_by,
         "train_seconds": round(train_seconds, 1), "rank_seconds": round(time.perf_counter() - started, 1),
+        "process_cpu_seconds": round(cpu_seconds(), 1),
         "items_in_model": dataset.item_id_map.size, "per_epoch": log.epochs,
         "settings": vars(args) | {"dir": str(args.dir), "loss": "softmax"},
         "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
