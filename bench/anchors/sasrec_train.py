@@ -100,15 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     work = args.dir.resolve()
     exported = json.loads((work / CASES_FILE).read_text())
     dataset = load_training(work)
-    log = EpochLog()
-    best = ModelCheckpoint(dirpath=work / "checkpoints", monitor="val_loss", mode="min", save_top_k=1)
-    early = EarlyStopping("val_loss", patience=args.patience)
 
     def trainer() -> pl.Trainer:
+        best = ModelCheckpoint(dirpath=work / "checkpoints", monitor="val_loss", mode="min", save_top_k=1)
         return pl.Trainer(
             max_epochs=args.max_epochs, max_time={"minutes": args.budget_minutes}, accelerator="cpu",
             devices=1, deterministic=True, enable_progress_bar=False, enable_model_summary=False,
-            logger=False, callbacks=[log, best, early],
+            logger=False, callbacks=[EpochLog(), best, EarlyStopping("val_loss", patience=args.patience)],
         )
 
     model = SASRecModel(
@@ -120,8 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     load_before = os.getloadavg()[0]
     model.fit(dataset)
+    # RecTools fits a deep copy of the trainer made above: its callbacks are the ones that ran
+    fitted = model.fit_trainer
+    log = next(c for c in fitted.callbacks if isinstance(c, EpochLog))
     train_seconds = time.perf_counter() - log.started
-    model.load_weights_from_checkpoint(best.best_model_path)
+    model.load_weights_from_checkpoint(fitted.checkpoint_callback.best_model_path)
     started = time.perf_counter()
     users = [case["user_id"] for case in exported["cases"]]
     lists = model.recommend(users, dataset, k=int(exported["k"]), filter_viewed=True)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     chosen = min(log.epochs, key=lambda e: e["val_loss"])
     stopped_by = "max epochs" if len(log.epochs) >= args.max_epochs else "budget"
-    if early.stopped_epoch > 0:
+    if fitted.early_stopping_callback.stopped_epoch > 0:
         stopped_by = f"early stopping (patience {args.patience})"
     run = {
         "epochs_run": len(log.epochs), "best_epoch": chosen["epoch"], "best_val_loss": chosen["val_loss"],
