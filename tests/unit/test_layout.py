@@ -7,6 +7,7 @@ it drags in at run time.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,16 @@ def _loaded_after(module: str) -> set[str]:
 def test_a_module_loads_only_its_floor(module: str, never: set[str]) -> None:
     loaded = _loaded_after(module)
     assert not {name for name in loaded if name.split(".")[0] in never or name in never}
+
+
+def test_the_sasrec_anchor_stays_outside_the_product() -> None:
+    # bench/anchors runs in its own venv (torch, RecTools): no product or test module imports it or its
+    # libraries, no runtime requirement names them, and `python -m bench` does not run it
+    from bench.__main__ import available
+
+    assert "anchors" not in available()
+    imports = re.compile(r"^\s*(?:import|from)\s+(?:torch|rectools|pytorch_lightning|anchor_files)\b", re.M)
+    product = [*(ROOT / "layers").rglob("*.py"), *(ROOT / "infra").rglob("*.py"),
+               *(ROOT / "functions").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]
+    assert [p for p in product if imports.search(p.read_text())] == []
+    assert not re.search(r"^(torch|rectools)\b", (ROOT / "layers/embrec/requirements.txt").read_text(), re.M)
