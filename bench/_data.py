@@ -43,6 +43,7 @@ __all__ = [
     "percentiles_ms",
     "pypi_texts",
     "pypi_vectors",
+    "rss_mb",
     "synthetic_history",
     "synthetic_interactions",
     "synthetic_like",
@@ -281,6 +282,14 @@ if __name__ == "__main__":  # python -m bench._data [WORKER WORKERS]: encode PyP
         encode_pypi_parts(worker=int(sys.argv[1]), workers=int(sys.argv[2]))
     else:
         print(pypi_vectors()[0].shape)
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident set size (VmRSS) of process ``pid`` (default: this one), MB (Linux /proc); NaN without it."""
+    for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def peak_rss_mb() -> float:

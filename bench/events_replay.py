@@ -25,7 +25,7 @@ from typing import Any
 
 import requests
 
-from bench._data import ROOT, machine_line
+from bench._data import ROOT, machine_line, rss_mb
 
 __all__ = ["main"]
 
@@ -51,14 +51,6 @@ def cpu_seconds(pid: int) -> float:
     inflate, unlike wall time."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of process ``pid`` in MB (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def _batch(start: int, now: float) -> dict[str, Any]:

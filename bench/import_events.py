@@ -18,7 +18,6 @@ import csv
 import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,17 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench._data import rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 RATINGS = ROOT / "data" / "ml-latest-small" / "ratings.csv"
 DAY = 86_400.0
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def movielens_history(path: Path, now: float) -> int:
@@ -86,7 +79,7 @@ def wait_for_report(
     this process by default) at each update."""
     from embrec.aws.artifacts import ArtifactStore
 
-    measure = rss or _rss_mb
+    measure = rss or rss_mb
 
     key = ArtifactStore.history_report_key(name)
     last_total, last_time = 0, started
@@ -117,7 +110,7 @@ def main() -> None:
         settings = stack.settings
         runtime = Runtime(settings)
         s3 = runtime.aws.s3
-        print(f"stack up; RSS {_rss_mb():.0f} MB")
+        print(f"stack up; RSS {rss_mb():.0f} MB")
         if os.environ.get("BENCH_IMPORT_SKIP_MOVIELENS") != "1":
             path = Path(scratch) / "movielens.csv"
             now = time.time()
@@ -132,18 +125,18 @@ def main() -> None:
             print(f"movielens: {rows:,} rows, accepted {report['accepted']:,}, "
                   f"rejected {report['rejected']}, "
                   f"imported in {imported:.1f}s ({rows / imported:,.0f} rows/s); the rebuild's window read "
-                  f"sees {seen:,} events in {read_seconds:.1f}s; RSS {_rss_mb():.0f} MB", flush=True)
+                  f"sees {seen:,} events in {read_seconds:.1f}s; RSS {rss_mb():.0f} MB", flush=True)
         if count:
             path = Path(scratch) / "synthetic.csv"
             synthetic_history(path, count, time.time())
-            print(f"synthetic: {count:,} rows, {path.stat().st_size / 1e6:.0f} MB; RSS {_rss_mb():.0f} MB")
+            print(f"synthetic: {count:,} rows, {path.stat().st_size / 1e6:.0f} MB; RSS {rss_mb():.0f} MB")
             started = time.monotonic()
             copy_to_s3(path, settings.bucket, "interactions/incoming/synthetic.csv", stack.endpoint_url)
             report = wait_for_report(s3, settings.bucket, "synthetic.csv", started, show=True)
             elapsed = time.monotonic() - started
             rate = count / elapsed
             print(f"synthetic: accepted {report['accepted']:,} in {elapsed:.0f}s ({rate:,.0f} rows/s), "
-                  f"{report['chunks']} chunks; RSS {_rss_mb():.0f} MB", flush=True)
+                  f"{report['chunks']} chunks; RSS {rss_mb():.0f} MB", flush=True)
 
 
 if __name__ == "__main__":

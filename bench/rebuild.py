@@ -34,6 +34,7 @@ from bench._data import (
     TYPES,
     machine_line,
     peak_rss_mb,
+    rss_mb,
     synthetic_interactions,
 )
 from embrec.domain.model import Interaction, StoredItem
@@ -74,13 +75,6 @@ def build_bench_version(
     return {"seconds": elapsed, "items": built.items, "rss_before_mb": rss_before, "peak_rss_mb": peak}
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := VmRSS
 
@@ -112,7 +106,7 @@ def _stub_items(n: int) -> Iterator[StoredItem]:
 def _stub_events(n_items: int, n_events: int, on_first: list[float]) -> Iterator[tuple[str, Interaction]]:
     """What ``InteractionStore.scan_recent`` yields, generated in chunks; at the first event (the index is
     written by then) the index phase's peak is recorded and VmHWM reset."""
-    on_first.extend([peak_rss_mb(), _rss_mb(), time.perf_counter()])
+    on_first.extend([peak_rss_mb(), rss_mb(), time.perf_counter()])
     _reset_peak()
     rng = np.random.default_rng(7)
     item_ids = [f"item-{i:08d}" for i in range(n_items)]
@@ -133,7 +127,7 @@ def _stream_child(n_items: int, n_events: int) -> dict[str, float]:
 
     from embrec.app.build import build_version
 
-    floor = _rss_mb()
+    floor = rss_mb()
     _reset_peak()
     marks: list[float] = []
     started = time.perf_counter()
