@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
-from embrec.domain.reporting import Report, ZTest, iso_utc
+from embrec.domain.reporting import Report, VariantReport, ZTest, iso_utc
 from embrec.errors import InvalidInputError
 from embrec_tools.demo import format_table
 
@@ -24,8 +26,28 @@ def parse_since(raw: str | None) -> float | None:
     return parsed.timestamp()
 
 
-def _pct(value: float) -> str:
+def pct(value: float) -> str:
+    """A rate as a percentage with two decimals."""
     return f"{100 * value:.2f}%"
+
+
+def variant_cells(v: VariantReport, test: Callable[[ZTest | None], str | None]) -> list[Any]:
+    """One variant's cells, as `embrec report` and the console both show them: variant, users, impressions,
+    clicks, CTR, its interval, its test against the control, conversions, conversion rate, its interval, its
+    test. ``test`` words the z-tests (the terminal and the HTML page say it differently)."""
+    return [
+        v.variant + (" (control)" if v.is_control else ""),
+        v.users,
+        v.impressions,
+        v.clicks,
+        pct(v.ctr),
+        f"[{pct(v.ctr_ci[0])}, {pct(v.ctr_ci[1])}]",
+        test(v.ctr_test),
+        v.conversions,
+        pct(v.conversion_rate),
+        f"[{pct(v.conversion_ci[0])}, {pct(v.conversion_ci[1])}]",
+        test(v.conversion_test),
+    ]
 
 
 def _test(test: ZTest | None) -> str:
@@ -51,23 +73,7 @@ def format_report(report: Report) -> str:
         "vs control (conv)",
         "value",
     )
-    rows = [
-        (
-            v.variant + (" (control)" if v.is_control else ""),
-            v.users,
-            v.impressions,
-            v.clicks,
-            _pct(v.ctr),
-            f"[{_pct(v.ctr_ci[0])}, {_pct(v.ctr_ci[1])}]",
-            _test(v.ctr_test),
-            v.conversions,
-            _pct(v.conversion_rate),
-            f"[{_pct(v.conversion_ci[0])}, {_pct(v.conversion_ci[1])}]",
-            _test(v.conversion_test),
-            f"{v.engagement_value:g}",
-        )
-        for v in report.variants
-    ]
+    rows = [[*variant_cells(v, _test), f"{v.engagement_value:g}"] for v in report.variants]
     head = (
         f"experiment {report.experiment} ({since}); control {report.control}; "
         f"events with an unknown or foreign recommendation_id: {report.unattributed_events}"

@@ -20,6 +20,7 @@ from embrec.domain.model import Interaction
 from embrec.domain.reporting import Report, ZTest
 from embrec_tools.console.api import path_segment
 from embrec_tools.console.charts import Interval, grouped_bars, interval_chart
+from embrec_tools.report import variant_cells
 
 __all__ = [
     "NAV",
@@ -596,10 +597,6 @@ def _test(test: ZTest | None) -> str | None:
     return f"{100 * test.difference:+.2f} pp, z={test.z:+.2f}, p={test.p_value:.4f} ({verdict})"
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
-
-
 def experiments_page(
     names: Sequence[tuple[str, bool]], chosen: str | None, report: Report | Problem | None
 ) -> str:
@@ -633,22 +630,7 @@ def experiments_page(
             f"z-test against the control. Events with an unknown or foreign recommendation_id: "
             f"{report.unattributed_events}.</p>"
         )
-        rows = [
-            [
-                v.variant + (" (control)" if v.is_control else ""),
-                v.users,
-                v.impressions,
-                v.clicks,
-                _pct(v.ctr),
-                f"[{_pct(v.ctr_ci[0])}, {_pct(v.ctr_ci[1])}]",
-                _test(v.ctr_test),
-                v.conversions,
-                _pct(v.conversion_rate),
-                f"[{_pct(v.conversion_ci[0])}, {_pct(v.conversion_ci[1])}]",
-                _test(v.conversion_test),
-            ]
-            for v in variants
-        ]
+        rows = [variant_cells(v, _test) for v in variants]
         parts.append(
             table(
                 [
