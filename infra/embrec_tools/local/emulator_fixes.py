@@ -175,9 +175,9 @@ setattr(_item_init, _MARK, True)
 _QUERY = threading.local()
 
 
-def _query_candidates(self: Any, wanted: tuple[Any, Any, Any]) -> list[Any]:
-    """The items a running ``query`` needs (unsorted: moto sorts its candidates itself)."""
-    _, hash_value, conditions = wanted
+def _query_candidates(self: Any, hash_value: Any, conditions: list[tuple[str, Any]]) -> list[Any]:
+    """The items a running ``query`` needs (unsorted: moto sorts its candidates itself): the partition of
+    ``hash_value`` on the table, else the items whose index hash attributes hold ``conditions``' values."""
     if hash_value is not None:
         partition = self.items.get(hash_value)
         if partition is None:
@@ -205,15 +205,15 @@ def _partition_reads(original_all_items: Callable[..., Any], original_query: Cal
         wanted = getattr(_QUERY, "wanted", None)
         if wanted is None or wanted[0] is not self:
             return original_all_items(self)
-        return _query_candidates(self, wanted)
+        return _query_candidates(self, wanted[1], wanted[2])
 
     @functools.wraps(original_query)
     def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
         index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
         conditions = kwargs.get("hash_key_conditions") or []
-        wanted: tuple[Any, Any, Any]
+        wanted: tuple[Any, Any, list[tuple[str, Any]]]
         if index_name is None and hash_key is not None:
-            wanted = (self, hash_key, None)
+            wanted = (self, hash_key, [])
         elif index_name is not None and conditions and all(v.type in ("S", "B") for _, v in conditions):
             wanted = (self, None, list(conditions))
         else:
