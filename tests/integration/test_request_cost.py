@@ -18,6 +18,7 @@ from test_reliability import SLICE
 
 from embrec.app.runtime import get_runtime, reset_runtime
 from embrec_tools.datasets import load_movielens, to_jsonl
+from embrec_tools.local.emulator_fixes import install
 
 CATALOG = load_movielens(SLICE).catalog_rows[:40]
 ITEM_IDS = [str(row["item_id"]) for row in CATALOG]
@@ -36,7 +37,9 @@ def _write_history(deployment: Deployment, user: str, events: int) -> None:
     the history a year of traffic leaves, 10 distinct items so the list is never empty."""
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
-    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    install()  # the local stack's moto: an item's size checked once, not once per attribute
 
     table = dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_table(
         deployment.env["EMBREC_INTERACTIONS_TABLE"]
@@ -51,10 +54,7 @@ def _write_history(deployment: Deployment, user: str, events: int) -> None:
             "expires_at": {"N": str(now_ms // 1000 + 86_400 * 30)},
         }
         hash_key, range_key = DynamoType(row["user_id"]), DynamoType(row["sk"])
-        item = Item(hash_key, range_key, {})
-        # LimitedSizeDict(...) skips the per-attribute size checks that made 100,000 puts take minutes
-        item.attrs = LimitedSizeDict({name: DynamoType(value) for name, value in row.items()})
-        partition[range_key] = item
+        partition[range_key] = Item(hash_key, range_key, row)
 
 
 class _Meter:
