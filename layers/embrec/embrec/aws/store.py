@@ -224,9 +224,6 @@ def _batch_get(
     return found
 
 
-_WRITE_WORKERS = 8
-
-
 def _parallel_scan(
     client: Any, table: str, segments: int, scan_kwargs: Mapping[str, Any]
 ) -> Generator[dict[str, Any], None, None]:
@@ -293,6 +290,9 @@ def _parallel_pages(
     finally:
         stop.set()
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+_WRITE_WORKERS = 8  # conditional updates in flight at once during a backfill
 
 
 def _update_if(client: Any, table: str, key: Mapping[str, Any], name: str, value: str) -> bool:
