@@ -120,7 +120,8 @@ def main() -> None:
             report = wait_for_report(s3, settings.bucket, "movielens.csv", started, show=True)
             imported = time.monotonic() - started
             read_started = time.monotonic()
-            seen = sum(1 for _ in runtime.interactions.read_window(now - settings.signal_window_days * DAY))
+            window = runtime.interactions.read_window(now - settings.signal_window_days * DAY)
+            seen = sum(len(page) for page in window)
             read_seconds = time.monotonic() - read_started
             print(f"movielens: {rows:,} rows, accepted {report['accepted']:,}, "
                   f"rejected {report['rejected']}, "

@@ -1,14 +1,16 @@
 """Rebuild: ``python -m bench rebuild``.
 
 Memory and time of ``build.build_version`` as the rebuild function runs it, fed by stub stores with the
-DynamoDB adapters' access pattern (an item generator, then an interaction generator, each object made as it
-is yielded, never a list): ``BENCH_REBUILD_SIZES`` (default ``100000:5000000,250000:12500000``) items:events.
+DynamoDB adapters' access pattern (an item generator, one object per item made as it is yielded; then the
+window's events as pages of columns, ``EventPage``, as ``InteractionStore.read_window`` yields them):
+``BENCH_REBUILD_SIZES`` (default ``100000:5000000,250000:12500000``) items:events.
 Item vectors are synthetic 384-d unit vectors around 2,000 seeded centres (clustered like real embeddings,
 so hnswlib's work is comparable; no encoding needed); events are Zipf-popular over the catalog, 50 per user,
-mixed types, over 30 days. Each size runs in a fresh process; the
-two phases are measured apart (the index is written and released before the interactions are read): the
-peak of the index phase (VmHWM) above the process floor per item, then (VmHWM reset through
-``/proc/self/clear_refs``) the peak of the signals phase above its own start per interaction.
+mixed types, over 30 days. Each size runs in a fresh process. The index is built on its own thread while the
+events are read, so the phases' memory is measured together: the peak (VmHWM) above the process floor per
+size, and the slopes between sizes that share a catalog (bytes an event) or an event count (bytes an item).
+Time: each phase's wall seconds (``details["seconds"]``), the CPU seconds of the main thread (the item scan,
+the event read, the signals) and of the whole process (hnswlib's threads besides).
 Baseline: hnswlib ``add_items`` alone on the first size's vectors (the library floor), in a fresh process.
 ``BENCH_REBUILD_BASELINE=0`` skips it. ``BENCH_REBUILD_RANKER=0`` builds without the learned blend (its
 training is part of the signals phase), for the before/after of its cost.
@@ -17,6 +19,7 @@ training is part of the signals phase), for the before/after of its cost.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -25,6 +28,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,12 +41,14 @@ from bench._data import (
     rss_mb,
     synthetic_interactions,
 )
-from embrec.domain.model import Interaction, StoredItem
+from embrec.domain.model import StoredItem
+from embrec.domain.signals import EventPage
 
 __all__ = ["build_bench_version", "main"]
 
 NOW = 1_790_000_000.0
 EVENTS_PER_USER = 50
+PAGE_EVENTS = 5_000
 
 
 def build_bench_version(
@@ -103,53 +109,51 @@ def _stub_items(n: int) -> Iterator[StoredItem]:
             yield StoredItem(fields["item_id"], fields, "", block[k])
 
 
-def _stub_events(n_items: int, n_events: int, on_first: list[float]) -> Iterator[tuple[str, Interaction]]:
-    """What ``InteractionStore.scan_recent`` yields, generated in chunks; at the first event (the index is
-    written by then) the index phase's peak is recorded and VmHWM reset."""
-    on_first.extend([peak_rss_mb(), rss_mb(), time.perf_counter()])
-    _reset_peak()
+def _stub_events(n_items: int, n_events: int) -> Iterator[EventPage]:
+    """What ``InteractionStore.read_window`` yields: pages of 5,000 events as columns, each made as it is
+    yielded."""
     rng = np.random.default_rng(7)
     item_ids = [f"item-{i:08d}" for i in range(n_items)]
     permutation = rng.permutation(n_items)
     users = max(1, n_events // EVENTS_PER_USER)
-    for start in range(0, n_events, 100_000):
-        size = min(100_000, n_events - start)
+    for start in range(0, n_events, PAGE_EVENTS):
+        size = min(PAGE_EVENTS, n_events - start)
         items = permutation[rng.zipf(1.2, size=size) % n_items].tolist()
         user = rng.integers(0, users, size=size).tolist()
         kinds = rng.integers(0, len(TYPES), size=size).tolist()
-        times = (NOW - rng.uniform(0, 30 * 86_400, size=size)).tolist()
-        for k in range(size):
-            yield f"u{user[k]}", Interaction(item_ids[items[k]], TYPES[kinds[k]], times[k])
+        yield EventPage(
+            users=[f"u{u}" for u in user],
+            items=[item_ids[i] for i in items],
+            types=[TYPES[k] for k in kinds],
+            timestamps=NOW - rng.uniform(0, 30 * 86_400, size=size),
+        )
 
 
-def _stream_child(n_items: int, n_events: int) -> dict[str, float]:
+def _stream_child(n_items: int, n_events: int) -> dict[str, Any]:
     import tempfile
 
     from embrec.app.build import build_version
 
     floor = rss_mb()
     _reset_peak()
-    marks: list[float] = []
-    started = time.perf_counter()
+    started, cpu, main_cpu = time.perf_counter(), time.process_time(), time.thread_time()
     with tempfile.TemporaryDirectory() as scratch:
         built = build_version(
-            _stub_items(n_items), _stub_events(n_items, n_events, marks), Path(scratch),
+            _stub_items(n_items), _stub_events(n_items, n_events), Path(scratch),
             encoder_id="bench-synthetic", now=NOW, text_dim=384,
             train_ranker=os.environ.get("BENCH_REBUILD_RANKER", "1") != "0",
         )
         ranker = built.details.get("ranker", {}).get("info", {}).get("lists", 0)
         ranker_seconds = built.details["learned_blend_seconds"]
-    finished = time.perf_counter()
-    index_peak, signals_floor, index_done = marks
     return {
         "items": built.items,
         "events": built.interactions,
         "floor_mb": floor,
-        "index_peak_mb": index_peak,
-        "index_seconds": index_done - started,
-        "signals_floor_mb": signals_floor,
-        "signals_peak_mb": peak_rss_mb(),
-        "signals_seconds": finished - index_done,
+        "peak_mb": peak_rss_mb(),
+        "seconds": time.perf_counter() - started,
+        "phases": built.details["seconds"],
+        "cpu_seconds": time.process_time() - cpu,
+        "main_cpu_seconds": time.thread_time() - main_cpu,
         "ranker_lists": ranker,
         "ranker_seconds": ranker_seconds,
     }
@@ -180,7 +184,7 @@ def _child(mode: str, n_items: int, n_events: int) -> None:
     print(json.dumps(result))
 
 
-def _run_child(mode: str, n_items: int, n_events: int) -> dict[str, float]:
+def _run_child(mode: str, n_items: int, n_events: int) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.rebuild", "--child", mode, str(n_items), str(n_events)],
         cwd=ROOT,
@@ -204,20 +208,27 @@ def main() -> None:
             f"the floor {(base['peak_rss_mb'] - base['rss_before_mb']) * 2**20 / base['items']:,.0f} B/item",
             flush=True,
         )
+    runs = []
     for n_items, n_events in sizes:
         r = _run_child("stream", n_items, n_events)
-        per_item = (r["index_peak_mb"] - r["floor_mb"]) * 2**20 / r["items"]
-        per_event = (r["signals_peak_mb"] - r["signals_floor_mb"]) * 2**20 / max(r["events"], 1)
+        runs.append(r)
+        phases = " ".join(f"{name} {value:.1f}" for name, value in r["phases"].items())
         print(
-            f"  ours  {r['items']:>9,} items {r['events']:>11,} events: index {r['index_seconds']:6.1f} s, "
-            f"peak {r['index_peak_mb'] - r['floor_mb']:6.0f} MB above the floor ({per_item:,.0f} B/item; "
-            f"target <= 3,584) | signals {r['signals_seconds']:6.1f} s, peak "
-            f"{r['signals_peak_mb'] - r['signals_floor_mb']:6.0f} MB above its start "
-            f"({per_event:.1f} B/event; "
-            f"target <= 40) | floor {r['floor_mb']:.0f} MB | learned blend: {r['ranker_lists']} lists, "
+            f"  ours  {r['items']:>9,} items {r['events']:>11,} events: {r['seconds']:6.1f} s ({phases} s; "
+            f"the index on its own thread) | CPU {r['cpu_seconds']:.1f} s, main thread "
+            f"{r['main_cpu_seconds']:.1f} s | peak {r['peak_mb'] - r['floor_mb']:6.0f} MB above the floor "
+            f"({r['floor_mb']:.0f} MB) | learned blend: {r['ranker_lists']} lists, "
             f"{r['ranker_seconds']:.1f} s of the signal phase",
             flush=True,
         )
+    for a, b in itertools.pairwise(runs):
+        grown = (b["peak_mb"] - b["floor_mb"]) - (a["peak_mb"] - a["floor_mb"])
+        if a["items"] == b["items"] and b["events"] != a["events"]:
+            print(f"  slope {a['events']:,} -> {b['events']:,} events at {a['items']:,} items: "
+                  f"{grown * 2**20 / (b['events'] - a['events']):.1f} B/event (target <= 40)")
+        elif a["events"] == b["events"] and b["items"] != a["items"]:
+            print(f"  slope {a['items']:,} -> {b['items']:,} items at {a['events']:,} events: "
+                  f"{grown * 2**20 / (b['items'] - a['items']):,.0f} B/item (target <= 3,584)")
 
 
 if __name__ == "__main__":

@@ -232,17 +232,19 @@ def test_the_window_read_never_returns_events_outside_the_window(
     events.import_events(rows, now=NOW)
     scanned: list[int] = []
     operations: Counter[str] = Counter()
-    aws_clients.dynamodb.meta.events.register(
-        "after-call.dynamodb", lambda model, parsed, **_: (
-            operations.update([model.name]), scanned.append(parsed.get("ScannedCount", 0))
-        )
+    events_ = aws_clients.dynamodb.meta.events
+    events_.register("after-call.dynamodb", lambda model, **_: operations.update([model.name]))
+    # counted on the wire, before the window read takes the body from botocore's parser (test_store)
+    events_.register_first(
+        "before-parse.dynamodb.Query",
+        lambda response_dict, **_: scanned.append(json.loads(response_dict["body"]).get("ScannedCount", 0)),
     )
 
     # When the rebuild reads a 30-day window
-    window = list(events.read_window(NOW - 30 * DAY, now=NOW))
+    window = [row for page in events.read_window(NOW - 30 * DAY, now=NOW) for row in page.rows()]
 
     # Then DynamoDB read exactly the 130 events inside it: the 300 old ones were never read, not filtered out
-    assert len(window) == 130 and {user[:3] for user, _ in window} == {"mid", "new"}
+    assert len(window) == 130 and {user[:3] for user, *_ in window} == {"mid", "new"}
     assert sum(scanned) == 130
     assert set(operations) == {"Query"}  # no Scan
     # one query per (week, shard) of the window (5 or 6 weeks): bounded by the window, not the table
@@ -269,10 +271,12 @@ def test_counting_recent_events_reads_only_their_range(
     events.import_events(_history(300, 200, "cnt-old") + _history(50, 1, "cnt-new"), now=NOW)
     scanned: list[int] = []
     operations: Counter[str] = Counter()
-    aws_clients.dynamodb.meta.events.register(
-        "after-call.dynamodb", lambda model, parsed, **_: (
-            operations.update([model.name]), scanned.append(parsed.get("ScannedCount", 0))
-        )
+    events_ = aws_clients.dynamodb.meta.events
+    events_.register("after-call.dynamodb", lambda model, **_: operations.update([model.name]))
+    # counted on the wire, before the window read takes the body from botocore's parser (test_store)
+    events_.register_first(
+        "before-parse.dynamodb.Query",
+        lambda response_dict, **_: scanned.append(json.loads(response_dict["body"]).get("ScannedCount", 0)),
     )
     # When the events of the last 3 days are counted, then only those are read: Select=COUNT queries, no Scan
     day = events.count_since(NOW - 3 * DAY, now=NOW)
@@ -300,7 +304,8 @@ def test_the_time_index_backfill_makes_rows_written_before_it_visible_to_the_win
     users = ("bf-new", "bf-pre")
 
     def in_window() -> int:
-        return sum(1 for user, _ in events.read_window(NOW - 30 * DAY, now=NOW) if user.startswith(users))
+        pages = events.read_window(NOW - 30 * DAY, now=NOW)
+        return sum(1 for page in pages for user in page.users if user.startswith(users))
 
     assert in_window() == 40  # the 60 older rows are invisible to the rebuild
 
@@ -339,10 +344,12 @@ def test_the_experiment_report_reads_only_its_experiments_lists_from_their_start
                                          UpdateExpression="REMOVE xs")
     scanned: list[int] = []
     operations: Counter[str] = Counter()
-    aws_clients.dynamodb.meta.events.register(
-        "after-call.dynamodb", lambda model, parsed, **_: (
-            operations.update([model.name]), scanned.append(parsed.get("ScannedCount", 0))
-        )
+    events_ = aws_clients.dynamodb.meta.events
+    events_.register("after-call.dynamodb", lambda model, **_: operations.update([model.name]))
+    # counted on the wire, before the window read takes the body from botocore's parser (test_store)
+    events_.register_first(
+        "before-parse.dynamodb.Query",
+        lambda response_dict, **_: scanned.append(json.loads(response_dict["body"]).get("ScannedCount", 0)),
     )
 
     # When the report reads "ab" from a week ago

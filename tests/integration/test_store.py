@@ -316,7 +316,8 @@ def test_expired_events_are_ignored_and_not_written(
     # 15 days later the 30-day TTL has passed for "old" (moto never deletes it; the store must hide it)
     later = NOW + 15 * DAY
     assert [i.event_id for i in events.history("u1", now=later)] == ["new"]
-    assert [i.event_id for _, i in events.read_window(NOW - 60 * DAY, now=later)] == ["new"]
+    window = [row for page in events.read_window(NOW - 60 * DAY, now=later) for row in page.rows()]
+    assert window == [("u1", "i", "view", new.timestamp)]
 
 
 def test_erasure_hides_at_once_then_deletes_in_bounded_steps_and_only_that_user(
@@ -344,8 +345,10 @@ def test_erasure_hides_at_once_then_deletes_in_bounded_steps_and_only_that_user(
     assert sorted(row["sk"]["S"].partition("#")[2] or row["sk"]["S"] for row in left) == ["after", "~erasure"]
     assert len(events.history("u2", now=NOW)) == 1
     # the marker has no ``ts`` or ``tb``: the rebuild's window read never takes it for an event
-    recent = events.read_window(NOW - 86_400, now=NOW + 20)
-    assert sorted(i.event_id for _, i in recent) == ["after", "e-1"]
+    recent = [row for page in events.read_window(NOW - 86_400, now=NOW + 20) for row in page.rows()]
+    assert sorted((user, ts) for user, _, _, ts in recent) == [
+        ("u1", after.timestamp), ("u2", _event(1).timestamp)
+    ]
 
     # A late redelivery of an erased event does not resurrect it
     assert events.put_events([("u1", _event(3))], now=NOW).duplicates == ["e-3"]
@@ -363,9 +366,46 @@ def test_read_window_filters_by_time(events: InteractionStore) -> None:
         + [("u2", _event(n, ts=NOW - 1 * DAY)) for n in range(10, 15)],
         now=NOW,
     )
-    recent = list(events.read_window(NOW - 2 * DAY, now=NOW))
-    assert sorted(i.event_id for _, i in recent) == [f"e-{n}" for n in range(10, 15)]
-    assert {u for u, _ in recent} == {"u2"}
+    recent = [row for page in events.read_window(NOW - 2 * DAY, now=NOW) for row in page.rows()]
+    assert sorted(recent) == [("u2", "item-001", "view", NOW - 1 * DAY + n) for n in range(10, 15)]
+
+
+def test_window_pages_are_what_botocore_parses_without_botocore_parsing_the_rows(
+    events: InteractionStore, aws_clients: AwsClients, settings: Settings
+) -> None:
+    # Given 1,200 events of 40 users over 12 items, some carrying a value, a recommendation and a tricky id
+    events.import_events(
+        [UserEvent(f"user-{n % 40}", Interaction(
+            item_id=f"ïtem \"{n % 12}\"", type=("view", "like")[n % 2], timestamp=NOW - 3600 + n * 0.001,
+            event_id=f"e-{n}", value=1.5 if n % 3 else None, recommendation_id="r" if n % 5 else None,
+        )) for n in range(1_200)],
+        now=NOW,
+    )
+    parsed_rows: list[int] = []
+    aws_clients.dynamodb.meta.events.register(
+        "after-call.dynamodb.Query", lambda parsed, **_: parsed_rows.append(len(parsed.get("Items", [])))
+    )
+
+    # When the rebuild's window read pages through them
+    pages = list(events.read_window(NOW - DAY, now=NOW))
+
+    # Then botocore's parser handled no row of it (json.loads did)
+    assert parsed_rows and sum(parsed_rows) == 0
+    # and the rows are exactly what botocore's own parse of the same index gives
+    expected = []
+    for shard in range(4):
+        for page in aws_clients.dynamodb.get_paginator("query").paginate(
+            TableName=settings.interactions_table, IndexName="by_time", KeyConditionExpression="tb = :tb",
+            ExpressionAttributeValues={":tb": {"S": f"{int(NOW * 1000) // (7 * 86_400_000)}#{shard}"}},
+        ):
+            expected += [
+                (row["user_id"]["S"], row["item_id"]["S"], row["type"]["S"], int(row["ts"]["N"]) / 1000)
+                for row in page["Items"]
+            ]
+    got = [row for page in pages for row in page.rows()]
+    assert len(got) == 1_200 and sorted(got) == sorted(expected)
+    # and other calls of the same client are parsed by botocore as before
+    assert len(events.history("user-1", now=NOW)) == 30
 
 
 def test_sort_key_is_time_ordered() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import subprocess
@@ -549,6 +550,55 @@ def test_the_signals_are_what_the_builder_made_before_the_head_item_walk(
     np.testing.assert_array_equal(computed.trending, fixture[f"{model}_trending"])
     if model == "cooccurrence":
         assert len(walked) > 50  # the popular items took the walk
+
+
+def test_event_pages_keep_what_the_same_events_one_by_one_keep(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given: the fixture's events (a dislike, an unknown type, ids outside the catalog), a non-finite time,
+    # and columns in chunks of 1,000 events, so pages cross chunk boundaries
+    fixture = np.load(_BEFORE_HEAD_WALK, allow_pickle=False)
+    kinds = ("view", "click", "like", "purchase", "dislike", "share")
+    weights = {"view": 0.3, "click": 0.7, "like": 1.1, "purchase": 2.9, "dislike": -1.0}
+    users = [f"u{u}" for u in fixture["users"].tolist()]
+    items = [f"i{i}" for i in fixture["items"].tolist()]
+    types = [kinds[t] for t in fixture["kinds"].tolist()]
+    times = fixture["times"].astype(np.float64)
+    times[7] = np.nan
+    monkeypatch.setattr(signals_module.EventColumns, "CHUNK_EVENTS", 1_000)
+    catalog = [f"i{k}" for k in range(300)]
+    one_by_one = signals_module.EventColumns(catalog, weights).extend(
+        (u, Interaction(i, t, float(ts))) for u, i, t, ts in zip(users, items, types, times, strict=True)
+    )
+    # When: the same events arrive as pages of uneven sizes (one empty), mixed with single events
+    cuts = [0, 1, 1, 700, 2_500, 2_501, 6_000, len(users) - 3]
+    entries: list[Any] = [
+        signals_module.EventPage(users[a:b], items[a:b], types[a:b], times[a:b])
+        for a, b in itertools.pairwise(cuts)
+    ]
+    entries += [
+        (users[k], Interaction(items[k], types[k], float(times[k]))) for k in range(cuts[-1], len(users))
+    ]
+    paged = signals_module.EventColumns(catalog, weights).extend(entries)
+    # Then: the same columns, users, types, marks and count, and the same signals
+    assert paged.seen == one_by_one.seen == len(users)
+    assert paged.finish() == one_by_one.finish()
+    for k in range(4):
+        np.testing.assert_array_equal(
+            np.concatenate([chunk[k] for chunk in paged.chunks]),
+            np.concatenate([chunk[k] for chunk in one_by_one.chunks]),
+        )
+    assert paged.type_names == one_by_one.type_names and paged.type_table == one_by_one.type_table
+    np.testing.assert_array_equal(paged.interacted, one_by_one.interacted)
+    params = SignalParams(cf_model="cooccurrence", type_weights=weights, neighbours=12)
+    a = signals_module.signals_from_events(paged, params, now=1_790_000_000.0)
+    b = signals_module.signals_from_events(one_by_one, params, now=1_790_000_000.0)
+    np.testing.assert_array_equal(a.cf_neighbours, b.cf_neighbours)
+    np.testing.assert_array_equal(a.trending, b.trending)
+    assert a.params["input_sha256"] == b.params["input_sha256"]
+
+
+def test_an_event_page_has_columns_of_one_length() -> None:
+    with pytest.raises(InvalidInputError, match="timestamps"):
+        signals_module.EventPage(["u"], ["i"], ["view", "like"], np.zeros(1))
 
 
 def _rss_bytes() -> int:

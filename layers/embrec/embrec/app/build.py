@@ -11,15 +11,20 @@ version manifest that names every file.
 Memory is bounded by arrays, never by Python objects per row (BENCHMARKS.md §5): item vectors stream into
 preallocated float32 blocks (:data:`BLOCK_BYTES` each) and metadata into numpy columns; the blocks are
 moved into item-id order, then fed to hnswlib one by one and dropped, so the peak is about hnswlib's own
-copy of the vectors. The index is written and released before the interactions are read, which go into
-:class:`~embrec.domain.signals.EventColumns` (17 bytes an event). The learned blend's training shares those
-columns (its held-out rows are moved, not copied) and loads the index back only once they are released.
+copy of the vectors. The index is built on a thread of its own (hnswlib releases the GIL on its own
+threads) while, on the caller's thread, the interactions are read page by page into
+:class:`~embrec.domain.signals.EventColumns` (17 bytes an event) and the signals are computed from them: the
+two overlap in time instead of adding up, and their memory adds up instead of taking turns (BENCHMARKS.md
+5b: the 1M items + 50M events projection). The learned blend's training shares those columns (its held-out
+rows are moved, not copied) and loads the index back once both are done. ``details["seconds"]`` of the result
+times each phase (the index on its own thread).
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +37,7 @@ from embrec.domain.learned_blend import LearnedBlend
 from embrec.domain.model import Interaction, StoredItem
 from embrec.domain.profiles import ProfileParams
 from embrec.domain.ranking import RankParams, learning_example
-from embrec.domain.signals import EventColumns, SignalParams, Signals, signals_from_events
+from embrec.domain.signals import EventColumns, EventPage, SignalParams, Signals, signals_from_events
 from embrec.engine._index_meta import MetadataColumns, parse_metadata
 from embrec.engine.index import (
     DEFAULT_M,
@@ -178,9 +183,50 @@ def _index_blocks(
         del block
 
 
+class _Background:
+    """``function(*args, **kwargs)`` on a thread of its own, started at once; :meth:`result` joins it and
+    returns its value or raises its exception. Leaving the ``with`` block joins it too, so a failure on the
+    caller's side never leaves it writing into a directory being removed.
+
+    The index build runs so beside the window read and the signals: hnswlib releases the GIL while it
+    inserts (on its own threads), the read and the signals are one Python thread (numpy releases it too), so
+    the two overlap instead of adding up (BENCHMARKS.md 5b: the 1M items + 50M events projection).
+    """
+
+    def __init__(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        self.seconds = 0.0
+
+        def run() -> None:
+            started = time.perf_counter()
+            try:
+                self._value = function(*args, **kwargs)
+            except BaseException as error:  # re-raised on the caller's thread by result()
+                self._error = error
+            finally:
+                self.seconds = time.perf_counter() - started
+
+        self._thread = threading.Thread(target=run, name="rebuild-index", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def __enter__(self) -> _Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join()
+
+
 def build_version(
     items: Iterable[StoredItem],
-    interactions: Iterable[tuple[str, Interaction]],
+    interactions: Iterable[tuple[str, Interaction] | EventPage],
     directory: Path,
     *,
     encoder_id: str,
@@ -199,7 +245,9 @@ def build_version(
     dimension, or vectors another encoder than ``encoder_id`` made (as recorded with each item; items stored
     before it was recorded are taken as the current encoder's), raise :class:`CompatibilityError` (re-upload
     the catalog: ingest re-encodes them), so an index never labels one model's vectors with another's id.
-    ``interactions`` is consumed only after the index is written and released.
+    ``interactions`` (pairs or :class:`~embrec.domain.signals.EventPage` s) is consumed, and the signals
+    computed, while the index is being built on a thread of its own (joined before this returns or raises;
+    before the signals when ``side_weight`` needs the index's vectors).
 
     ``fusion`` (default ``FusionConfig()``: auto) decides the index layout from the whole catalog (see
     :mod:`embrec.domain.fusion`). ``memory_budget`` (bytes, None: no limit) is what the serving containers
@@ -211,6 +259,7 @@ def build_version(
     """
     config = fusion or FusionConfig()
     keep_images = config.mode != "off" and config.image_weight > 0
+    started = time.perf_counter()
     catalog = _read_catalog(items, text_dim, keep_images, encoder_id)
     dim = catalog.dim if catalog.dim is not None else 1
     n = len(catalog.ids)
@@ -227,6 +276,7 @@ def build_version(
     del order
     blocks = _sorted_blocks(catalog.blocks, rank, dim)
     del rank
+    items_seconds = time.perf_counter() - started
     spec = plan_fusion(config, dim, (image.shape[0] for image in images if image is not None), items=n)
     counts: dict[str, int] = {"with_image": 0, "image_dim_mismatch": 0}
     if spec is not None and memory_budget is not None and index_memory_bytes(n, spec.dim) > memory_budget:
@@ -237,7 +287,8 @@ def build_version(
         counts["over_budget"] = 1
         spec = None
     check_memory_budget(n, dim if spec is None else spec.dim, memory_budget, DEFAULT_M)
-    index_manifest = write_index(
+    index_build = _Background(
+        write_index,
         Path(directory) / INDEX_DIR,
         ids,
         _index_blocks(blocks, spec, meta, images, counts),
@@ -248,22 +299,30 @@ def build_version(
     )
     del blocks, meta, images
     signal_params = signal_params or SignalParams()
-    events = EventColumns(ids, signal_params.type_weights).extend(interactions)
-    n_events = events.seen
-    started = time.perf_counter()
-    training = _training_signals(events, signal_params, now) if train_ranker else None
-    ranker_seconds = time.perf_counter() - started
-    # Side information for the CF solve: the vectors just written, read back from the graph file's memory map
-    # (no copy; the solve reads only the rows of the items it solves over).
-    side = (
-        read_graph_vectors(Path(directory) / INDEX_DIR / GRAPH_FILE, int(index_manifest["dim"]), n)
-        if signal_params.side_weight > 0
-        else None
-    )
-    signals = signals_from_events(events, signal_params, now=now, item_vectors=side)
-    del side
-    signals_manifest = signals.save(Path(directory) / SIGNALS_DIR)
-    details: dict[str, Any] = {"index": index_manifest, "signals": signals_manifest, "fusion": counts}
+    with index_build:
+        started = time.perf_counter()
+        events = EventColumns(ids, signal_params.type_weights).extend(interactions)
+        seconds = {"items": items_seconds, "events": time.perf_counter() - started}
+        n_events = events.seen
+        started = time.perf_counter()
+        training = _training_signals(events, signal_params, now) if train_ranker else None
+        ranker_seconds = time.perf_counter() - started
+        side = None
+        if signal_params.side_weight > 0:
+            # Side information for the CF solve: the vectors just written, read back from the graph file's
+            # memory map (no copy; the solve reads only the rows of the items it solves over).
+            written = index_build.result()
+            side = read_graph_vectors(Path(directory) / INDEX_DIR / GRAPH_FILE, int(written["dim"]), n)
+        started = time.perf_counter()
+        signals = signals_from_events(events, signal_params, now=now, item_vectors=side)
+        del side
+        signals_manifest = signals.save(Path(directory) / SIGNALS_DIR)
+        seconds["signals"] = time.perf_counter() - started
+        index_manifest = index_build.result()
+    seconds["index"] = index_build.seconds
+    details: dict[str, Any] = {
+        "index": index_manifest, "signals": signals_manifest, "fusion": counts, "seconds": seconds,
+    }
     started = time.perf_counter()
     ranker = _fit_ranker(Path(directory), signal_params, *training) if training is not None else None
     details["learned_blend_seconds"] = ranker_seconds + time.perf_counter() - started

@@ -744,6 +744,7 @@ def rebuild(
         "learned_blend": "ranker" in built.details,
         "pruned_versions": len(pruned.deleted_versions),
         "pruned_deltas": len(pruned.deleted_deltas),
+        "seconds": {phase: round(value, 3) for phase, value in built.details["seconds"].items()},
     }
     logger.info("rebuild finished", extra=result)
     if report_experiment:

@@ -49,9 +49,10 @@ newer than this code knows is a :class:`~embrec.errors.CompatibilityError`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ __all__ = [
     "CF_MODELS",
     "SIGNALS_FILE",
     "EventColumns",
+    "EventPage",
     "SignalParams",
     "Signals",
     "compute_signals",
@@ -736,6 +738,31 @@ def slist_neighbours(
     return _scatter(active, rows.n_items, _top_positive(weights, active, top_n))
 
 
+@dataclass(frozen=True)
+class EventPage:
+    """Events as parallel columns, one page of a window read: no object per event.
+
+    ``timestamps`` (float64 epoch s) has one entry per user id, item id and type. What
+    :meth:`EventColumns.extend` keeps of a page is what it keeps of the same events one by one.
+    """
+
+    users: Sequence[str]
+    items: Sequence[str]
+    types: Sequence[str]
+    timestamps: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not len(self.users) == len(self.items) == len(self.types) == self.timestamps.shape[0]:
+            raise InvalidInputError("timestamps", "an event page's columns must have one length")
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def rows(self) -> Iterator[tuple[str, str, str, float]]:
+        """The page's events as ``(user_id, item_id, type, timestamp)`` tuples."""
+        return zip(self.users, self.items, self.types, self.timestamps.tolist(), strict=True)
+
+
 class EventColumns:
     """The rebuild's interactions as compact columns, filled event by event, never a list of objects.
 
@@ -764,10 +791,16 @@ class EventColumns:
         self.seen = 0  # every event offered, kept or not
         self._fill = self.CHUNK_EVENTS  # a full (virtual) chunk: the first add opens one
 
-    def extend(self, interactions: Iterable[tuple[str, Interaction]]) -> EventColumns:
-        positions, users, weights = self._positions, self.users, self._type_weights
+    def extend(self, interactions: Iterable[tuple[str, Interaction] | EventPage]) -> EventColumns:
+        """Add ``(user_id, Interaction)`` pairs and :class:`EventPage` s (the rebuild's window read gives
+        pages: a page costs a few list lookups an event instead of an object and a loop step)."""
+        positions, users = self._positions, self.users
         interacted, codes = self.interacted, self._type_codes
-        for user_id, event in interactions:
+        for entry in interactions:
+            if isinstance(entry, EventPage):
+                self._extend_page(entry)
+                continue
+            user_id, event = entry
             self.seen += 1
             pos = positions.get(event.item_id)
             if pos is None:
@@ -775,10 +808,7 @@ class EventColumns:
             interacted[pos] = True
             code = codes.get(event.type)
             if code is None:
-                weight = float(weights.get(event.type, 0.0))
-                code = codes[event.type] = len(self.type_table) if weight > 0 else -1
-                if weight > 0:
-                    self.type_table.append(weight)
+                code = self._type_code(event.type)
             if code < 0 or not math.isfinite(event.timestamp):
                 continue
             if self._fill == self.CHUNK_EVENTS:
@@ -791,6 +821,50 @@ class EventColumns:
             ts[fill] = event.timestamp
             self._fill = fill + 1
         return self
+
+    def _type_code(self, name: str) -> int:
+        """The code of event type ``name``, given at its first sight: the next slot of ``type_table`` for a
+        positive weight, -1 (not kept) otherwise."""
+        weight = float(self._type_weights.get(name, 0.0))
+        code = self._type_codes[name] = len(self.type_table) if weight > 0 else -1
+        if weight > 0:
+            self.type_table.append(weight)
+        return code
+
+    def _extend_page(self, page: EventPage) -> None:
+        n = len(page)
+        self.seen += n
+        if not n:
+            return
+        positions, codes = self._positions, self._type_codes
+        pos = np.array([positions.get(item_id, -1) for item_id in page.items], dtype=np.int64)
+        known = pos >= 0
+        self.interacted[pos[known]] = True
+        # Types get their codes in the order of first sight on a known item, as one by one.
+        for name in dict.fromkeys(itertools.compress(page.types, known.tolist())):
+            if name not in codes:
+                self._type_code(name)
+        type_code = np.array([codes.get(name, -1) for name in page.types], dtype=np.int16)
+        timestamps = np.asarray(page.timestamps, dtype=np.float64)
+        kept = np.flatnonzero(known & (type_code >= 0) & np.isfinite(timestamps))
+        users, page_users = self.users, page.users
+        user_code = np.array(
+            [users.setdefault(page_users[k], len(users)) for k in kept.tolist()], dtype=np.int32
+        )
+        done = 0
+        while done < kept.shape[0]:
+            if self._fill == self.CHUNK_EVENTS:
+                self._open_chunk()
+            u, i, t, ts = self.chunks[-1]
+            fill = self._fill
+            take = min(kept.shape[0] - done, self.CHUNK_EVENTS - fill)
+            rows = kept[done : done + take]
+            u[fill : fill + take] = user_code[done : done + take]
+            i[fill : fill + take] = pos[rows]
+            t[fill : fill + take] = type_code[rows]
+            ts[fill : fill + take] = timestamps[rows]
+            self._fill = fill + take
+            done += take
 
     @property
     def type_names(self) -> list[str]:
