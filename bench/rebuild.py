@@ -152,6 +152,7 @@ def _stream_child(n_items: int, n_events: int) -> dict[str, Any]:
         "peak_mb": peak_rss_mb(),
         "seconds": time.perf_counter() - started,
         "phases": built.details["seconds"],
+        "phases_cpu": built.details["cpu_seconds"],
         "cpu_seconds": time.process_time() - cpu,
         "main_cpu_seconds": time.thread_time() - main_cpu,
         "ranker_lists": ranker,
@@ -213,6 +214,7 @@ def main() -> None:
         r = _run_child("stream", n_items, n_events)
         runs.append(r)
         phases = " ".join(f"{name} {value:.1f}" for name, value in r["phases"].items())
+        phases += "; CPU " + " ".join(f"{name} {value:.1f}" for name, value in r["phases_cpu"].items())
         print(
             f"  ours  {r['items']:>9,} items {r['events']:>11,} events: {r['seconds']:6.1f} s ({phases} s; "
             f"the index on its own thread) | CPU {r['cpu_seconds']:.1f} s, main thread "

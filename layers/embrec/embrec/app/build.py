@@ -17,7 +17,8 @@ threads) while, on the caller's thread, the interactions are read page by page i
 two overlap in time instead of adding up, and their memory adds up instead of taking turns (BENCHMARKS.md
 5b: the 1M items + 50M events projection). The learned blend's training shares those columns (its held-out
 rows are moved, not copied) and loads the index back once both are done. ``details["seconds"]`` of the result
-times each phase (the index on its own thread).
+times each phase (the index on its own thread), ``details["cpu_seconds"]`` the caller's thread's CPU in the
+event read and the signals (below their wall time when the index's threads take the cores).
 """
 
 from __future__ import annotations
@@ -300,9 +301,10 @@ def build_version(
     del blocks, meta, images
     signal_params = signal_params or SignalParams()
     with index_build:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         events = EventColumns(ids, signal_params.type_weights).extend(interactions)
         seconds = {"items": items_seconds, "events": time.perf_counter() - started}
+        cpu_seconds = {"events": time.thread_time() - cpu}
         n_events = events.seen
         started = time.perf_counter()
         training = _training_signals(events, signal_params, now) if train_ranker else None
@@ -313,15 +315,17 @@ def build_version(
             # memory map (no copy; the solve reads only the rows of the items it solves over).
             written = index_build.result()
             side = read_graph_vectors(Path(directory) / INDEX_DIR / GRAPH_FILE, int(written["dim"]), n)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         signals = signals_from_events(events, signal_params, now=now, item_vectors=side)
         del side
         signals_manifest = signals.save(Path(directory) / SIGNALS_DIR)
         seconds["signals"] = time.perf_counter() - started
+        cpu_seconds["signals"] = time.thread_time() - cpu
         index_manifest = index_build.result()
     seconds["index"] = index_build.seconds
     details: dict[str, Any] = {
         "index": index_manifest, "signals": signals_manifest, "fusion": counts, "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
     }
     started = time.perf_counter()
     ranker = _fit_ranker(Path(directory), signal_params, *training) if training is not None else None
