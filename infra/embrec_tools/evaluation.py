@@ -84,6 +84,7 @@ __all__ = [
     "strategy_params",
     "train_learned_blend",
     "tune",
+    "validation_split",
 ]
 
 EVAL_K = 50  # list length: pool = max(candidate_pool 200, 3k) stays the API default; MRR is MRR@50
@@ -302,6 +303,17 @@ def item_cold_start(interactions: Iterable[tuple[str, Interaction]], fraction: f
             cases.append(Case(user, _served_history(warm), targets, float(events[-1].timestamp)))
     info = {"fraction": fraction, "cold_items": len(cold), "test_users": len(cases)}
     return Split("item-cold-start", train, cases, info, new_items=cold)
+
+
+def validation_split(split: Split) -> Split:
+    """The same protocol applied again to ``split.train`` only, so a choice never sees a test target.
+
+    Leave-last-out: each user's last *training* event is held out. Item cold start: the newest items of the
+    training interactions become new to the signals; the test's new items (``split.new_items``) did not
+    exist yet at that time, so the caller removes them from the index (:func:`run` does)."""
+    if split.protocol == "item-cold-start":
+        return item_cold_start(split.train, fraction=split.info["fraction"])
+    return leave_last_out(split.train)
 
 
 def sample_cases(cases: Sequence[Case], n: int | None, seed: int = 0) -> list[Case]:
@@ -841,7 +853,8 @@ def run(
 ) -> tuple[EvalResult, TuneResult | None]:
     """Load, encode (cached), index, split, evaluate; with ``do_tune`` also tune on the validation splits and
     add a ``hybrid (tuned)`` row evaluated on the test cases. ``on_validation``: evaluate on the validation
-    split (each user's last *training* event) instead of the test split, to choose without the test cases."""
+    split carved from the test split's training part (:func:`validation_split`) instead of the test split,
+    to choose without the test cases."""
     from embrec.engine.encoder import TextEncoder
 
     if protocol not in PROTOCOLS:
@@ -858,9 +871,9 @@ def run(
         dataset.interactions
     )
     if on_validation:
-        if protocol != "leave-last-out":
-            raise InvalidInputError("validation", "is a leave-last-out split: use --protocol leave-last-out")
-        split = leave_last_out(split.train)
+        if split.new_items:
+            index.delete(sorted(split.new_items))  # the test's new items did not exist yet
+        split = validation_split(split)
     cases = sample_cases(split.cases, users, seed)
     log(f"loaded {dataset.name}: {len(ids)} items, {len(split.cases)} test users, {len(cases)} evaluated "
         f"({time.perf_counter() - started:.1f}s)")
@@ -878,7 +891,7 @@ def run(
         replay = split.replay(index, tuned.signal_params)
         metrics |= evaluate_strategies(index, replay, cases, params, popularity, n_users)
     info = {
-        "items": len(ids), "test_users_total": len(split.cases), "seed": seed, "k": EVAL_K,
+        "items": len(index), "test_users_total": len(split.cases), "seed": seed, "k": EVAL_K,
         "train_interactions": len(split.train), "encoder_id": encoder.encoder_id,
         "seconds": round(time.perf_counter() - started, 1),
         "split": "validation" if on_validation else "test",
@@ -957,7 +970,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cmd.add_argument("--tune", action="store_true", help="tune on a validation split carved from training")
     cmd.add_argument(
         "--validation", action="store_true",
-        help="leave-last-out: evaluate on the validation split (each user's last training event), not test",
+        help="evaluate on the validation split carved from training (leave-last-out: each user's last "
+        "training event; item cold start: the newest training items), not test",
     )
     cmd.add_argument(
         "--tune-users", type=int, default=100, help="validation users sampled per validation split for tuning"

@@ -46,6 +46,7 @@ from embrec_tools.evaluation import (
     strategy_params,
     train_learned_blend,
     tune,
+    validation_split,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -185,6 +186,27 @@ def test_item_cold_start_withholds_the_newest_items_from_all_training() -> None:
     for case in split.cases:
         assert case.targets <= cold
         assert not {e.item_id for e in case.history} & cold
+
+
+def test_the_cold_start_validation_split_is_carved_from_training_only() -> None:
+    # Given: an item cold-start split of 40 items, each first seen a step later than the one before
+    events = [_ev(f"u{u}", f"i{i:02d}", 100 * i + u) for i in range(40) for u in range(4) if (i + u) % 3]
+    test = item_cold_start(events, fraction=0.1)
+    # When: the validation split is carved from it
+    validation = validation_split(test)
+    # Then: the same protocol over the training interactions: its new items are the newest *training* items,
+    # the test's new items appear nowhere in it, and no test (user, item) pair is a validation target
+    assert validation.protocol == "item-cold-start" and validation.info["fraction"] == test.info["fraction"]
+    assert validation.new_items == item_cold_start(test.train, fraction=0.1).new_items
+    assert not validation.new_items & test.new_items and validation.cases
+    assert not {e.item_id for _, e in validation.train} & (test.new_items | validation.new_items)
+    test_pairs = {(c.user_id, t) for c in test.cases for t in c.targets}
+    assert not {(c.user_id, t) for c in validation.cases for t in c.targets} & test_pairs
+    for case in validation.cases:
+        assert not {e.item_id for e in case.history} & (test.new_items | validation.new_items)
+    # leave-last-out's validation is each user's last training event, as before
+    llo = leave_last_out(events)
+    assert validation_split(llo).cases == leave_last_out(llo.train).cases
 
 
 def test_replay_serves_trending_as_a_rebuild_at_each_request_time() -> None:
