@@ -152,6 +152,31 @@ def test_parallel_scan_sees_every_item_once(items: ItemStore) -> None:
         np.testing.assert_array_equal(s.vector, stored[s.item_id].vector)
 
 
+def test_the_index_scan_reads_pages_without_botocore_and_gives_what_a_parsed_scan_gives(
+    items: ItemStore, aws_clients: AwsClients
+) -> None:
+    # Given 120 items with vectors, nested fields and an image embedding
+    rng = np.random.default_rng(5)
+    stored = [_item(i, rng) for i in range(120)]
+    stored = [replace(s, fields={**s.fields, "image_embedding": [0.5, -1.25]}) for s in stored]
+    items.upsert(stored)
+    parsed_rows: list[int] = []
+    aws_clients.dynamodb.meta.events.register(
+        "after-call.dynamodb.Scan", lambda parsed, **_: parsed_rows.append(len(parsed.get("Items", [])))
+    )
+    # When the rebuild scans them for the index
+    scanned = {s.item_id: s for s in items.scan_for_index(segments=3, images=True)}
+    # Then botocore parsed none of the rows, and each item is what the whole-item scan (botocore's parse)
+    # gives of the index's attributes: id, vector bit for bit, the metadata fields and the image
+    assert len(parsed_rows) >= 3 and sum(parsed_rows) == 0
+    whole = {s.item_id: s for s in items.scan_all(segments=2)}
+    assert sum(parsed_rows) == 120 and set(scanned) == set(whole)
+    for item_id, item in scanned.items():
+        assert item.vector is not None and item.vector.dtype == np.float32
+        np.testing.assert_array_equal(item.vector, whole[item_id].vector)
+        assert item.fields == {k: v for k, v in whole[item_id].fields.items() if k not in ("extra",)}
+
+
 def test_parallel_scan_stops_cleanly_when_consumer_stops_early(items: ItemStore) -> None:
     rng = np.random.default_rng(4)
     items.upsert([_item(i, rng) for i in range(60)])

@@ -26,6 +26,7 @@ items whose ``expires_at`` has passed.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
@@ -227,16 +228,18 @@ def _batch_get(
 
 
 def _parallel_scan(
-    client: Any, table: str, segments: int, scan_kwargs: Mapping[str, Any]
+    client: Any, table: str, segments: int, scan_kwargs: Mapping[str, Any], *, raw: bool = False
 ) -> Generator[dict[str, Any], None, None]:
-    """Raw items of a parallel Scan (one thread per Segment), yielded as pages arrive."""
+    """Raw items of a parallel Scan (one thread per Segment), yielded as pages arrive; ``raw``: pages read
+    with ``json.loads`` (:func:`_raw_page`: Binary values stay base64 text)."""
     if segments < 1:
         raise InvalidInputError("segments", "must be >= 1")
     requests = [
         {"TableName": table, "Segment": segment, "TotalSegments": segments, **scan_kwargs}
         for segment in range(segments)
     ]
-    return _parallel_pages(client.scan, table, requests, workers=segments)
+    operation = functools.partial(_raw_page, client, table, "scan") if raw else client.scan
+    return _parallel_pages(operation, table, requests, workers=segments)
 
 
 def _parallel_pages(
@@ -247,31 +250,32 @@ def _parallel_pages(
         yield from page
 
 
-_RAW = threading.local()  # .on: this thread's current call wants its page unparsed (see _raw_query)
+_RAW = threading.local()  # .on: this thread's current call wants its page unparsed (see _raw_page)
 _RAW_BODY = "EmbrecRawBody"
 
 
 def _keep_body(response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any) -> None:
-    """botocore's ``before-parse`` hook: on a :func:`_raw_query` call, keep the response's bytes and give
+    """botocore's ``before-parse`` hook: on a :func:`_raw_page` call, keep the response's bytes and give
     botocore's parser an empty document instead (other calls, and error responses, are left alone)."""
     if getattr(_RAW, "on", False) and response_dict.get("status_code", 500) < 300:
         customized_response_dict[_RAW_BODY] = response_dict["body"]
         response_dict["body"] = b"{}"
 
 
-def _raw_query(client: Any, table: str, **request: Any) -> dict[str, Any]:
-    """A DynamoDB Query whose page is read with ``json.loads`` instead of botocore's parser.
+def _raw_page(client: Any, table: str, operation: str, **request: Any) -> dict[str, Any]:
+    """A DynamoDB Query or Scan (``operation``) whose page is read with ``json.loads``, not botocore's parser.
 
     botocore's shape-driven parse costs ~30 CPU-us a row of a ``by_time`` page, x8 a ``json.loads`` of the
-    same bytes (``python -m bench window_parse``); at tens of millions of rows it was the rebuild's largest
-    cost. The low-level client's parsed rows have the wire's shape (``{"S": ...}``, ``{"N": "..."}``), so the
-    answer is the same document. Retries, signing, errors and the CRC32 check are botocore's as before: only
-    a successful body bypasses the parser.
+    same bytes, and ~45 us an item of the index scan (``python -m bench window_parse``); at tens of millions
+    of rows it was the rebuild's largest cost. The low-level client's parsed rows have the wire's shape
+    (``{"S": ...}``, ``{"N": "..."}``), so the answer is the same document, except that a Binary value stays
+    its base64 text. Retries, signing, errors and the CRC32 check are botocore's as before: only a successful
+    body bypasses the parser.
     """
-    client.meta.events.register("before-parse.dynamodb.Query", _keep_body, unique_id="embrec-raw-query")
+    client.meta.events.register("before-parse.dynamodb", _keep_body, unique_id="embrec-raw-page")
     _RAW.on = True
     try:
-        response: dict[str, Any] = client.query(**request)
+        response: dict[str, Any] = getattr(client, operation)(**request)
     finally:
         _RAW.on = False
     body = response.pop(_RAW_BODY, None)
@@ -280,7 +284,7 @@ def _raw_query(client: Any, table: str, **request: Any) -> dict[str, Any]:
     try:
         page: dict[str, Any] = json.loads(body)
     except ValueError as error:
-        raise ServiceUnavailableError(f"{table}: a Query page that is not JSON ({error})") from error
+        raise ServiceUnavailableError(f"{table}: a {operation} page that is not JSON ({error})") from error
     return page
 
 
@@ -420,7 +424,9 @@ class ItemStore:
             item_id=row["item_id"]["S"],
             fields=fields,
             content_hash=row.get("content_hash", {}).get("S", ""),
-            vector=decode_vector(bytes(blob)) if blob is not None else None,
+            vector=decode_vector(base64.b64decode(blob) if isinstance(blob, str) else bytes(blob))
+            if blob is not None
+            else None,
             updated_at=float(row.get("updated_at", {}).get("N", 0.0)),
             encoder_id=row.get("encoder_id", {}).get("S", ""),
             source=row.get("ingest_source", {}).get("S", ""),
@@ -482,12 +488,13 @@ class ItemStore:
         become Python objects (read units are still charged on whole items: DynamoDB bills scans by item
         size). Eventually consistent reads, half the units of strongly consistent ones: a write the scan
         misses by a moment still reaches every container, as its delta is re-applied from
-        ``items_as_of`` minus the look-back (``embrec.aws.artifacts.DELTA_LOOKBACK_MS``, 5 minutes).
+        ``items_as_of`` minus the look-back (``embrec.aws.artifacts.DELTA_LOOKBACK_MS``, 5 minutes). Pages are
+        read with ``json.loads`` (:func:`_raw_page`), not botocore's parser.
         """
         wanted = _INDEX_ATTRIBUTES + (("image_embedding",) if images else ())
         names = {f"#{k}": name for k, name in enumerate(wanted)}
         scan_kwargs = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
-        for row in _parallel_scan(self._client, self._table, segments, scan_kwargs):
+        for row in _parallel_scan(self._client, self._table, segments, scan_kwargs, raw=True):
             yield self._from_row(row)
 
     def scan_all(self, segments: int = 4) -> Generator[StoredItem, None, None]:
@@ -957,7 +964,7 @@ class InteractionStore:
         A bounded read: one ``by_time`` query per (week, shard) of the window, the sort key cutting at
         ``since`` (no older event is read or billed), run ``_READ_WORKERS`` at a time. Only the four
         attributes the signals use travel (a projection), expired rows are dropped by DynamoDB (a filter:
-        still billed, not sent), and each page is read with ``json.loads`` (:func:`_raw_query`) into columns:
+        still billed, not sent), and each page is read with ``json.loads`` (:func:`_raw_page`) into columns:
         no object per event.
         """
         clock = time.time() if now is None else now
@@ -969,7 +976,7 @@ class InteractionStore:
             "ExpressionAttributeValues": {":now": {"N": f"{clock:.3f}"}},
         }
         requests = _bucket_queries(self._table, since_ms, round(clock * 1000) + _FUTURE_SKEW_MS, extra)
-        query = functools.partial(_raw_query, self._client, self._table)
+        query = functools.partial(_raw_page, self._client, self._table, "query")
         for rows in _pages(query, self._table, requests, _READ_WORKERS):
             yield self._event_page(rows)
 
