@@ -189,7 +189,7 @@ class _Background:
     returns its value or raises its exception. Leaving the ``with`` block joins it too, so a failure on the
     caller's side never leaves it writing into a directory being removed.
 
-    The index build runs so beside the window read and the signals: hnswlib releases the GIL while it
+    The index build runs this way beside the window read and the signals: hnswlib releases the GIL while it
     inserts (on its own threads), the read and the signals are one Python thread (numpy releases it too), so
     the two overlap instead of adding up (BENCHMARKS.md 5b: the 1M items + 50M events projection).
     """
@@ -197,8 +197,7 @@ class _Background:
     def __init__(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         self._value: Any = None
         self._error: BaseException | None = None
-
-        self.seconds = 0.0
+        self.seconds = 0.0  # the function's wall time, once it has finished
 
         def run() -> None:
             started = time.perf_counter()
