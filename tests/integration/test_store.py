@@ -177,6 +177,27 @@ def test_the_index_scan_reads_pages_without_botocore_and_gives_what_a_parsed_sca
         assert item.fields == {k: v for k, v in whole[item_id].fields.items() if k not in ("extra",)}
 
 
+def test_a_client_whose_events_never_reach_the_raw_page_hook_is_read_as_botocore_parsed_it(
+    items: ItemStore, aws_clients: AwsClients, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a botocore that does not emit before-parse (the hook is never called: older releases)
+    rng = np.random.default_rng(6)
+    stored = {s.item_id: s for s in (_item(i, rng) for i in range(30))}
+    items.upsert(stored.values())
+    monkeypatch.setattr(store_module, "_keep_body", lambda **_: None)
+    parsed_rows: list[int] = []
+    aws_clients.dynamodb.meta.events.register(
+        "after-call.dynamodb.Scan", lambda parsed, **_: parsed_rows.append(len(parsed.get("Items", [])))
+    )
+    # When the index scan runs, Then botocore parsed every row (Binary as bytes) and the items are the same
+    scanned = list(items.scan_for_index(segments=2))
+    assert sum(parsed_rows) == 30
+    assert sorted(s.item_id for s in scanned) == sorted(stored)
+    for item in scanned:
+        assert item.vector is not None
+        np.testing.assert_array_equal(item.vector, stored[item.item_id].vector)
+
+
 def test_parallel_scan_stops_cleanly_when_consumer_stops_early(items: ItemStore) -> None:
     rng = np.random.default_rng(4)
     items.upsert([_item(i, rng) for i in range(60)])
