@@ -23,9 +23,9 @@ event read and the signals (below their wall time when the index's threads take 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,44 +184,10 @@ def _index_blocks(
         del block
 
 
-class _Background:
-    """``function(*args, **kwargs)`` on a thread of its own, started at once; :meth:`result` joins it and
-    returns its value or raises its exception. Leaving the ``with`` block joins it too, so a failure on the
-    caller's side never leaves it writing into a directory being removed.
-
-    The index build runs this way beside the window read and the signals: hnswlib releases the GIL while it
-    inserts (on its own threads), the read and the signals are one Python thread (numpy releases it too), so
-    the two overlap instead of adding up (BENCHMARKS.md 5b: the 1M items + 50M events projection).
-    """
-
-    def __init__(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self.seconds = 0.0  # the function's wall time, once it has finished
-
-        def run() -> None:
-            started = time.perf_counter()
-            try:
-                self._value = function(*args, **kwargs)
-            except BaseException as error:  # re-raised on the caller's thread by result()
-                self._error = error
-            finally:
-                self.seconds = time.perf_counter() - started
-
-        self._thread = threading.Thread(target=run, name="rebuild-index", daemon=True)
-        self._thread.start()
-
-    def result(self) -> Any:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def __enter__(self) -> _Background:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._thread.join()
+def _timed(function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``function(*args, **kwargs)`` and its wall time in seconds."""
+    started = time.perf_counter()
+    return function(*args, **kwargs), time.perf_counter() - started
 
 
 def build_version(
@@ -287,19 +253,25 @@ def build_version(
         counts["over_budget"] = 1
         spec = None
     check_memory_budget(n, dim if spec is None else spec.dim, memory_budget, DEFAULT_M)
-    index_build = _Background(
-        write_index,
-        Path(directory) / INDEX_DIR,
-        ids,
-        _index_blocks(blocks, spec, meta, images, counts),
-        meta,
-        dim=dim if spec is None else spec.dim,
-        encoder_id=encoder_id,
-        fusion=None if spec is None else spec.to_dict(),
-    )
-    del blocks, meta, images
     signal_params = signal_params or SignalParams()
-    with index_build:
+    # The index is built on a thread of its own beside the window read and the signals: hnswlib releases the
+    # GIL while it inserts (on its own threads), the read and the signals are one Python thread (numpy
+    # releases it too), so the two overlap instead of adding up (BENCHMARKS.md 5b: the 1M items + 50M events
+    # projection). Leaving the ``with`` block waits for it, so a failure on this side never leaves it writing
+    # into a directory being removed.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild-index") as pool:
+        index_build = pool.submit(
+            _timed,
+            write_index,
+            Path(directory) / INDEX_DIR,
+            ids,
+            _index_blocks(blocks, spec, meta, images, counts),
+            meta,
+            dim=dim if spec is None else spec.dim,
+            encoder_id=encoder_id,
+            fusion=None if spec is None else spec.to_dict(),
+        )
+        del blocks, meta, images
         started, cpu = time.perf_counter(), time.thread_time()
         events = EventColumns(ids, signal_params.type_weights).extend(interactions)
         seconds = {"items": items_seconds, "events": time.perf_counter() - started}
@@ -312,7 +284,7 @@ def build_version(
         if signal_params.side_weight > 0:
             # Side information for the CF solve: the vectors just written, read back from the graph file's
             # memory map (no copy; the solve reads only the rows of the items it solves over).
-            written = index_build.result()
+            written, _ = index_build.result()
             side = read_graph_vectors(Path(directory) / INDEX_DIR / GRAPH_FILE, int(written["dim"]), n)
         started, cpu = time.perf_counter(), time.thread_time()
         signals = signals_from_events(events, signal_params, now=now, item_vectors=side)
@@ -320,8 +292,7 @@ def build_version(
         signals_manifest = signals.save(Path(directory) / SIGNALS_DIR)
         seconds["signals"] = time.perf_counter() - started
         cpu_seconds["signals"] = time.thread_time() - cpu
-        index_manifest = index_build.result()
-    seconds["index"] = index_build.seconds
+        index_manifest, seconds["index"] = index_build.result()
     details: dict[str, Any] = {
         "index": index_manifest, "signals": signals_manifest, "fusion": counts, "seconds": seconds,
         "cpu_seconds": cpu_seconds,
