@@ -604,13 +604,14 @@ def time_bucket(ts_ms: int, sort_key: str) -> str:
     return f"{ts_ms // _BUCKET_MS}#{zlib.crc32(sort_key.encode()) % TIME_SHARDS}"
 
 
-def _bucket_queries(
-    table: str, since_ms: int, until_ms: int, extra: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """One ``by_time`` query per (week, shard) from ``since_ms`` to ``until_ms``, keyed on ``ts >= since``.
+def _bucket_queries(table: str, since: float, clock: float, extra: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One ``by_time`` query per (week, shard) from ``since`` to ``clock`` (epoch s; plus the accepted clock
+    skew), keyed on ``ts >= since``.
 
     Within a bucket the sort key bounds the read, so no event before ``since`` is read (or billed).
     """
+    since_ms = max(0, round(since * 1000))
+    until_ms = round(clock * 1000) + _FUTURE_SKEW_MS
     requests = []
     for week in range(since_ms // _BUCKET_MS, until_ms // _BUCKET_MS + 1):
         for shard in range(TIME_SHARDS):
@@ -968,14 +969,13 @@ class InteractionStore:
         no object per event.
         """
         clock = time.time() if now is None else now
-        since_ms = max(0, round(since * 1000))
         extra = {
             "ProjectionExpression": "user_id, item_id, #type, ts",
             "FilterExpression": "attribute_not_exists(expires_at) OR expires_at > :now",
             "ExpressionAttributeNames": {"#type": "type"},
             "ExpressionAttributeValues": {":now": {"N": f"{clock:.3f}"}},
         }
-        requests = _bucket_queries(self._table, since_ms, round(clock * 1000) + _FUTURE_SKEW_MS, extra)
+        requests = _bucket_queries(self._table, since, clock, extra)
         query = functools.partial(_raw_page, self._client, self._table, "query")
         for rows in _pages(query, self._table, requests, _READ_WORKERS):
             yield self._event_page(rows)
@@ -997,10 +997,8 @@ class InteractionStore:
         """How many events were stored at or after ``since`` (epoch s): the ``by_time`` queries of
         :meth:`read_window` with ``Select=COUNT``, so only that range is read (and billed), never a scan."""
         clock = time.time() if now is None else now
-        since_ms = max(0, round(since * 1000))
-        until_ms = round(clock * 1000) + _FUTURE_SKEW_MS
         total = 0
-        for request in _bucket_queries(self._table, since_ms, until_ms, {"Select": "COUNT"}):
+        for request in _bucket_queries(self._table, since, clock, {"Select": "COUNT"}):
             while True:
                 with aws_errors(self._table):
                     page = self._client.query(**request)
@@ -1038,8 +1036,7 @@ class InteractionStore:
         self, since: float, now: float | None, extra: Mapping[str, Any]
     ) -> Iterator[tuple[str, Interaction]]:
         clock = time.time() if now is None else now
-        since_ms = max(0, round(since * 1000))
-        requests = _bucket_queries(self._table, since_ms, round(clock * 1000) + _FUTURE_SKEW_MS, extra)
+        requests = _bucket_queries(self._table, since, clock, extra)
         for row in _parallel_pages(self._client.query, self._table, requests, _READ_WORKERS):
             if self._live(row, clock):
                 yield row["user_id"]["S"], self._interaction(row)
