@@ -764,7 +764,7 @@ class EventPage:
 
 
 class EventColumns:
-    """The rebuild's interactions as compact columns, filled event by event, never a list of objects.
+    """The rebuild's interactions as compact columns, filled a page at a time, never a list of objects.
 
     Per kept event (a known item, a positive type weight, a finite timestamp): user code int32, item position
     int32, type code uint8, timestamp float64 = 17 bytes, in fixed chunks of :data:`CHUNK_EVENTS` (no doubling
@@ -778,6 +778,7 @@ class EventColumns:
     """
 
     CHUNK_EVENTS = 1 << 21
+    PAIRS_PER_PAGE = 4096
 
     def __init__(self, item_ids: Sequence[str], type_weights: Mapping[str, float]) -> None:
         self.item_ids = list(dict.fromkeys(item_ids))
@@ -792,34 +793,33 @@ class EventColumns:
         self._fill = self.CHUNK_EVENTS  # a full (virtual) chunk: the first add opens one
 
     def extend(self, interactions: Iterable[tuple[str, Interaction] | EventPage]) -> EventColumns:
-        """Add ``(user_id, Interaction)`` pairs and :class:`EventPage` s (the rebuild's window read gives
-        pages: a page costs a few list lookups an event instead of an object and a loop step)."""
-        positions, users = self._positions, self.users
-        interacted, codes = self.interacted, self._type_codes
+        """Add ``(user_id, Interaction)`` pairs and :class:`EventPage` s, in order. Pairs are gathered into
+        pages of :data:`PAIRS_PER_PAGE` (the rebuild's window read gives pages already): a page costs a few
+        list lookups an event instead of a loop step that writes four array cells."""
+        users: list[str] = []
+        items: list[str] = []
+        types: list[str] = []
+        times: list[float] = []
+
+        def flush() -> None:
+            if users:
+                self._extend_page(EventPage(users[:], items[:], types[:], np.array(times, dtype=np.float64)))
+                for column in (users, items, types, times):
+                    column.clear()
+
         for entry in interactions:
             if isinstance(entry, EventPage):
+                flush()
                 self._extend_page(entry)
                 continue
             user_id, event = entry
-            self.seen += 1
-            pos = positions.get(event.item_id)
-            if pos is None:
-                continue
-            interacted[pos] = True
-            code = codes.get(event.type)
-            if code is None:
-                code = self._type_code(event.type)
-            if code < 0 or not math.isfinite(event.timestamp):
-                continue
-            if self._fill == self.CHUNK_EVENTS:
-                self._open_chunk()
-            u, i, t, ts = self.chunks[-1]
-            fill = self._fill
-            u[fill] = users.setdefault(user_id, len(users))
-            i[fill] = pos
-            t[fill] = code
-            ts[fill] = event.timestamp
-            self._fill = fill + 1
+            users.append(user_id)
+            items.append(event.item_id)
+            types.append(event.type)
+            times.append(event.timestamp)
+            if len(users) == self.PAIRS_PER_PAGE:
+                flush()
+        flush()
         return self
 
     def _type_code(self, name: str) -> int:
