@@ -224,21 +224,27 @@ def _history(n: int, age_days: float, user: str = "u", recommendation: str | Non
     ]
 
 
+def _count_reads(aws_clients: AwsClients) -> tuple[Counter[str], list[int]]:
+    """(DynamoDB operations called, ``ScannedCount`` of each Query) from here on. The count is read on the
+    wire, before the rebuild's window read takes the body from botocore's parser (test_store)."""
+    operations: Counter[str] = Counter()
+    scanned: list[int] = []
+    events = aws_clients.dynamodb.meta.events
+    events.register("after-call.dynamodb", lambda model, **_: operations.update([model.name]))
+    events.register_first(
+        "before-parse.dynamodb.Query",
+        lambda response_dict, **_: scanned.append(json.loads(response_dict["body"]).get("ScannedCount", 0)),
+    )
+    return operations, scanned
+
+
 def test_the_window_read_never_returns_events_outside_the_window(
     events: InteractionStore, aws_clients: AwsClients
 ) -> None:
     # Given 300 events 200 days old, 80 from 20 days ago and 50 from yesterday
     rows = _history(300, 200, "old") + _history(80, 20, "mid") + _history(50, 1, "new")
     events.import_events(rows, now=NOW)
-    scanned: list[int] = []
-    operations: Counter[str] = Counter()
-    events_ = aws_clients.dynamodb.meta.events
-    events_.register("after-call.dynamodb", lambda model, **_: operations.update([model.name]))
-    # counted on the wire, before the window read takes the body from botocore's parser (test_store)
-    events_.register_first(
-        "before-parse.dynamodb.Query",
-        lambda response_dict, **_: scanned.append(json.loads(response_dict["body"]).get("ScannedCount", 0)),
-    )
+    operations, scanned = _count_reads(aws_clients)
 
     # When the rebuild reads a 30-day window
     window = [row for page in events.read_window(NOW - 30 * DAY, now=NOW) for row in page.rows()]
@@ -269,15 +275,7 @@ def test_counting_recent_events_reads_only_their_range(
     day_before = events.count_since(NOW - 3 * DAY, now=NOW)
     hour_before = events.count_since(NOW - 3600, now=NOW)
     events.import_events(_history(300, 200, "cnt-old") + _history(50, 1, "cnt-new"), now=NOW)
-    scanned: list[int] = []
-    operations: Counter[str] = Counter()
-    events_ = aws_clients.dynamodb.meta.events
-    events_.register("after-call.dynamodb", lambda model, **_: operations.update([model.name]))
-    # counted on the wire, before the window read takes the body from botocore's parser (test_store)
-    events_.register_first(
-        "before-parse.dynamodb.Query",
-        lambda response_dict, **_: scanned.append(json.loads(response_dict["body"]).get("ScannedCount", 0)),
-    )
+    operations, scanned = _count_reads(aws_clients)
     # When the events of the last 3 days are counted, then only those are read: Select=COUNT queries, no Scan
     day = events.count_since(NOW - 3 * DAY, now=NOW)
     assert day - day_before == 50
@@ -342,15 +340,7 @@ def test_the_experiment_report_reads_only_its_experiments_lists_from_their_start
         key = {"recommendation_id": {"S": f"ab-new-{n}"}}
         aws_clients.dynamodb.update_item(TableName=settings.impressions_table, Key=key,
                                          UpdateExpression="REMOVE xs")
-    scanned: list[int] = []
-    operations: Counter[str] = Counter()
-    events_ = aws_clients.dynamodb.meta.events
-    events_.register("after-call.dynamodb", lambda model, **_: operations.update([model.name]))
-    # counted on the wire, before the window read takes the body from botocore's parser (test_store)
-    events_.register_first(
-        "before-parse.dynamodb.Query",
-        lambda response_dict, **_: scanned.append(json.loads(response_dict["body"]).get("ScannedCount", 0)),
-    )
+    operations, scanned = _count_reads(aws_clients)
 
     # When the report reads "ab" from a week ago
     week = list(impressions.experiment_impressions("ab", NOW - 7 * DAY, now=NOW))

@@ -57,6 +57,16 @@ def _item(i: int, rng: np.random.Generator, dim: int = 8) -> StoredItem:
     return StoredItem(f"item-{i:03d}", fields, f"hash-{i}", vector, updated_at=NOW)
 
 
+def _rows_botocore_parsed(aws_clients: AwsClients, operation: str) -> list[int]:
+    """How many rows botocore's parser gave each ``operation`` call from here on (0 for a raw page)."""
+    parsed_rows: list[int] = []
+    aws_clients.dynamodb.meta.events.register(
+        f"after-call.dynamodb.{operation}",
+        lambda parsed, **_: parsed_rows.append(len(parsed.get("Items", []))),
+    )
+    return parsed_rows
+
+
 def _event(n: int, ts: float = NOW - 3600, item: str = "item-001", kind: str = "view") -> Interaction:
     return Interaction(item_id=item, type=kind, timestamp=ts + n, event_id=f"e-{n}", value=None)
 
@@ -160,10 +170,7 @@ def test_the_index_scan_reads_pages_without_botocore_and_gives_what_a_parsed_sca
     stored = [_item(i, rng) for i in range(120)]
     stored = [replace(s, fields={**s.fields, "image_embedding": [0.5, -1.25]}) for s in stored]
     items.upsert(stored)
-    parsed_rows: list[int] = []
-    aws_clients.dynamodb.meta.events.register(
-        "after-call.dynamodb.Scan", lambda parsed, **_: parsed_rows.append(len(parsed.get("Items", [])))
-    )
+    parsed_rows = _rows_botocore_parsed(aws_clients, "Scan")
     # When the rebuild scans them for the index
     scanned = {s.item_id: s for s in items.scan_for_index(segments=3, images=True)}
     # Then botocore parsed none of the rows, and each item is what the whole-item scan (botocore's parse)
@@ -185,10 +192,7 @@ def test_a_client_whose_events_never_reach_the_raw_page_hook_is_read_as_botocore
     stored = {s.item_id: s for s in (_item(i, rng) for i in range(30))}
     items.upsert(stored.values())
     monkeypatch.setattr(store_module, "_keep_body", lambda **_: None)
-    parsed_rows: list[int] = []
-    aws_clients.dynamodb.meta.events.register(
-        "after-call.dynamodb.Scan", lambda parsed, **_: parsed_rows.append(len(parsed.get("Items", [])))
-    )
+    parsed_rows = _rows_botocore_parsed(aws_clients, "Scan")
     # When the index scan runs, Then botocore parsed every row (Binary as bytes) and the items are the same
     scanned = list(items.scan_for_index(segments=2))
     assert sum(parsed_rows) == 30
@@ -428,10 +432,7 @@ def test_window_pages_are_what_botocore_parses_without_botocore_parsing_the_rows
         )) for n in range(1_200)],
         now=NOW,
     )
-    parsed_rows: list[int] = []
-    aws_clients.dynamodb.meta.events.register(
-        "after-call.dynamodb.Query", lambda parsed, **_: parsed_rows.append(len(parsed.get("Items", [])))
-    )
+    parsed_rows = _rows_botocore_parsed(aws_clients, "Query")
 
     # When the rebuild's window read pages through them, 97 rows a page (the continuation keys it passes on
     # are the wire's, not botocore's parse)
