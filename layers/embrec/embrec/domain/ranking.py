@@ -543,34 +543,41 @@ def recommend(
     """Recommendations for one user. ``history``: every fetched event (all are excluded from the result);
     ``profile_vector``: (d,) onboarding vector or ``None``; ``profile_interests``: the onboarding interests
     (for reasons only); ``now``: epoch seconds (events stamped in the future are treated as now)."""
-    filters, seen, recent, known, known_positions = _request(index, history, params, now)
+    request = _request(index, history, params, now)
     if profile_vector is not None:
         profile_vector = np.asarray(profile_vector, dtype=np.float32).reshape(-1)
         if profile_vector.shape[0] != index.dim or not np.all(np.isfinite(profile_vector)):
             profile_vector = None  # a stale profile from another encoder must not break the request
-    new_since = now - params.new_item_days * SECONDS_PER_DAY
     start = STRATEGIES.index(params.strategy) if params.strategy else 0
     for strategy in STRATEGIES[start:]:
-        if strategy == "personalized" and known:
-            result = _personalized(
-                index, signals, recent, known, known_positions, profile_vector, params, filters, seen,
-                new_since, now,
-            )
+        if strategy == "personalized" and request.known:
+            result = _personalized(index, signals, request, profile_vector, params, now)
             if result is not None:
                 return result
         elif strategy == "onboarding" and profile_vector is not None:
             return _onboarding(
-                index, signals, profile_vector, profile_interests, params, filters, seen, new_since
+                index, signals, profile_vector, profile_interests, params, request.filters, request.seen,
+                request.new_since,
             )
-    items = trending(index, signals, params.k, filters, exclude=seen, explain=params.explain)
+    items = trending(index, signals, params.k, request.filters, exclude=request.seen, explain=params.explain)
     return RankedList("trending", items)
 
 
-def _request(
-    index: ItemIndex, history: Sequence[Interaction], params: RankParams, now: float
-) -> tuple[Filters | None, frozenset[str], list[Interaction], list[Interaction], np.ndarray]:
-    """A request's filters, excluded ids, newest events (newest first, future stamps clamped to ``now``),
-    those of them the index knows and their index positions."""
+@dataclass(frozen=True)
+class _Request:
+    """What a personalised request works from: its filters, the ids it excludes, the newest events (newest
+    first, future stamps clamped to ``now``), those of them the index knows and their index positions, and
+    the time after which an item counts as new."""
+
+    filters: Filters | None
+    seen: frozenset[str]
+    recent: list[Interaction]
+    known: list[Interaction]
+    known_positions: np.ndarray
+    new_since: float
+
+
+def _request(index: ItemIndex, history: Sequence[Interaction], params: RankParams, now: float) -> _Request:
     filters = params.effective_filters()
     seen = frozenset(event.item_id for event in history)
     recent = [
@@ -579,25 +586,21 @@ def _request(
     ]
     recent_positions = index.positions_of([event.item_id for event in recent])
     known = [event for event, pos in zip(recent, recent_positions.tolist(), strict=True) if pos >= 0]
-    return filters, seen, recent, known, recent_positions[recent_positions >= 0]
+    return _Request(
+        filters, seen, recent, known, recent_positions[recent_positions >= 0],
+        now - params.new_item_days * SECONDS_PER_DAY,
+    )
 
 
 def _personalized(
     index: ItemIndex,
     signals: Signals | None,
-    recent: Sequence[Interaction],
-    known: Sequence[Interaction],
-    known_positions: np.ndarray,
+    request: _Request,
     profile_vector: np.ndarray | None,
     params: RankParams,
-    filters: Filters | None,
-    seen: frozenset[str],
-    new_since: float,
     now: float,
 ) -> RankedList | None:
-    found = _personal_pool(
-        index, signals, recent, known, known_positions, profile_vector, params, filters, seen, new_since
-    )
+    found = _personal_pool(index, signals, request, profile_vector, params)
     if found is None:
         return None
     pool, weights, history_vectors = found
@@ -619,7 +622,7 @@ def _personalized(
         if params.explain:
             notable = bool(trend_rank[pos] >= 0.5)
             reasons = _personal_reasons(
-                index, item_id, known, weights, history_vectors, positive, pool,
+                index, item_id, request.known, weights, history_vectors, positive, pool,
                 e[pos], c[pos], t[pos], notable,
             )
         items.append(Recommendation(item_id, float(score), reasons))
@@ -629,20 +632,15 @@ def _personalized(
 def _personal_pool(
     index: ItemIndex,
     signals: Signals | None,
-    recent: Sequence[Interaction],
-    known: Sequence[Interaction],
-    known_positions: np.ndarray,
+    request: _Request,
     profile_vector: np.ndarray | None,
     params: RankParams,
-    filters: Filters | None,
-    seen: frozenset[str],
-    new_since: float,
 ) -> tuple[_Pool, np.ndarray, np.ndarray] | None:
     """The personalised candidate pool, the known events' interaction weights and their vectors (float64,
     newest first); None when the history gives neither a query vector nor a CF source."""
-    profile = params.profile
+    profile, known, recent = params.profile, request.known, request.recent
     weights = interaction_weights([e.type for e in known], [e.timestamp for e in known], profile)
-    history_vectors = index.vectors_at(known_positions).astype(np.float64)
+    history_vectors = index.vectors_at(request.known_positions).astype(np.float64)
     queries, shares = interest_vectors(
         history_vectors, weights, profile.max_interests, diversity_threshold=profile.diversity_threshold
     )
@@ -665,7 +663,8 @@ def _personal_pool(
     pool_size = max(params.candidate_pool, 3 * params.k)
     use_trending = params.weights.trending > 0
     pool = _gather(
-        index, signals, queries, shares, cf_sources, pool_size, filters, seen, use_trending, new_since
+        index, signals, queries, shares, cf_sources, pool_size, request.filters, request.seen, use_trending,
+        request.new_since,
     )
     return pool, weights, history_vectors
 
@@ -716,13 +715,10 @@ def learning_example(
     """One training list for :func:`embrec.domain.learned_blend.fit`: the pool the personalised request
     with ``history`` at ``now`` gathers (no onboarding profile) and ``target``'s row in it (None when the
     history gives no pool or the pool misses ``target``). ``stats``: the items' statistics at that time."""
-    filters, seen, recent, known, known_positions = _request(index, history, params, now)
-    if not known:
+    request = _request(index, history, params, now)
+    if not request.known:
         return None
-    new_since = now - params.new_item_days * SECONDS_PER_DAY
-    found = _personal_pool(
-        index, signals, recent, known, known_positions, None, params, filters, seen, new_since
-    )
+    found = _personal_pool(index, signals, request, None, params)
     if found is None or target not in found[0].ids:
         return None
     pool, _, history_vectors = found
