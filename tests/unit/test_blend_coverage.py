@@ -3,6 +3,7 @@ them; ``Signals.interacted`` says which items the signals saw; CF reasons name t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +197,46 @@ def test_a_dislike_only_item_changes_the_signals_digest() -> None:
     after = compute_signals([*events, ("u2", Interaction("c", "dislike", NOW + 2))], ids, now=NOW + 10)
     assert not before.interacted_mask()[2] and after.interacted_mask()[2]
     assert before.params["input_sha256"] != after.params["input_sha256"]
+
+
+def _taste_world() -> tuple[VectorIndex, Signals]:
+    """Two genres of 30 warm items each (users co-like within a genre) and one new item per genre, added since
+    the rebuild and nearest its genre's centre."""
+    rng = np.random.default_rng(5)
+    centres = np.eye(DIM)[:2]
+    ids = [f"a{j}" for j in range(30)] + [f"b{j}" for j in range(30)] + ["new-a", "new-b"]
+    vectors = np.vstack([
+        centres[0] + 0.3 * rng.normal(size=(30, DIM)),
+        centres[1] + 0.3 * rng.normal(size=(30, DIM)),
+        centres + 0.01 * rng.normal(size=(2, DIM)),
+    ])
+    index = VectorIndex.build(ids, vectors, [{"created_at": NOW - 400 * DAY} for _ in ids])
+    events = [
+        (f"u{u}", Interaction(f"{'a' if u < 20 else 'b'}{j}", "like", NOW - 10 * DAY + n))
+        for u in range(40)
+        for n, j in enumerate(rng.choice(30, size=8, replace=False))
+    ]
+    return index, compute_signals(events, ids[:60], SignalParams(neighbours=10), now=NOW)
+
+
+def test_a_new_item_meets_the_users_taste_and_warm_items_keep_their_scores() -> None:
+    # Given: a long run of genre-a likes, then four genre-b likes (the newest), all within the hour
+    index, signals = _taste_world()
+    history = [Interaction(f"a{j}", "like", NOW - 3600 + j) for j in range(20)]
+    history += [Interaction(f"b{j}", "like", NOW - 600 + j) for j in range(4)]
+    taste_is_request = ProfileParams(taste_half_life_events=3.0, taste_half_life_days=ProfileParams().half_life_days)
+
+    def ranked(profile: ProfileParams) -> dict[str, float]:
+        params = RankParams(k=50, profile=replace(profile, max_interests=1))
+        return {i.item_id: i.score for i in recommend(index, signals, history, None, params, NOW).items}
+
+    # When the new items are ranked against the taste (10 events, no time decay), then against the request's
+    # own weights (3 events: the genre-b likes lead)
+    taste, recent = ranked(ProfileParams()), ranked(taste_is_request)
+    # Then the taste puts the genre of twenty likes first among the new items, the request's weights the genre
+    # of the last four
+    assert taste["new-a"] > taste["new-b"] and recent["new-b"] > recent["new-a"]
+    # ... and every warm item keeps its score (content, CF and trending as before)
+    warm = (set(taste) & set(recent)) - {"new-a", "new-b"}
+    assert len(warm) >= 20
+    assert all(taste[item_id] == pytest.approx(recent[item_id]) for item_id in warm)

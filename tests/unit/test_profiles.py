@@ -100,6 +100,22 @@ def test_params_validation() -> None:
             ProfileParams(half_life_events=bad)
     with pytest.raises(InvalidInputError):
         ProfileParams(type_weights={"view": float("inf")})
+    for name in ("taste_half_life_days", "taste_half_life_events"):
+        with pytest.raises(InvalidInputError, match=name):
+            ProfileParams(**{name: 0.0})
+
+
+def test_the_taste_weights_remember_longer_than_the_request_weights() -> None:
+    # Given twenty events an hour apart, newest last
+    params = ProfileParams()
+    types, times = ["like"] * 20, [1_700_000_000.0 - 3600 * (19 - n) for n in range(20)]
+    # When each is weighed for the request and for the taste
+    request = interaction_weights(types, times, params)
+    taste = interaction_weights(types, times, params.taste())
+    # Then the taste halves every 10 events, with no time decay; the request every 3 events and 6.93 days
+    assert params.taste().half_life_events == 10.0 and params.taste().half_life_days is None
+    np.testing.assert_allclose(taste / taste[-1], 0.5 ** (np.arange(19, -1, -1) / 10.0))
+    assert request[0] / request[-1] < taste[0] / taste[-1]
 
 
 def test_user_vector_is_normalised_and_negative_types_subtract() -> None:

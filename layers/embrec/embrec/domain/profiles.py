@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import numpy as np
@@ -78,6 +78,11 @@ class ProfileParams:
     rank 0 = the newest); ``None`` disables it. Time decay alone cannot tell the order of a session: a user
     who rates forty films in an evening gives them all the same weight, while the next film follows the
     last few (MovieLens leave-last-out, EASE alone: NDCG@10 0.0476 -> 0.0607 with 3; EVALUATION.md).
+    ``taste_half_life_days`` / ``taste_half_life_events``: the same two decays for the *taste* vector
+    (:meth:`taste`), the query a new item nobody has touched is ranked against: its text is all the evidence
+    it has, and what a user likes lasts longer than what they did last. 10 events and no time decay, chosen on
+    the item cold start validation splits (MovieLens HR@10 0.250 -> 0.283, Amazon NDCG@10 0.102 -> 0.110;
+    leave-last-out validation unchanged; EVALUATION.md, "New items meet the user's taste").
     ``max_history``: only the newest events build the vector (all fetched events are still excluded from
     recommendations). ``diversity_threshold``: a history whose weighted mean pairwise cosine is below this
     is split into several interests. ``profile_strength``: the ``c`` in ``w_p = c / (c + n_events)``.
@@ -87,18 +92,18 @@ class ProfileParams:
     type_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_TYPE_WEIGHTS)
     half_life_days: float | None = math.log(2.0) / _DEFAULT_DECAY_PER_DAY
     half_life_events: float | None = 3.0
+    taste_half_life_days: float | None = None
+    taste_half_life_events: float | None = 10.0
     max_history: int = 200
     max_interests: int = 3
     diversity_threshold: float = 0.35
     profile_strength: float = 3.0
 
     def __post_init__(self) -> None:
-        half_life = self.half_life_days
-        if half_life is not None and not (half_life > 0 and math.isfinite(half_life)):
-            raise InvalidInputError("half_life_days", f"must be a positive number or None, got {half_life}")
-        events = self.half_life_events
-        if events is not None and not (events > 0 and math.isfinite(events)):
-            raise InvalidInputError("half_life_events", f"must be a positive number or None, got {events}")
+        for name in ("half_life_days", "half_life_events", "taste_half_life_days", "taste_half_life_events"):
+            half_life = getattr(self, name)
+            if half_life is not None and not (half_life > 0 and math.isfinite(half_life)):
+                raise InvalidInputError(name, f"must be a positive number or None, got {half_life}")
         if self.max_history < 1:
             raise InvalidInputError("max_history", f"must be >= 1, got {self.max_history}")
         if self.max_interests < 1:
@@ -116,6 +121,13 @@ class ProfileParams:
             raise InvalidInputError("decay_per_day", f"must be >= 0, got {decay_per_day}")
         half_life = None if decay_per_day == 0 else math.log(2.0) / decay_per_day
         return cls(half_life_days=half_life, **kwargs)  # type: ignore[arg-type]
+
+    def taste(self) -> ProfileParams:
+        """These params with the taste decays in place of the request's (what :func:`interaction_weights`
+        reads)."""
+        return replace(
+            self, half_life_days=self.taste_half_life_days, half_life_events=self.taste_half_life_events
+        )
 
     @property
     def decay_per_day(self) -> float:

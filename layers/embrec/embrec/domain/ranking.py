@@ -44,6 +44,7 @@ from embrec.domain.profiles import (
     interaction_weights,
     interest_vectors,
     recent_history,
+    user_vector,
 )
 from embrec.domain.signals import Signals
 from embrec.errors import InvalidInputError, NotFoundError
@@ -267,6 +268,7 @@ class _Aligned:
     (positions,), :meth:`Signals.interacted_mask` per position. ``trending_order``: int64, live positions with
     trending > 0, best first, ties by item id (:meth:`Signals.trending_order`). ``pos_to_sig``: int64
     (positions,), the signals position of each index position, -1 when the signals do not know it.
+    ``created_at``: float64 (positions,), each item's ``created_at`` epoch seconds, NaN where it has none.
     """
 
     sig_to_pos: np.ndarray
@@ -276,6 +278,14 @@ class _Aligned:
     interacted: np.ndarray
     trending_order: np.ndarray
     pos_to_sig: np.ndarray
+    created_at: np.ndarray
+
+    def untouched_new(self, positions: np.ndarray | slice, new_since: float) -> np.ndarray:
+        """bool: at ``positions``, items that are *new* (the signals were built without them, or created at
+        or after ``new_since``) and that nobody has touched: ranked on their content alone."""
+        with np.errstate(invalid="ignore"):  # NaN (no created_at) is not new by its date
+            new = ~self.known[positions] | (self.created_at[positions] >= new_since)
+        return new & ~self.interacted[positions]
 
 
 # One entry: a container serves one (index, signals) pair at a time. Weak references, so a replaced index
@@ -301,7 +311,10 @@ def _aligned(index: ItemIndex, signals: Signals) -> _Aligned:
     silence = float(interacted[known].mean()) if known.any() else 0.0
     pos_to_sig = np.full(index.positions, -1, dtype=np.int64)
     pos_to_sig[sig_to_pos[live]] = np.flatnonzero(live)
-    aligned = _Aligned(sig_to_pos, known, silence, trending, interacted, order[order >= 0], pos_to_sig)
+    created_at = index.created_at_of(np.arange(index.positions, dtype=np.int64))
+    aligned = _Aligned(
+        sig_to_pos, known, silence, trending, interacted, order[order >= 0], pos_to_sig, created_at
+    )
     _ALIGNED[:] = [(weakref.ref(index), index.generation, weakref.ref(signals), aligned)]
     return aligned
 
@@ -406,6 +419,7 @@ def _gather(
     exclude: Collection[str],
     use_trending: bool,
     new_since: float,
+    taste: np.ndarray | None = None,
 ) -> _Pool:
     """Candidates from the ANN (per query), CF neighbours of ``cf_sources`` ((item id, weight) heaviest
     first) and trending; raw per-signal scores and coverage for each.
@@ -420,12 +434,24 @@ def _gather(
     a mature catalog an untouched old item carries its 0s, on a young one (few events) content leads, and a
     new item can reach a list at once. CF covers only when the request has CF sources with neighbours,
     trending only when it is used.
+
+    ``taste`` ((d,) unit vector, :meth:`ProfileParams.taste`): such an item, new and untouched, is found and
+    scored against the user's taste instead of ``queries``: the ANN adds ``pool`` of them nearest the taste,
+    and each one's content score is its place in the pool's range of taste cosines, mapped onto the pool's
+    range of ``queries`` scores (so every other item keeps its score and its normalised place).
     """
     allowed = index.allowed_mask(filters, index.positions_of(list(exclude)))
     found = [np.zeros(0, dtype=np.int64)]
     for q, share in zip(queries, shares, strict=True):
         found.append(index.search_positions(q, max(1, math.ceil(pool * float(share))), allowed)[0])
     aligned = _aligned(index, signals) if signals is not None else None
+    fresh_all = None  # bool over positions: allowed, new and untouched (only when a taste is to place them)
+    if taste is not None and aligned is not None and queries.shape[0]:
+        fresh_all = allowed & aligned.untouched_new(slice(None), new_since)
+        if fresh_all.any():
+            found.append(index.search_positions(taste, pool, fresh_all)[0])
+        else:
+            fresh_all = None
     cf = _CF(np.zeros(0, np.int64), np.zeros(0), [], 0)
     if aligned is not None and signals is not None:
         cf = _cf(signals, aligned, cf_sources, allowed)
@@ -440,7 +466,8 @@ def _gather(
     candidates = candidates[np.asarray(by_id, dtype=np.int64)]
     ids = [unsorted_ids[i] for i in by_id]
     if queries.shape[0] and ids:
-        cosines = index.vectors_at(candidates).astype(np.float64) @ queries.T.astype(np.float64)  # (pool, m)
+        vectors = index.vectors_at(candidates).astype(np.float64)
+        cosines = vectors @ queries.T.astype(np.float64)  # (pool, m)
         if queries.shape[0] > 1:
             # Rank-based per interest: interest m owns the top share_m of the pool, so the list interleaves
             # interests in proportion to their weight instead of letting the tightest cluster crowd out the
@@ -452,6 +479,8 @@ def _gather(
             shares_arr = np.maximum(np.asarray(shares, dtype=np.float64), 1e-9)
             cosines = 1.0 - ranks / (shares_arr[None, :] * len(ids))
         embedding = cosines.max(axis=1)
+        if fresh_all is not None and taste is not None:
+            embedding = _taste_scores(embedding, vectors @ taste.astype(np.float64), fresh_all[candidates])
     else:
         embedding = np.zeros(len(ids))
     # CF as the weighted mean similarity to the history: an absolute scale, so thin evidence (a pair seen
@@ -465,9 +494,7 @@ def _gather(
     cf_source = {ids[i]: cf.source[int(at[i])] for i in np.flatnonzero(has_cf)}
     if aligned is not None:
         trend = aligned.trending[candidates]
-        with np.errstate(invalid="ignore"):  # NaN (no created_at) is not new by its date
-            new = ~aligned.known[candidates] | (index.created_at_of(candidates) >= new_since)
-        silent = np.where(new, 0.0, aligned.silence)
+        silent = np.where(aligned.untouched_new(candidates, new_since), 0.0, aligned.silence)
         evidence = np.where(aligned.interacted[candidates], 1.0, silent)
     else:
         trend, evidence = np.zeros(len(ids)), np.zeros(len(ids))
@@ -479,6 +506,23 @@ def _gather(
         evidence if use_trending else none,
         candidates,
     )
+
+
+def _taste_scores(embedding: np.ndarray, taste: np.ndarray, fresh: np.ndarray) -> np.ndarray:
+    """``embedding`` with the ``fresh`` items' scores replaced by their ``taste`` cosines, mapped linearly
+    from the range of ``taste`` over the pool onto the range of ``embedding`` over the other items: a fresh
+    item takes the place it has in the pool under the taste, and every other item keeps its normalised
+    score (the pool's range stays theirs).
+    """
+    if not fresh.any():
+        return embedding
+    others = embedding[~fresh] if not fresh.all() else embedding
+    low, high = float(others.min()), float(others.max())
+    t_low, t_high = float(taste.min()), float(taste.max())
+    if t_high <= t_low:
+        return embedding
+    placed = low + (taste - t_low) / (t_high - t_low) * (high - low)
+    return np.where(fresh, placed, embedding)
 
 
 def _blend(
@@ -644,10 +688,13 @@ def _personal_pool(
     queries, shares = interest_vectors(
         history_vectors, weights, profile.max_interests, diversity_threshold=profile.diversity_threshold
     )
+    types, times = [e.type for e in known], [e.timestamp for e in known]
+    taste = user_vector(history_vectors, interaction_weights(types, times, profile.taste()))
     if profile_vector is not None:
         strength = profile.profile_strength
         blended = [blend_with_profile(q, profile_vector, len(known), strength) for q in queries]
         queries = np.asarray([q for q in blended if q is not None], dtype=np.float32).reshape(-1, index.dim)
+        taste = blend_with_profile(taste, profile_vector, len(known), strength)
     # CF sources: recent positive events (the item may be gone from the index and still be a good signal).
     recent_weights = interaction_weights([e.type for e in recent], [e.timestamp for e in recent], profile)
     sources: dict[str, float] = {}
@@ -664,7 +711,7 @@ def _personal_pool(
     use_trending = params.weights.trending > 0
     pool = _gather(
         index, signals, queries, shares, cf_sources, pool_size, request.filters, request.seen, use_trending,
-        request.new_since,
+        request.new_since, taste,
     )
     return pool, weights, history_vectors
 
