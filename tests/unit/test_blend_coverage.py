@@ -224,14 +224,17 @@ def test_a_new_item_meets_the_users_taste_and_warm_items_keep_their_scores() -> 
     index, signals = _taste_world()
     history = [Interaction(f"a{j}", "like", NOW - 3600 + j) for j in range(20)]
     history += [Interaction(f"b{j}", "like", NOW - 600 + j) for j in range(4)]
-    taste_is_request = ProfileParams(taste_half_life_events=3.0, taste_half_life_days=ProfileParams().half_life_days)
+    default = ProfileParams()
+    taste_is_request = replace(
+        default, taste_half_life_events=default.half_life_events, taste_half_life_days=default.half_life_days
+    )
 
     def ranked(profile: ProfileParams) -> dict[str, float]:
         params = RankParams(k=50, profile=replace(profile, max_interests=1))
         return {i.item_id: i.score for i in recommend(index, signals, history, None, params, NOW).items}
 
     # When the new items are ranked against the taste (10 events, no time decay), then against the request's
-    # own weights (3 events: the genre-b likes lead)
+    # own weights (4 events: the genre-b likes lead)
     taste, recent = ranked(ProfileParams()), ranked(taste_is_request)
     # Then the taste puts the genre of twenty likes first among the new items, the request's weights the genre
     # of the last four

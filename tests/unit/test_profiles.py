@@ -32,14 +32,14 @@ def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_default_params_decay_like_exp_minus_0_1_per_day_and_halve_every_3_events() -> None:
+def test_default_params_decay_like_exp_minus_0_1_per_day_and_halve_every_4_events() -> None:
     params = ProfileParams()
     assert params.decay_per_day == pytest.approx(0.1)
-    assert params.half_life_events == 3.0
+    assert params.half_life_events == 4.0
     assert ProfileParams.with_decay(0.1).half_life_days == pytest.approx(params.half_life_days)
     weights = interaction_weights(["view", "view"], [10 * DAY, 0.0], params)
     assert weights[0] == pytest.approx(1.0)
-    assert weights[1] == pytest.approx(math.exp(-1.0) * 0.5 ** (1 / 3))
+    assert weights[1] == pytest.approx(math.exp(-1.0) * 0.5 ** (1 / 4))
 
 
 def test_position_decay_halves_every_h_newer_events_whatever_the_clock() -> None:

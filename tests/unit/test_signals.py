@@ -537,7 +537,7 @@ def test_the_signals_are_what_the_builder_made_before_the_head_item_walk(
     monkeypatch.setattr(signals_module, "_heavy_row", counted)
     params = SignalParams(
         cf_model=model, neighbours=12, type_weights=weights, max_items_per_user=40, ease_min_total_users=0,
-        ease_lambda=5.0, pair_budget=30,
+        ease_lambda=5.0, pair_budget=30, slist_half_life_events=3.0,  # the fixture's (then default) half-life
     )
     computed = compute_signals(events, [f"i{k}" for k in range(300)], params, now=1_790_000_000.0)
     # Then: the same neighbours, scores and trending, bit for bit (this machine's BLAS for EASE and SLIST)

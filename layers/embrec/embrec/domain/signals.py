@@ -105,7 +105,9 @@ class SignalParams:
     """
 
     # SLIST over EASE, alpha 0.8 over 0.5 and 0.2: chosen on the pooled MovieLens validation splits (hybrid
-    # NDCG@10 0.0654 with EASE -> 0.0718; EVALUATION.md, "Sequence-aware CF"); λ shared with EASE.
+    # NDCG@10 0.0654 with EASE -> 0.0718; EVALUATION.md, "Sequence-aware CF"); λ shared with EASE. The
+    # distance half-life is the request's position half-life (``ProfileParams.half_life_events``): both
+    # 3 -> 4 events together, chosen on the same splits (pooled NDCG@10 0.0728 -> 0.0743; EVALUATION.md).
     cf_model: str = "slist"
     neighbours: int = 50
     shrinkage: float = 10.0
@@ -115,7 +117,7 @@ class SignalParams:
     ease_prune_above: int = 2_000
     ease_min_total_users: int = 100
     slist_alpha: float = 0.8
-    slist_half_life_events: float = 3.0
+    slist_half_life_events: float = 4.0
     slist_window: int = 10
     side_weight: float = 0.0
     max_items_per_user: int = 500
