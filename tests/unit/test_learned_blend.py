@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from embrec.app import build
-from embrec.domain import learned_blend
+from embrec.domain import learned_blend, ranking
 from embrec.domain.learned_blend import FEATURES, Example, ItemStats, LearnedBlend, fit, holdout, item_stats
 from embrec.domain.model import Interaction, StoredItem
 from embrec.domain.ranking import RankParams, learning_example, recommend
@@ -203,3 +203,64 @@ def test_the_rebuild_trains_a_ranker_only_with_enough_users(tmp_path: Path) -> N
     # and a ranker for other signals is refused
     with pytest.raises(IntegrityError):
         build.load_ranker(tmp_path / "many", compute_signals([], ids[:5]))
+
+
+def test_fresh_items_keep_the_slots_the_weighted_blend_gives_them() -> None:
+    # Given a pool of 8: the blend's order is 0..7; items 1, 4 and 5 are fresh (new and untouched), and the
+    # model reverses the order of the others and would put the fresh ones last
+    blend = np.linspace(1.0, 0.0, 8)
+    fresh = np.zeros(8, dtype=bool)
+    fresh[[1, 4, 5]] = True
+    learned = np.where(fresh, -1.0, blend[::-1])
+    # When the fresh items are put back
+    out = learned_blend.keep_fresh_slots(learned, blend, fresh)
+    # Then each fresh item has the rank the blend gives it, the others fill the rest in the model's order
+    order = list(np.argsort(-out, kind="stable"))
+    assert order == [7, 1, 6, 3, 4, 5, 2, 0]
+    assert out.min() == 0.0 and out.max() == 1.0
+    # a fresh item the blend puts first stays first, one it puts last stays last; ties go to the fresh one
+    tied = learned_blend.keep_fresh_slots(np.asarray([0.2, 0.9, 0.5]), np.asarray([0.5, 0.5, 0.1]),
+                                          np.asarray([True, False, False]))
+    assert list(np.argsort(-tied)) == [0, 1, 2]
+    last = learned_blend.keep_fresh_slots(np.asarray([0.9, 0.2, 0.5]), np.asarray([0.1, 0.5, 0.4]),
+                                          np.asarray([True, False, False]))
+    assert list(np.argsort(-last)) == [2, 1, 0]
+    # No fresh item: the model's scores as they are; every item fresh: the blend's order
+    np.testing.assert_array_equal(learned_blend.keep_fresh_slots(learned, blend, np.zeros(8, dtype=bool)),
+                                  learned)
+    everything = learned_blend.keep_fresh_slots(learned, blend, np.ones(8, dtype=bool))
+    assert list(np.argsort(-everything)) == list(range(8))
+
+
+def test_a_model_that_sinks_new_items_leaves_them_where_the_weighted_blend_ranks_them() -> None:
+    # Given a catalog whose last 10 items the rebuild did not know (new, untouched), and a model that reads
+    # only CF and popularity (a new item has neither)
+    ids, vectors = _catalog()
+    index = VectorIndex.build(ids, vectors, [{"title": i} for i in ids], encoder_id="e")
+    train = [(user, event) for user, event in _events(ids, 60) if event.item_id in ids[:30]]
+    signals = compute_signals(train, ids[:30], now=NOW)
+    history = [event for user, event in train if user == "u0001"]
+    stats = ItemStats(np.ones(30, np.float32), np.full(30, NOW - 30 * DAY))
+    weights = np.zeros(len(FEATURES))
+    weights[FEATURES.index("cf")] = weights[FEATURES.index("popularity")] = 5.0
+    f = len(FEATURES)
+    sinker = LearnedBlend(weights, np.zeros(f), np.ones(f), stats)
+    params = RankParams(k=20, candidate_pool=40)
+    blend = [i.item_id for i in recommend(index, signals, history, None, params, NOW).items]
+    learned = [i.item_id for i in recommend(index, signals, history, None, replace(params, ranker=sinker),
+                                            NOW).items]
+    new = set(ids[30:])
+    assert new & set(blend[:10])
+    # Then every new item holds the blend's place, and the model orders the others
+    slots = [(k, i) for k, i in enumerate(learned) if i in new]
+    assert slots == [(k, i) for k, i in enumerate(blend) if i in new]
+    assert [i for i in learned if i not in new] != [i for i in blend if i not in new]
+    # and the training lists leave the new items out: not the model's to rank
+    known = next(i for i in blend if i not in new)
+    example = learning_example(index, signals, stats, history, known, RankParams(), NOW)
+    pool = ranking._personal_pool(index, signals, ranking._request(index, history, RankParams(), NOW), None,
+                                  RankParams())
+    assert example is not None and pool is not None and pool[0].fresh is not None
+    assert example.features.shape[0] == int(np.count_nonzero(~pool[0].fresh)) < len(pool[0].ids)
+    fresh_ids = [i for i, is_new in zip(pool[0].ids, pool[0].fresh, strict=True) if is_new]
+    assert learning_example(index, signals, stats, history, fresh_ids[0], RankParams(), NOW) is None

@@ -15,10 +15,14 @@ row). :func:`fit` minimises the listwise softmax cross-entropy of the held-out i
 whose pool misses the held-out item carry no gradient and are dropped; with fewer than :data:`MIN_LISTS` left
 :func:`fit` returns None and ranking keeps the weighted blend.
 
-Features are standardised with the training mean and scale. An item no signal has evidence on (new, or
-added since the rebuild: coverage 0 in :func:`embrec.domain.ranking._gather`) has its evidence features
-(:data:`EVIDENCE_FEATURES`) pulled to the training mean by that coverage, so it is ranked on its content
-and its blend, as the weighted blend ranks it, not sunk by a CF rank it had no chance to earn.
+Features are standardised with the training mean and scale. An item no signal has evidence on has its
+evidence features (:data:`EVIDENCE_FEATURES`) pulled to the training mean by its coverage. A *fresh* item
+(new, or added since the rebuild, and untouched: coverage 0 in :func:`embrec.domain.ranking._gather`) is
+not the model's to rank at all: no training list can hold one as its target (a list is a user's next event,
+on an item with evidence), and a model fitted on warm items sinks it below warm items the weighted blend
+puts under it (item cold start collapsed). So at serving :func:`keep_fresh_slots` gives every fresh item the
+rank the weighted blend gives it, and the model only reorders the other items; training lists leave fresh
+candidates out (:func:`embrec.domain.ranking.learning_example`).
 
 Pure numpy; saved as one ``ranker.npz`` (no pickle) with a manifest, beside the index and the signals.
 """
@@ -68,6 +72,7 @@ __all__ = [
     "item_age_days",
     "item_popularity",
     "item_stats",
+    "keep_fresh_slots",
     "prior_weights",
 ]
 
@@ -446,6 +451,37 @@ def _newton(
         if converged:
             break
     return w, loss
+
+
+def keep_fresh_slots(learned: np.ndarray, blend: np.ndarray, fresh: np.ndarray) -> np.ndarray:
+    """``learned`` scores (n,) with each ``fresh`` item (new and untouched, bool (n,)) put back in the slot
+    the weighted ``blend`` gives it: after as many of the other items as the blend ranks above it, the
+    other items in the model's order. Returns scores min-max to [0, 1] in that order.
+
+    The model never saw a fresh item in training (its lists are the users' next events, on items with
+    evidence), so it has no say on where one goes: the blend's rank of every fresh item is kept exactly
+    (ties with another item go to the fresh one), and the model only reorders the items it was trained on.
+    """
+    learned = np.asarray(learned, dtype=np.float64)
+    fresh = np.asarray(fresh, dtype=bool)
+    if not fresh.any():
+        return learned
+    blend = np.asarray(blend, dtype=np.float64)
+    warm = np.flatnonzero(~fresh)
+    ranked = np.sort(learned[warm])[::-1]  # the other items' scores, best first
+    top, bottom = (float(ranked[0]), float(ranked[-1])) if ranked.size else (0.0, 0.0)
+    step = (top - bottom) / ranked.size if top > bottom else 1.0
+    bounds = np.r_[top + step, ranked, bottom - step]  # slot s lies between bounds[s] and bounds[s + 1]
+    new = np.flatnonzero(fresh)
+    new = new[np.lexsort((new, -blend[new]))]  # the blend's order (ties by position, as ranking breaks them)
+    above = np.searchsorted(np.sort(-blend[warm]), -blend[new], side="left")  # others the blend ranks above
+    out = learned.copy()
+    for slot in np.unique(above):
+        group = new[above == slot]  # fresh items between the slot-th and the next of the others
+        high, low = bounds[slot], bounds[slot + 1]
+        out[group] = high - (np.arange(group.size) + 1.0) / (group.size + 1.0) * (high - low)
+    lo, hi = float(out.min()), float(out.max())
+    return (out - lo) / (hi - lo) if hi > lo else np.zeros(out.shape)
 
 
 def input_digest(signals_digest: str, info: Mapping[str, Any]) -> str:

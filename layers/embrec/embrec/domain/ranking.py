@@ -361,6 +361,7 @@ class _Pool:
     cf_covered: np.ndarray | None = None
     trending_covered: np.ndarray | None = None
     positions: np.ndarray | None = None  # int64 (n,) index positions of ``ids``
+    fresh: np.ndarray | None = None  # bool (n,): new and untouched (no evidence for CF nor trending)
 
 
 @dataclass(frozen=True)
@@ -494,10 +495,10 @@ def _gather(
     cf_source = {ids[i]: cf.source[int(at[i])] for i in np.flatnonzero(has_cf)}
     if aligned is not None:
         trend = aligned.trending[candidates]
-        silent = np.where(aligned.untouched_new(candidates, new_since), 0.0, aligned.silence)
-        evidence = np.where(aligned.interacted[candidates], 1.0, silent)
+        fresh = aligned.untouched_new(candidates, new_since)
+        evidence = np.where(aligned.interacted[candidates], 1.0, np.where(fresh, 0.0, aligned.silence))
     else:
-        trend, evidence = np.zeros(len(ids)), np.zeros(len(ids))
+        trend, evidence, fresh = np.zeros(len(ids)), np.zeros(len(ids)), None
     none = np.zeros(len(ids))
     return _Pool(
         ids, embedding, cf_raw, trend, cf_source,
@@ -505,6 +506,7 @@ def _gather(
         evidence if cf.active > 0 else none,
         evidence if use_trending else none,
         candidates,
+        fresh,
     )
 
 
@@ -655,7 +657,11 @@ def _personalized(
         features, evidence = _learned_features(
             index, signals, params.ranker.stats, params.cf_floor, pool, relevance, history_vectors, now
         )
-        relevance = params.ranker.score(features, evidence)
+        learned = params.ranker.score(features, evidence)
+        # New untouched items: the model never trained on one, so they keep the weighted blend's slots.
+        if pool.fresh is not None:
+            learned = learned_blend.keep_fresh_slots(learned, relevance, pool.fresh)
+        relevance = learned
     trend_rank = _minmax(pool.trending)  # "popular" only for the upper half of the pool's trending range
     picked, scores = _select(index, pool.ids, relevance, params.k, params.diversity)
     items = []
@@ -773,7 +779,14 @@ def learning_example(
     features, evidence = _learned_features(
         index, signals, stats, params.cf_floor, pool, relevance, history_vectors, now
     )
-    return Example(features, evidence, pool.ids.index(target))
+    row = pool.ids.index(target)
+    if pool.fresh is None or not pool.fresh.any():
+        return Example(features, evidence, row)
+    # Fresh items keep the blend's slots when the model serves (keep_fresh_slots): not the model's to rank.
+    if pool.fresh[row]:
+        return None
+    keep = ~pool.fresh
+    return Example(features[keep], evidence[keep], int(np.count_nonzero(keep[:row])))
 
 
 def _personal_reasons(
