@@ -438,8 +438,8 @@ def _gather(
 
     ``taste`` ((d,) unit vector, :meth:`ProfileParams.taste`): such an item, new and untouched, is found and
     scored against the user's taste instead of ``queries``: the ANN adds ``pool`` of them nearest the taste,
-    and each one's content score is its place in the pool's range of taste cosines, mapped onto the pool's
-    range of ``queries`` scores (so every other item keeps its score and its normalised place).
+    and each one's content score is its place in the pool's range of taste cosines, mapped onto the range of
+    the other items' ``queries`` scores (:func:`_taste_scores`: they keep their scores and normalised places).
     """
     allowed = index.allowed_mask(filters, index.positions_of(list(exclude)))
     found = [np.zeros(0, dtype=np.int64)]
