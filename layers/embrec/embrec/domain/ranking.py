@@ -269,6 +269,8 @@ class _Aligned:
     trending > 0, best first, ties by item id (:meth:`Signals.trending_order`). ``pos_to_sig``: int64
     (positions,), the signals position of each index position, -1 when the signals do not know it.
     ``created_at``: float64 (positions,), each item's ``created_at`` epoch seconds, NaN where it has none.
+    ``fresh_since``: the latest ``new_since`` at which some live item is still new and untouched (inf when a
+    live untouched item is unknown to the signals, -inf when none can be): :meth:`may_hold_new`.
     """
 
     sig_to_pos: np.ndarray
@@ -279,6 +281,12 @@ class _Aligned:
     trending_order: np.ndarray
     pos_to_sig: np.ndarray
     created_at: np.ndarray
+    fresh_since: float
+
+    def may_hold_new(self, new_since: float) -> bool:
+        """Whether any live item is new and untouched for a request whose ``new_since`` this is (O(1): a
+        request on a catalog without one skips the taste altogether)."""
+        return self.fresh_since >= new_since
 
     def untouched_new(self, positions: np.ndarray | slice, new_since: float) -> np.ndarray:
         """bool: at ``positions``, items that are *new* (the signals were built without them, or created at
@@ -312,8 +320,13 @@ def _aligned(index: ItemIndex, signals: Signals) -> _Aligned:
     pos_to_sig = np.full(index.positions, -1, dtype=np.int64)
     pos_to_sig[sig_to_pos[live]] = np.flatnonzero(live)
     created_at = index.created_at_of(np.arange(index.positions, dtype=np.int64))
+    # A live untouched item the signals do not know is new at any time, one they know from its created_at on
+    since = np.where(known, created_at, math.inf)[index.allowed_mask(None) & ~interacted]
+    since = since[~np.isnan(since)]
+    fresh_since = float(since.max()) if since.size else -math.inf
     aligned = _Aligned(
-        sig_to_pos, known, silence, trending, interacted, order[order >= 0], pos_to_sig, created_at
+        sig_to_pos, known, silence, trending, interacted, order[order >= 0], pos_to_sig, created_at,
+        fresh_since,
     )
     _ALIGNED[:] = [(weakref.ref(index), index.generation, weakref.ref(signals), aligned)]
     return aligned
@@ -466,6 +479,8 @@ def _gather(
     by_id = sorted(range(len(unsorted_ids)), key=unsorted_ids.__getitem__)
     candidates = candidates[np.asarray(by_id, dtype=np.int64)]
     ids = [unsorted_ids[i] for i in by_id]
+    nothing_new = np.zeros(len(ids), dtype=bool)  # without signals, no item is told new
+    fresh = aligned.untouched_new(candidates, new_since) if aligned is not None else nothing_new
     if queries.shape[0] and ids:
         vectors = index.vectors_at(candidates).astype(np.float64)
         cosines = vectors @ queries.T.astype(np.float64)  # (pool, m)
@@ -481,7 +496,7 @@ def _gather(
             cosines = 1.0 - ranks / (shares_arr[None, :] * len(ids))
         embedding = cosines.max(axis=1)
         if fresh_all is not None and taste is not None:
-            embedding = _taste_scores(embedding, vectors @ taste.astype(np.float64), fresh_all[candidates])
+            embedding = _taste_scores(embedding, vectors @ taste.astype(np.float64), fresh)
     else:
         embedding = np.zeros(len(ids))
     # CF as the weighted mean similarity to the history: an absolute scale, so thin evidence (a pair seen
@@ -495,10 +510,9 @@ def _gather(
     cf_source = {ids[i]: cf.source[int(at[i])] for i in np.flatnonzero(has_cf)}
     if aligned is not None:
         trend = aligned.trending[candidates]
-        fresh = aligned.untouched_new(candidates, new_since)
         evidence = np.where(aligned.interacted[candidates], 1.0, np.where(fresh, 0.0, aligned.silence))
     else:
-        trend, evidence, fresh = np.zeros(len(ids)), np.zeros(len(ids)), None
+        trend, evidence = np.zeros(len(ids)), np.zeros(len(ids))
     none = np.zeros(len(ids))
     return _Pool(
         ids, embedding, cf_raw, trend, cf_source,
@@ -506,7 +520,7 @@ def _gather(
         evidence if cf.active > 0 else none,
         evidence if use_trending else none,
         candidates,
-        fresh,
+        fresh if aligned is not None else None,
     )
 
 
@@ -694,13 +708,16 @@ def _personal_pool(
     queries, shares = interest_vectors(
         history_vectors, weights, profile.max_interests, diversity_threshold=profile.diversity_threshold
     )
-    types, times = [e.type for e in known], [e.timestamp for e in known]
-    taste = user_vector(history_vectors, interaction_weights(types, times, profile.taste()))
     if profile_vector is not None:
         strength = profile.profile_strength
         blended = [blend_with_profile(q, profile_vector, len(known), strength) for q in queries]
         queries = np.asarray([q for q in blended if q is not None], dtype=np.float32).reshape(-1, index.dim)
-        taste = blend_with_profile(taste, profile_vector, len(known), strength)
+    taste = None  # only when some item can be new and untouched now (see _gather)
+    if signals is not None and queries.shape[0] and _aligned(index, signals).may_hold_new(request.new_since):
+        types, times = [e.type for e in known], [e.timestamp for e in known]
+        taste = user_vector(history_vectors, interaction_weights(types, times, profile.taste()))
+        if profile_vector is not None:
+            taste = blend_with_profile(taste, profile_vector, len(known), profile.profile_strength)
     # CF sources: recent positive events (the item may be gone from the index and still be a good signal).
     recent_weights = interaction_weights([e.type for e in recent], [e.timestamp for e in recent], profile)
     sources: dict[str, float] = {}
