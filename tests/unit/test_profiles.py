@@ -262,3 +262,11 @@ def test_profile_weight_fades_as_history_grows() -> None:
     np.testing.assert_allclose(profile_only, p)
     np.testing.assert_array_equal(history_only, h)
     assert blend_with_profile(None, None, 0) is None
+
+
+def test_engagement_weighs_every_positive_type_one_and_keeps_the_rest() -> None:
+    params = ProfileParams(type_weights={"view": 1.0, "like": 3.0, "purchase": 5.0, "dislike": -2.0, "x": 0.0})
+    assert dict(params.engagement().type_weights) == {
+        "view": 1.0, "like": 1.0, "purchase": 1.0, "dislike": -2.0, "x": 0.0
+    }
+    assert replace(params.engagement(), type_weights=params.type_weights) == params  # nothing else changes

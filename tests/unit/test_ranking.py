@@ -329,3 +329,28 @@ def test_mmr_properties(seed: int, n: int, k: int, lam: float) -> None:
     assert picked == mmr(vectors, relevance, k, lam)
     if picked:
         assert picked[0] == int(np.lexsort((np.arange(n), -relevance))[0])
+
+
+@pytest.mark.parametrize("typed", [False, True])
+def test_cf_sources_are_weighed_as_the_cf_model_read_its_rows(catalog: VectorIndex, typed: bool) -> None:
+    # Given: SLIST over the fixture's users (each inside one topic), with engagement rows or typed rows, and
+    # a history of a jazz item bought, then two rock items viewed just after it
+    rng = np.random.default_rng(11)
+    events = [
+        (f"u{u}", Interaction(_item_id(int(rng.integers(0, N_ITEMS // 4)) * 4 + u % 4), "like", NOW - DAY + j))
+        for u in range(80)
+        for j in range(10)
+    ]
+    params = SignalParams(neighbours=20, ease_min_total_users=0, cf_type_weights=typed)
+    signals = compute_signals(events, [_item_id(n) for n in range(N_ITEMS)], params, now=NOW)
+    assert signals.params["cf_model_used"] == "slist"
+    history = [
+        Interaction(_item_id(0), "purchase", NOW - 90),
+        Interaction(_item_id(1), "view", NOW - 60),
+        Interaction(_item_id(5), "view", NOW - 30),
+    ]
+    # When: a CF-only request ranks
+    cf_only = RankParams(k=5, weights=BlendWeights(embedding=0.0, cf=1.0, trending=0.0))
+    top = recommend(catalog, signals, history, None, cf_only, NOW).items
+    # Then: engagement rows follow the newest events (rock), typed rows the purchase's weight (x5, jazz)
+    assert _topics_of([item.item_id for item in top[:3]]) == [0 if typed else 1] * 3

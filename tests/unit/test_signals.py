@@ -538,6 +538,7 @@ def test_the_signals_are_what_the_builder_made_before_the_head_item_walk(
     params = SignalParams(
         cf_model=model, neighbours=12, type_weights=weights, max_items_per_user=40, ease_min_total_users=0,
         ease_lambda=5.0, pair_budget=30, slist_half_life_events=3.0,  # the fixture's (then default) half-life
+        cf_type_weights=True,  # and its typed rows (engagement rows since session 16)
     )
     computed = compute_signals(events, [f"i{k}" for k in range(300)], params, now=1_790_000_000.0)
     # Then: the same neighbours, scores and trending, bit for bit (this machine's BLAS for EASE and SLIST)
@@ -642,3 +643,32 @@ def test_released_event_columns_go_back_to_the_os() -> None:
     released, size = json.loads(out.stdout.strip().splitlines()[-1])
     # Then: the process holds that much less at once
     assert released > 0.9 * size, (released, size)
+
+
+@pytest.mark.parametrize("model", ["ease", "slist"])
+def test_the_solves_read_engagement_unless_asked_to_weigh_types(model: str) -> None:
+    # Given: the block histories, each event a like or a view at random, and the same events all views
+    histories, ids = _block_histories(seed=5)
+    rng = np.random.default_rng(5)
+    mixed = [(user, replace(e, type=str(rng.choice(["like", "view"])))) for user, e in _events(histories)]
+    params = SignalParams(cf_model=model, ease_min_total_users=0, neighbours=5, ease_lambda=5.0)
+    # When: the rebuild solves over each, with engagement rows (the default) and with typed rows
+    engaged, viewed = compute_signals(mixed, ids, params), compute_signals(_events(histories, "view"), ids, params)
+    typed = compute_signals(mixed, ids, replace(params, cf_type_weights=True))
+    # Then: engagement rows do not see the types (a like and a view are one engagement); typed rows do
+    np.testing.assert_array_equal(engaged.cf_neighbours, viewed.cf_neighbours)
+    np.testing.assert_allclose(engaged.cf_scores, viewed.cf_scores, rtol=1e-6)
+    assert not np.allclose(typed.cf_scores, viewed.cf_scores, rtol=1e-3)
+    # And: the signals tell a request how to weigh its CF sources
+    assert engaged.cf_reads_engagement and not typed.cf_reads_engagement
+
+
+def test_only_a_solve_over_engagement_rows_reads_engagement() -> None:
+    histories, ids = _block_histories()
+    few_users = SignalParams(cf_model="slist", ease_min_total_users=1_000)  # falls back to co-occurrence
+    signals = compute_signals(_events(histories), ids, few_users)
+    assert signals.params["cf_model_used"] == "cooccurrence" and not signals.cf_reads_engagement
+    # Signals saved before the option existed recorded no cf_type_weights: their rows were typed
+    old = Signals(signals.item_ids, signals.cf_neighbours, signals.cf_scores, signals.trending,
+                  {"cf_model_used": "slist"})
+    assert not old.cf_reads_engagement

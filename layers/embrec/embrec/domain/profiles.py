@@ -130,6 +130,13 @@ class ProfileParams:
             self, half_life_days=self.taste_half_life_days, half_life_events=self.taste_half_life_events
         )
 
+    def engagement(self) -> ProfileParams:
+        """These params with every positive type weight 1 (dislikes and unknown types keep theirs): the
+        weights of a request's CF sources when the CF model read engagement (``Signals.cf_reads_engagement``)."""
+        return replace(
+            self, type_weights={name: 1.0 if w > 0 else w for name, w in self.type_weights.items()}
+        )
+
     @property
     def decay_per_day(self) -> float:
         return 0.0 if self.half_life_days is None else math.log(2.0) / self.half_life_days

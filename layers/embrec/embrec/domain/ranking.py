@@ -718,8 +718,12 @@ def _personal_pool(
         taste = user_vector(history_vectors, interaction_weights(types, times, profile.taste()))
         if profile_vector is not None:
             taste = blend_with_profile(taste, profile_vector, len(known), profile.profile_strength)
-    # CF sources: recent positive events (the item may be gone from the index and still be a good signal).
-    recent_weights = interaction_weights([e.type for e in recent], [e.timestamp for e in recent], profile)
+    # CF sources: recent positive events (the item may be gone from the index and still be a good signal),
+    # weighed as the CF model weighed its rows: by recency alone when it read engagement.
+    source_profile = profile.engagement() if signals is not None and signals.cf_reads_engagement else profile
+    recent_weights = interaction_weights(
+        [e.type for e in recent], [e.timestamp for e in recent], source_profile
+    )
     sources: dict[str, float] = {}
     for event, weight in zip(recent, recent_weights, strict=True):
         if len(sources) >= params.max_cf_sources and event.item_id not in sources:

@@ -17,7 +17,7 @@ Three collaborative models sit behind :func:`compute_signals` (``SignalParams.cf
   evidence, at full cost (MovieLens: 9.7k -> 6.3k items, EASE alone HR@10 0.0902 -> 0.0918; the 100k bench:
   8.7k -> 2.2k, 53 s -> 2 s). A small catalog keeps every item: its solve is cheap and one user's
   co-occurrences may be all the evidence there is. EASE runs only when m <= ``ease_max_items`` (10k) and at
-  least ``ease_min_total_users`` (100) users have events: its λ (1,000, chosen on pooled MovieLens
+  least ``ease_min_total_users`` (100) users have events: its λ (1,000 until session 16, chosen on pooled MovieLens
   validation splits over 500; session 10's 500 did the same to the demo) is sized for hundreds of users, and
   on a handful its weights are nearly raw co-occurrence counts, so the most popular items top every list (the
   replay of 18 demo users: Schindler's List first for sci-fi and thriller fans alike). Otherwise the
@@ -27,6 +27,14 @@ Three collaborative models sit behind :func:`compute_signals` (``SignalParams.cf
   next, one closed-form solve with the same zero diagonal, the same λ, items and fall-backs as EASE
   (``slist_alpha = 1`` is EASE). It learns direction (what follows what), which EASE's symmetric Gram
   cannot. About 1.5x EASE's time and one more m x m matrix at peak (BENCHMARKS.md).
+
+Engagement, not type (session 16; ``SignalParams.cf_type_weights``): EASE and SLIST read a user's row as
+engagement, 1 for every item with a positive event, as both papers define their models over binary matrices;
+until session 16 each entry was its event type's weight, so a liked pair counted nine times a viewed one in
+the Gram matrix. The request weighs its CF sources the same way (:meth:`Signals.cf_reads_engagement`): by
+recency only. With λ re-chosen for binary rows (1,000 -> 150) the pooled MovieLens validation's hybrid went
+from NDCG@10 0.0743 to 0.0824 (EVALUATION.md, "CF reads engagement"). Co-occurrence keeps the type weights:
+its cosine has no λ to re-choose and it was not measured.
 
 Side information (``SignalParams.side_weight`` > 0, EASE and SLIST; Jeunen et al., RecSys 2020;
 :func:`_add_side`): the items' vectors join the solve as extra rows under the user-item matrix, so a thinly
@@ -102,16 +110,22 @@ class SignalParams:
     items feed CF (bounds the O(L^2) pairs of heavy users). ``trending_half_life_days`` /
     ``trending_window_days``: decay and horizon of trending, relative to ``now``. ``side_weight``: beta
     of the items' content rows in the EASE / SLIST solve (:func:`_add_side`; 0 = none).
+    ``cf_type_weights``: the EASE / SLIST solve weighs each (user, item) by its best event type's weight
+    (True, the behaviour until session 16, for which λ 1,000 was chosen) or reads it as engagement, 1
+    (False, the default).
     """
 
     # SLIST over EASE, alpha 0.8 over 0.5 and 0.2: chosen on the pooled MovieLens validation splits (hybrid
     # NDCG@10 0.0654 with EASE -> 0.0718; EVALUATION.md, "Sequence-aware CF"); λ shared with EASE. The
     # distance half-life is the request's position half-life (``ProfileParams.half_life_events``): both
     # 3 -> 4 events together, chosen on the same splits (pooled NDCG@10 0.0728 -> 0.0743; EVALUATION.md).
+    # Engagement rows (cf_type_weights False) with λ 150 over typed rows with λ 1,000: the same splits, NDCG@10
+    # 0.0743 -> 0.0824 (λ 100 0.0814, 250 0.0799; EVALUATION.md, "CF reads engagement").
     cf_model: str = "slist"
     neighbours: int = 50
     shrinkage: float = 10.0
-    ease_lambda: float = 1000.0
+    ease_lambda: float = 150.0
+    cf_type_weights: bool = False
     ease_max_items: int = 10_000
     ease_min_users: int = 2
     ease_prune_above: int = 2_000
@@ -278,6 +292,14 @@ class Signals:
             return self.interacted
         has_row = self.cf_neighbours[:, 0] >= 0 if self.cf_neighbours.shape[1] else np.zeros(len(self), bool)
         return has_row | (self.trending > 0)
+
+    @property
+    def cf_reads_engagement(self) -> bool:
+        """True when the CF model was solved over engagement rows (EASE or SLIST with ``cf_type_weights``
+        False): a request then weighs its CF sources by recency alone, as the model weighed its rows. Signals
+        saved before the option existed (no ``cf_type_weights`` recorded) were typed."""
+        typed = self.params.get("cf_type_weights", True)
+        return typed is False and self.params.get("cf_model_used") in ("ease", "slist")
 
     def trending_score(self, item_id: str) -> float:
         pos = self._positions.get(item_id)
@@ -1044,6 +1066,8 @@ def signals_from_events(
     too_few_users = n_users_with_rows < params.ease_min_total_users
     if model in ("ease", "slist") and (n_active > params.ease_max_items or too_few_users):
         model = "cooccurrence"
+    if model in ("ease", "slist") and not params.cf_type_weights:
+        rows = _UserRows(rows.indptr, rows.indices, np.ones_like(rows.data), rows.n_items)  # engagement
     side = item_vectors if params.side_weight > 0 and model in ("ease", "slist") else None
     if side is not None and side.shape[0] != n_items:
         raise InvalidInputError("item_vectors", f"must have one row per item ({n_items}), not {len(side)}")
