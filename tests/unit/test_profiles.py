@@ -265,7 +265,8 @@ def test_profile_weight_fades_as_history_grows() -> None:
 
 
 def test_engagement_weighs_every_positive_type_one_and_keeps_the_rest() -> None:
-    params = ProfileParams(type_weights={"view": 1.0, "like": 3.0, "purchase": 5.0, "dislike": -2.0, "x": 0.0})
+    weights = {"view": 1.0, "like": 3.0, "purchase": 5.0, "dislike": -2.0, "x": 0.0}
+    params = ProfileParams(type_weights=weights)
     assert dict(params.engagement().type_weights) == {
         "view": 1.0, "like": 1.0, "purchase": 1.0, "dislike": -2.0, "x": 0.0
     }

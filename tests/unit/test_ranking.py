@@ -336,8 +336,9 @@ def test_cf_sources_are_weighed_as_the_cf_model_read_its_rows(catalog: VectorInd
     # Given: SLIST over the fixture's users (each inside one topic), with engagement rows or typed rows, and
     # a history of a jazz item bought, then two rock items viewed just after it
     rng = np.random.default_rng(11)
+    picks = rng.integers(0, N_ITEMS // 4, size=(80, 10)) * 4 + np.arange(80)[:, None] % 4
     events = [
-        (f"u{u}", Interaction(_item_id(int(rng.integers(0, N_ITEMS // 4)) * 4 + u % 4), "like", NOW - DAY + j))
+        (f"u{u}", Interaction(_item_id(int(picks[u, j])), "like", NOW - DAY + j))
         for u in range(80)
         for j in range(10)
     ]

@@ -653,7 +653,8 @@ def test_the_solves_read_engagement_unless_asked_to_weigh_types(model: str) -> N
     mixed = [(user, replace(e, type=str(rng.choice(["like", "view"])))) for user, e in _events(histories)]
     params = SignalParams(cf_model=model, ease_min_total_users=0, neighbours=5, ease_lambda=5.0)
     # When: the rebuild solves over each, with engagement rows (the default) and with typed rows
-    engaged, viewed = compute_signals(mixed, ids, params), compute_signals(_events(histories, "view"), ids, params)
+    engaged = compute_signals(mixed, ids, params)
+    viewed = compute_signals(_events(histories, "view"), ids, params)
     typed = compute_signals(mixed, ids, replace(params, cf_type_weights=True))
     # Then: engagement rows do not see the types (a like and a view are one engagement); typed rows do
     np.testing.assert_array_equal(engaged.cf_neighbours, viewed.cf_neighbours)

@@ -132,7 +132,8 @@ class ProfileParams:
 
     def engagement(self) -> ProfileParams:
         """These params with every positive type weight 1 (dislikes and unknown types keep theirs): the
-        weights of a request's CF sources when the CF model read engagement (``Signals.cf_reads_engagement``)."""
+        weights of a request's CF sources when the CF model read engagement
+        (``Signals.cf_reads_engagement``)."""
         return replace(
             self, type_weights={name: 1.0 if w > 0 else w for name, w in self.type_weights.items()}
         )

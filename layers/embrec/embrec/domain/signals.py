@@ -17,8 +17,9 @@ Three collaborative models sit behind :func:`compute_signals` (``SignalParams.cf
   evidence, at full cost (MovieLens: 9.7k -> 6.3k items, EASE alone HR@10 0.0902 -> 0.0918; the 100k bench:
   8.7k -> 2.2k, 53 s -> 2 s). A small catalog keeps every item: its solve is cheap and one user's
   co-occurrences may be all the evidence there is. EASE runs only when m <= ``ease_max_items`` (10k) and at
-  least ``ease_min_total_users`` (100) users have events: its λ (1,000 until session 16, chosen on pooled MovieLens
-  validation splits over 500; session 10's 500 did the same to the demo) is sized for hundreds of users, and
+  least ``ease_min_total_users`` (100) users have events: its λ (150 over engagement rows since session 16;
+  before, 1,000 over typed rows, chosen on pooled MovieLens validation splits over 500; session 10's 500 did
+  the same to the demo) is sized for hundreds of users, and
   on a handful its weights are nearly raw co-occurrence counts, so the most popular items top every list (the
   replay of 18 demo users: Schindler's List first for sci-fi and thriller fans alike). Otherwise the
   co-occurrence model (cosine, shrunk) is used and ``params["cf_model_used"]`` says so.
@@ -119,8 +120,8 @@ class SignalParams:
     # NDCG@10 0.0654 with EASE -> 0.0718; EVALUATION.md, "Sequence-aware CF"); λ shared with EASE. The
     # distance half-life is the request's position half-life (``ProfileParams.half_life_events``): both
     # 3 -> 4 events together, chosen on the same splits (pooled NDCG@10 0.0728 -> 0.0743; EVALUATION.md).
-    # Engagement rows (cf_type_weights False) with λ 150 over typed rows with λ 1,000: the same splits, NDCG@10
-    # 0.0743 -> 0.0824 (λ 100 0.0814, 250 0.0799; EVALUATION.md, "CF reads engagement").
+    # Engagement rows (cf_type_weights False) with λ 150 over typed rows with λ 1,000: the same splits,
+    # NDCG@10 0.0743 -> 0.0824 (λ 100 0.0814, 250 0.0799; EVALUATION.md, "CF reads engagement").
     cf_model: str = "slist"
     neighbours: int = 50
     shrinkage: float = 10.0
@@ -1067,7 +1068,7 @@ def signals_from_events(
     if model in ("ease", "slist") and (n_active > params.ease_max_items or too_few_users):
         model = "cooccurrence"
     if model in ("ease", "slist") and not params.cf_type_weights:
-        rows = _UserRows(rows.indptr, rows.indices, np.ones_like(rows.data), rows.n_items)  # engagement
+        rows.data.fill(1.0)  # engagement; in place: the pairs can number tens of millions
     side = item_vectors if params.side_weight > 0 and model in ("ease", "slist") else None
     if side is not None and side.shape[0] != n_items:
         raise InvalidInputError("item_vectors", f"must have one row per item ({n_items}), not {len(side)}")
