@@ -438,9 +438,14 @@ class VectorIndex:
         """Top ``k`` of ``positions`` by float64 score, ties by item id (the ordering every path returns):
         ``(positions int64, scores float64)``."""
         scores = self._vectors[positions].astype(np.float64) @ query.astype(np.float64)
-        id_list = self._id_list
-        keys = [(-score, id_list[p]) for score, p in zip(scores.tolist(), positions.tolist(), strict=True)]
-        order = sorted(range(len(keys)), key=keys.__getitem__)[:k]
+        order = np.argsort(-scores, kind="stable")
+        head = scores[order[: k + 1]]
+        if head.size > 1 and bool(np.any(head[1:] == head[:-1])):
+            # Equal scores inside the top k or at its edge (duplicate vectors): ties go by item id, in Python.
+            id_list = self._id_list
+            keys = [(-score, id_list[p]) for score, p in zip(scores.tolist(), positions.tolist(), strict=True)]
+            order = np.asarray(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
+        order = order[:k]
         return positions[order].astype(np.int64, copy=False), scores[order]
 
     # -- incremental updates --------------------------------------------------------------------------------
