@@ -69,6 +69,12 @@ MAX_K = 500
 REASON_TRENDING = "Popular this week"
 REASON_NEW = "New in the catalog"
 _NEWEST_SCAN_LIMIT = 50_000
+#: How many new, untouched items nearest the user's taste a personal request adds to its pool (at least
+#: ``k``). On both item cold start validation splits 10 already gave the top 10 that 200 gave (session 16:
+#: MovieLens and Amazon HR@10 and NDCG@10 equal at 10, 25, 50, 100 and 200; 1 and 5 lower); 50 leaves room
+#: above the default k. Fewer candidates is what the taste costs: at 100k items with 1% of them new, 200 took
+#: the pool from 400 to 596 (BENCHMARKS.md section 1).
+TASTE_POOL = 50
 
 
 @dataclass(frozen=True)
@@ -434,6 +440,7 @@ def _gather(
     use_trending: bool,
     new_since: float,
     taste: np.ndarray | None = None,
+    taste_pool: int = TASTE_POOL,
 ) -> _Pool:
     """Candidates from the ANN (per query), CF neighbours of ``cf_sources`` ((item id, weight) heaviest
     first) and trending; raw per-signal scores and coverage for each.
@@ -450,9 +457,10 @@ def _gather(
     trending only when it is used.
 
     ``taste`` ((d,) unit vector, :meth:`ProfileParams.taste`): such an item, new and untouched, is found and
-    scored against the user's taste instead of ``queries``: the ANN adds ``pool`` of them nearest the taste,
-    and each one's content score is its place in the pool's range of taste cosines, mapped onto the range of
-    the other items' ``queries`` scores (:func:`_taste_scores`: they keep their scores and normalised places).
+    scored against the user's taste instead of ``queries``: the ANN adds ``taste_pool`` of them nearest the
+    taste, and each one's content score is its place in the pool's range of taste cosines, mapped onto the
+    range of the other items' ``queries`` scores (:func:`_taste_scores`: they keep their scores and normalised
+    places).
     """
     allowed = index.allowed_mask(filters, index.positions_of(list(exclude)))
     found = [np.zeros(0, dtype=np.int64)]
@@ -463,7 +471,7 @@ def _gather(
     if taste is not None and aligned is not None and queries.shape[0]:
         fresh_all = allowed & aligned.untouched_new(slice(None), new_since)
         if fresh_all.any():
-            found.append(index.search_positions(taste, pool, fresh_all)[0])
+            found.append(index.search_positions(taste, taste_pool, fresh_all)[0])
         else:
             fresh_all = None
     cf = _CF(np.zeros(0, np.int64), np.zeros(0), [], 0)
@@ -738,7 +746,7 @@ def _personal_pool(
     use_trending = params.weights.trending > 0
     pool = _gather(
         index, signals, queries, shares, cf_sources, pool_size, request.filters, request.seen, use_trending,
-        request.new_since, taste,
+        request.new_since, taste, min(pool_size, max(TASTE_POOL, params.k)),
     )
     return pool, weights, history_vectors
 

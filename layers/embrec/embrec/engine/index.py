@@ -443,7 +443,8 @@ class VectorIndex:
         if head.size > 1 and bool(np.any(head[1:] == head[:-1])):
             # Equal scores inside the top k or at its edge (duplicate vectors): ties go by item id, in Python.
             id_list = self._id_list
-            keys = [(-score, id_list[p]) for score, p in zip(scores.tolist(), positions.tolist(), strict=True)]
+            pairs = zip(scores.tolist(), positions.tolist(), strict=True)
+            keys = [(-score, id_list[p]) for score, p in pairs]
             order = np.asarray(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
         order = order[:k]
         return positions[order].astype(np.int64, copy=False), scores[order]
