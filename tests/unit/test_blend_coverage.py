@@ -55,6 +55,25 @@ def test_blend_without_coverage_information_is_the_plain_weighted_sum() -> None:
     np.testing.assert_allclose(relevance, [0.0 + 2.0 * 1.0, 1.0 + 2.0 * 0.25])
 
 
+_CENTRES = np.eye(DIM)[:2]  # genre a, genre b
+
+
+def _genre_items(rng: np.random.Generator, per_genre: int) -> tuple[list[str], np.ndarray]:
+    """Ids ``a0..`` then ``b0..`` and their vectors: ``per_genre`` items around each genre's centre."""
+    ids = [f"{genre}{j}" for genre in "ab" for j in range(per_genre)]
+    return ids, np.vstack([centre + 0.3 * rng.normal(size=(per_genre, DIM)) for centre in _CENTRES])
+
+
+def _genre_likes(rng: np.random.Generator, per_genre: int, per_user: int) -> list[tuple[str, Interaction]]:
+    """40 users co-liking within a genre (u0-u19 genre a, u20-u39 genre b): ``per_user`` of its items each,
+    a second apart, ten days before ``NOW``."""
+    return [
+        (f"u{u}", Interaction(f"{'a' if u < 20 else 'b'}{j}", "like", NOW - 10 * DAY + n))
+        for u in range(40)
+        for n, j in enumerate(rng.choice(per_genre, size=per_user, replace=False))
+    ]
+
+
 def _world(
     new_in_signals: bool, new_created_at: float | None = None
 ) -> tuple[VectorIndex, Signals]:
@@ -62,25 +81,19 @@ def _world(
     events; ``sour-a`` (genre a) was only disliked. ``new_in_signals``: the rebuild already knew ``new-a``
     (False: it was added since)."""
     rng = np.random.default_rng(3)
-    centres = np.eye(DIM)[:2]
-    ids = [f"a{j}" for j in range(20)] + [f"b{j}" for j in range(20)] + ["new-a", "sour-a"]
+    warm_ids, warm = _genre_items(rng, 20)
+    ids = [*warm_ids, "new-a", "sour-a"]
     vectors = np.vstack([
-        centres[0] + 0.3 * rng.normal(size=(20, DIM)),
-        centres[1] + 0.3 * rng.normal(size=(20, DIM)),
-        centres[0] + 0.01 * rng.normal(size=(1, DIM)),
-        centres[0] + 0.3 * rng.normal(size=(1, DIM)),
+        warm,
+        _CENTRES[0] + 0.01 * rng.normal(size=(1, DIM)),
+        _CENTRES[0] + 0.3 * rng.normal(size=(1, DIM)),
     ])
     metadata = [
         {"title": item_id.upper(), "created_at": new_created_at if item_id == "new-a" else NOW - 400 * DAY}
         for item_id in ids
     ]
     index = VectorIndex.build(ids, vectors, metadata)
-    events: list[tuple[str, Interaction]] = []
-    for u in range(40):
-        genre = "a" if u < 20 else "b"
-        for n, j in enumerate(rng.choice(20, size=6, replace=False)):
-            events.append((f"u{u}", Interaction(f"{genre}{j}", "like", NOW - 10 * DAY + n)))
-    events.append(("u0", Interaction("sour-a", "dislike", NOW - 5 * DAY)))
+    events = [*_genre_likes(rng, 20, 6), ("u0", Interaction("sour-a", "dislike", NOW - 5 * DAY))]
     known = ids if new_in_signals else [item_id for item_id in ids if item_id != "new-a"]
     return index, compute_signals(events, known, SignalParams(neighbours=10), now=NOW)
 
@@ -203,20 +216,12 @@ def _taste_world() -> tuple[VectorIndex, Signals]:
     """Two genres of 30 warm items each (users co-like within a genre) and one new item per genre, added since
     the rebuild and nearest its genre's centre."""
     rng = np.random.default_rng(5)
-    centres = np.eye(DIM)[:2]
-    ids = [f"a{j}" for j in range(30)] + [f"b{j}" for j in range(30)] + ["new-a", "new-b"]
-    vectors = np.vstack([
-        centres[0] + 0.3 * rng.normal(size=(30, DIM)),
-        centres[1] + 0.3 * rng.normal(size=(30, DIM)),
-        centres + 0.01 * rng.normal(size=(2, DIM)),
-    ])
+    warm_ids, warm = _genre_items(rng, 30)
+    ids = [*warm_ids, "new-a", "new-b"]
+    vectors = np.vstack([warm, _CENTRES + 0.01 * rng.normal(size=(2, DIM))])
     index = VectorIndex.build(ids, vectors, [{"created_at": NOW - 400 * DAY} for _ in ids])
-    events = [
-        (f"u{u}", Interaction(f"{'a' if u < 20 else 'b'}{j}", "like", NOW - 10 * DAY + n))
-        for u in range(40)
-        for n, j in enumerate(rng.choice(30, size=8, replace=False))
-    ]
-    return index, compute_signals(events, ids[:60], SignalParams(neighbours=10), now=NOW)
+    events = _genre_likes(rng, 30, 8)
+    return index, compute_signals(events, warm_ids, SignalParams(neighbours=10), now=NOW)
 
 
 def test_a_new_item_meets_the_users_taste_and_warm_items_keep_their_scores() -> None:
