@@ -142,10 +142,11 @@ def _new_items_blocks(
     know: each request also searches them against the user's taste), timed in alternate blocks against the
     signals that know every item. A block's first request is untimed: switching signals re-aligns them to
     the index (once per index generation and signals in production)."""
-    touched = {event.item_id for _, event in synthetic_interactions(ids)}
+    events = synthetic_interactions(ids)
+    touched = {event.item_id for _, event in events}
     untouched = [item_id for item_id in ids if item_id not in touched]
     new = set(untouched[:: max(1, len(untouched) // max(1, len(ids) // 100))][: len(ids) // 100])
-    without_new = compute_signals(synthetic_interactions(ids), [i for i in ids if i not in new], now=NOW)
+    without_new = compute_signals(events, [i for i in ids if i not in new], now=NOW)
     times: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(max(1, repeats // block)):
         for with_new, version in ((False, signals), (True, without_new)):

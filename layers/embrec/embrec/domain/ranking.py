@@ -711,7 +711,8 @@ def _personal_pool(
     """The personalised candidate pool, the known events' interaction weights and their vectors (float64,
     newest first); None when the history gives neither a query vector nor a CF source."""
     profile, known, recent = params.profile, request.known, request.recent
-    weights = interaction_weights([e.type for e in known], [e.timestamp for e in known], profile)
+    types, times = [e.type for e in known], [e.timestamp for e in known]
+    weights = interaction_weights(types, times, profile)
     history_vectors = index.vectors_at(request.known_positions).astype(np.float64)
     queries, shares = interest_vectors(
         history_vectors, weights, profile.max_interests, diversity_threshold=profile.diversity_threshold
@@ -722,7 +723,6 @@ def _personal_pool(
         queries = np.asarray([q for q in blended if q is not None], dtype=np.float32).reshape(-1, index.dim)
     taste = None  # only when some item can be new and untouched now (see _gather)
     if signals is not None and queries.shape[0] and _aligned(index, signals).may_hold_new(request.new_since):
-        types, times = [e.type for e in known], [e.timestamp for e in known]
         taste = user_vector(history_vectors, interaction_weights(types, times, profile.taste()))
         if profile_vector is not None:
             taste = blend_with_profile(taste, profile_vector, len(known), profile.profile_strength)
