@@ -142,6 +142,7 @@ def test_the_api_serves_the_lists_the_evaluation_ranks(stack: Stack, encoder_dir
     assert stack.eventually(lambda: stack.get("/health").json().get("index_version") == rebuilt["version"])
     recorded = _signal_params(stack, rebuilt["version"])
     assert recorded["cf_model_used"] == "slist", recorded  # the shipped CF model, not the small-data fallback
+    assert recorded["keep_cf_matrix"] is True  # the pool scored through its whole matrix, on both sides
     now = float(recorded["now"])
 
     # When every test user asks the API, and the evaluation ranks the same users at the rebuild's now
@@ -157,6 +158,7 @@ def test_the_api_serves_the_lists_the_evaluation_ranks(stack: Stack, encoder_dir
     # (the lists rest on every signal: CF neighbours and a non-empty trending window at that now)
     signals = replay.at(now)
     assert signals.trending.any() and any(signals.neighbours(e.item_id) for e in cases[0].history)
+    assert signals.cf_matrix is not None
 
     # Then every list is the same, id for id and in order
     differing = [user for user in evaluated if served[user] != evaluated[user]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import pairwise
 
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from embrec.domain import ranking
 from embrec.domain.model import Filters, Interaction
+from embrec.domain.profiles import ProfileParams, interaction_weights
 from embrec.domain.ranking import (
     BlendWeights,
     RankParams,
@@ -355,3 +357,40 @@ def test_cf_sources_are_weighed_as_the_cf_model_read_its_rows(catalog: VectorInd
     top = recommend(catalog, signals, history, None, cf_only, NOW).items
     # Then: engagement rows follow the newest events (rock), typed rows the purchase's weight (x5, jazz)
     assert _topics_of([item.item_id for item in top[:3]]) == [0 if typed else 1] * 3
+
+
+def test_the_whole_cf_matrix_scores_the_pool_as_the_model_scores_a_row(catalog: VectorIndex) -> None:
+    # Given: SLIST over users who each stay inside one topic, each item's neighbour row cut to its best 2
+    rng = np.random.default_rng(3)
+    picks = rng.integers(0, N_ITEMS // 4, size=(80, 12)) * 4 + np.arange(80)[:, None] % 4
+    events = [
+        (f"u{u}", Interaction(_item_id(int(picks[u, j])), "like", NOW - DAY + j))
+        for u in range(80)
+        for j in range(12)
+    ]
+    ids = [_item_id(n) for n in range(N_ITEMS)]
+    signals = compute_signals(events, ids, SignalParams(neighbours=2, ease_min_total_users=0), now=NOW)
+    matrix = signals.cf_matrix
+    assert signals.params["cf_model_used"] == "slist" and matrix is not None
+    history = _history([1, 5, 9, 13, 17, 21])  # six rock items, newest last
+    # When: a CF-only request ranks with the whole matrix, and with the neighbour rows alone
+    cf_only = RankParams(k=8, weights=BlendWeights(embedding=0.0, cf=1.0, trending=0.0))
+    whole = recommend(catalog, signals, history, None, cf_only, NOW).items
+    rows_only = recommend(catalog, replace(signals, cf_matrix=None), history, None, cf_only, NOW).items
+    # Then: each item's score is, up to the pool's common scale, sum_i w_i B[i, j] over the six sources,
+    # weighed by recency as the model read engagement rows
+    weights = interaction_weights(
+        [e.type for e in history[::-1]], [e.timestamp for e in history[::-1]], ProfileParams().engagement()
+    )
+    sources = matrix.rows[[signals.position(e.item_id) for e in history[::-1]]]
+    expected = weights @ matrix.weights[sources].astype(np.float64)
+
+    def defined(item_id: str) -> float:
+        return float(expected[matrix.rows[signals.position(item_id)]])
+
+    scale = defined(whole[0].item_id) / whole[0].score
+    assert [item.score * scale for item in whole] == pytest.approx([defined(i.item_id) for i in whole])
+    assert _topics_of([item.item_id for item in whole]) == [1] * 8
+    # ... which the neighbour rows alone do not give: they miss what most sources add to most items
+    missed = [defined(item.item_id) for item in rows_only]
+    assert [item.score * scale for item in rows_only] != pytest.approx(missed)

@@ -87,6 +87,16 @@ def test_popular_items_do_not_dominate_cooccurrence() -> None:
     assert [item for item, _ in signals.neighbours("x")] == ["y", "blockbuster"]
 
 
+def _assert_whole_matrix(signals: Signals, names: str, b: np.ndarray) -> None:
+    """The signals keep the model's whole ``B`` (negative and small entries too) for ``names``, in float16."""
+    matrix = signals.cf_matrix
+    assert matrix is not None and matrix.weights.dtype == np.float16
+    rows = matrix.rows[[signals.position(n) for n in names]]
+    assert np.all(rows >= 0)
+    kept = matrix.weights[np.ix_(rows, rows)].astype(np.float64)
+    np.testing.assert_allclose(kept, b, rtol=2e-3, atol=1e-6)
+
+
 def test_ease_matches_the_closed_form() -> None:
     histories = {"u1": ["a", "b"], "u2": ["a", "b", "c"], "u3": ["b", "c"], "u4": ["a", "c"]}
     lam = 0.5
@@ -100,6 +110,7 @@ def test_ease_matches_the_closed_form() -> None:
     for i, item in enumerate("abc"):
         expected = {other: b[i, j] for j, other in enumerate("abc") if j != i and b[i, j] > 0}
         assert dict(signals.neighbours(item)) == pytest.approx(expected, rel=1e-5)
+    _assert_whole_matrix(signals, "abc", b)
 
 
 def test_ease_leaves_out_items_a_single_user_touched_above_the_prune_size() -> None:
@@ -118,6 +129,9 @@ def test_ease_leaves_out_items_a_single_user_touched_above_the_prune_size() -> N
     for i, item in enumerate("abc"):
         expected = {other: b[i, j] for j, other in enumerate("abc") if j != i and b[i, j] > 0}
         assert dict(pruned.neighbours(item)) == pytest.approx(expected, rel=1e-5)
+    np.fill_diagonal(b, 0)
+    _assert_whole_matrix(pruned, "abc", b)
+    assert pruned.cf_matrix is not None and pruned.cf_matrix.rows[3] == -1  # and "d" has no row in it
     assert pruned.interacted_mask()[3]  # still known as touched (it is not "new")
     # ... while a small catalog (the default prune size, 2,000) keeps it: its solve is cheap
     assert compute_signals(events, ids, ease).neighbours("d")
@@ -211,7 +225,7 @@ def test_one_user_replaying_events_counts_once() -> None:
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
     histories, ids = _block_histories()
     ids = [*ids, "ünïcode/ä"]
-    signals = compute_signals(_events(histories), ids, SignalParams(neighbours=3))
+    signals = compute_signals(_events(histories), ids, SignalParams(neighbours=3, ease_min_total_users=0))
     manifest = signals.save(tmp_path)
     assert set(manifest["files"]) == {"signals.npz"} and manifest["count"] == len(ids)
     json.dumps(manifest)  # goes into the index manifest as is
@@ -222,6 +236,36 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.trending, signals.trending)
     assert loaded.params == manifest["params"]
     assert loaded.neighbours("a0") == signals.neighbours("a0")
+    assert signals.cf_matrix is not None and loaded.cf_matrix is not None
+    np.testing.assert_array_equal(loaded.cf_matrix.items, signals.cf_matrix.items)
+    np.testing.assert_array_equal(loaded.cf_matrix.weights, signals.cf_matrix.weights)
+
+
+@pytest.mark.parametrize("params", [
+    SignalParams(keep_cf_matrix=False, ease_min_total_users=0),  # not asked for
+    SignalParams(ease_min_total_users=1_000),  # co-occurrence: no matrix to keep
+])
+def test_signals_without_the_whole_matrix_save_and_load_without_it(
+    tmp_path: Path, params: SignalParams
+) -> None:
+    histories, ids = _block_histories()
+    signals = compute_signals(_events(histories), ids, params)
+    assert signals.cf_matrix is None and signals.neighbours("a0")
+    signals.save(tmp_path)
+    with np.load(tmp_path / signals_module.SIGNALS_FILE, allow_pickle=False) as data:
+        assert "cf_matrix" not in data.files
+    assert Signals.load(tmp_path).cf_matrix is None
+
+
+def test_the_whole_matrix_costs_two_bytes_a_cell_on_disk(tmp_path: Path) -> None:
+    histories, ids = _block_histories()
+    with_matrix = compute_signals(_events(histories), ids, SignalParams(ease_min_total_users=0))
+    assert with_matrix.cf_matrix is not None
+    m = with_matrix.cf_matrix.items.shape[0]
+    with_matrix.save(tmp_path / "with")
+    replace(with_matrix, cf_matrix=None).save(tmp_path / "without")
+    size = [(tmp_path / d / signals_module.SIGNALS_FILE).stat().st_size for d in ("with", "without")]
+    assert 2 * m * m <= size[0] - size[1] <= 2 * m * m + 1_024  # the cells and the npz entries' headers
 
 
 def test_load_refuses_a_tampered_or_missing_file(tmp_path: Path) -> None:
@@ -349,6 +393,21 @@ def test_a_newer_format_is_a_compatibility_error_and_a_malformed_one_an_integrit
     with pytest.raises(IntegrityError, match="CF rows"):
         Signals.load(tmp_path / "bad", files)
 
+    histories, ids = _block_histories()
+    compute_signals(_events(histories), ids, SignalParams(ease_min_total_users=0)).save(tmp_path / "matrix")
+    with np.load(tmp_path / "matrix" / signals_module.SIGNALS_FILE, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    broken = (
+        ("cf_matrix", arrays["cf_matrix"][:-1]),  # a row short
+        ("cf_matrix_items", arrays["cf_matrix_items"][::-1]),  # not ascending
+        ("cf_matrix", arrays["cf_matrix"].astype(np.float32)),  # not what the code writes
+    )
+    for name, bad in broken:
+        np.savez(tmp_path / "matrix" / signals_module.SIGNALS_FILE, **(arrays | {name: bad}))
+        files = describe_files(tmp_path / "matrix", [signals_module.SIGNALS_FILE])
+        with pytest.raises(IntegrityError, match="cf_matrix"):
+            Signals.load(tmp_path / "matrix", files)
+
 
 def test_load_hashes_against_its_manifest_when_given_a_plain_path(tmp_path: Path) -> None:
     _ragged_signals().save(tmp_path)
@@ -411,6 +470,8 @@ def test_slist_matches_its_definition(alpha: float, window: int) -> None:
     for i, item in enumerate(names):
         expected = {other: b[i, j] for j, other in enumerate(names) if j != i and b[i, j] > 0}
         assert dict(signals.neighbours(item)) == pytest.approx(expected, rel=1e-5)
+    _assert_whole_matrix(signals, names, b)
+    assert (b < 0).any()  # entries the neighbour rows leave out, which the matrix keeps
 
 
 def test_slist_with_alpha_1_is_ease() -> None:

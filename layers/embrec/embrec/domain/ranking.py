@@ -428,6 +428,40 @@ def _cf(
     return _CF(unique, scores, [sources[int(r)][0] for r in best], active)
 
 
+def _matrix_cf(
+    signals: Signals, aligned: _Aligned, cf_sources: Sequence[tuple[str, float]], candidates: np.ndarray
+) -> tuple[np.ndarray, list[str]] | None:
+    """The candidates' CF scores read from the model's whole matrix
+    (:class:`~embrec.domain.signals.CFMatrix`): ``sum_i w_i B[i, j]`` over every source ``i`` the model
+    solved for, small and negative weights included, as the model itself scores a user's row. Returns
+    float64 (C,) scores (0 where the model has no row for the candidate) and per candidate the source with
+    the largest positive weight to it ("" where none); None without a matrix or a source in it.
+    O(sources x candidates) float16 reads."""
+    matrix = signals.cf_matrix
+    if matrix is None:
+        return None
+    sources = [
+        (int(row), weight, item_id)
+        for item_id, weight in cf_sources
+        if weight > 0 and (pos := signals.position(item_id)) is not None and (row := matrix.rows[pos]) >= 0
+    ]
+    if not sources:
+        return None
+    sig = aligned.pos_to_sig[candidates]
+    cols = np.where(sig >= 0, matrix.rows[np.maximum(sig, 0)], -1)
+    scored = cols >= 0
+    rows = np.asarray([row for row, _, _ in sources], dtype=np.int64)
+    part = matrix.weights[np.ix_(rows, cols[scored])].astype(np.float64)  # (S, scored candidates)
+    scores = np.zeros(candidates.shape[0], dtype=np.float64)
+    scores[scored] = np.asarray([weight for _, weight, _ in sources]) @ part
+    # As in _cf: the source most similar to the item (ties: the heavier source, first in order).
+    best = part.argmax(axis=0) if part.size else np.zeros(0, dtype=np.int64)
+    named = np.full(candidates.shape[0], "", dtype=object)
+    has_positive = part.max(axis=0) > 0 if part.size else np.zeros(0, dtype=bool)
+    named[np.flatnonzero(scored)[has_positive]] = [sources[int(r)][2] for r in best[has_positive]]
+    return scores, named.tolist()
+
+
 def _gather(
     index: ItemIndex,
     signals: Signals | None,
@@ -509,13 +543,21 @@ def _gather(
         embedding = np.zeros(len(ids))
     # CF as the weighted mean similarity to the history: an absolute scale, so thin evidence (a pair seen
     # by one user, damped by shrinkage) stays small instead of being stretched to 1 by min-max.
-    at = np.minimum(np.searchsorted(cf.positions, candidates), max(cf.positions.shape[0] - 1, 0))
-    has_cf = cf.positions[at] == candidates if cf.positions.size else np.zeros(len(ids), dtype=bool)
-    cf_raw = np.where(has_cf, cf.scores[at] if cf.scores.size else 0.0, 0.0)
+    # The neighbour rows found the CF candidates; the whole matrix, when the signals keep it, scores them.
+    exact = None
+    if aligned is not None and signals is not None:
+        exact = _matrix_cf(signals, aligned, cf_sources, candidates)
+    if exact is not None:
+        cf_raw, named = exact
+        cf_source = {ids[i]: named[i] for i in range(len(ids)) if named[i]}
+    else:
+        at = np.minimum(np.searchsorted(cf.positions, candidates), max(cf.positions.shape[0] - 1, 0))
+        has_cf = cf.positions[at] == candidates if cf.positions.size else np.zeros(len(ids), dtype=bool)
+        cf_raw = np.where(has_cf, cf.scores[at] if cf.scores.size else 0.0, 0.0)
+        cf_source = {ids[i]: cf.source[int(at[i])] for i in np.flatnonzero(has_cf)}
     source_weight = sum(w for _, w in cf_sources if w > 0)
     if source_weight > 0:
         cf_raw /= source_weight
-    cf_source = {ids[i]: cf.source[int(at[i])] for i in np.flatnonzero(has_cf)}
     if aligned is not None:
         trend = aligned.trending[candidates]
         evidence = np.where(aligned.interacted[candidates], 1.0, np.where(fresh, 0.0, aligned.silence))

@@ -84,6 +84,7 @@ from embrec.manifest import (
 __all__ = [
     "CF_MODELS",
     "SIGNALS_FILE",
+    "CFMatrix",
     "EventColumns",
     "EventPage",
     "SignalParams",
@@ -113,7 +114,9 @@ class SignalParams:
     of the items' content rows in the EASE / SLIST solve (:func:`_add_side`; 0 = none).
     ``cf_type_weights``: the EASE / SLIST solve weighs each (user, item) by its best event type's weight
     (True, the behaviour until session 16, for which λ 1,000 was chosen) or reads it as engagement, 1
-    (False, the default).
+    (False, the default). ``keep_cf_matrix``: EASE and SLIST also keep their whole weight matrix
+    (:class:`CFMatrix`, float16, 2 m^2 bytes: 50 MB for MovieLens' 5k items, 200 MB at the 10k cap), so a
+    request scores its candidates against every source instead of through the top-N rows.
     """
 
     # SLIST over EASE, alpha 0.8 over 0.5 and 0.2: chosen on the pooled MovieLens validation splits (hybrid
@@ -127,6 +130,9 @@ class SignalParams:
     shrinkage: float = 10.0
     ease_lambda: float = 150.0
     cf_type_weights: bool = False
+    # The whole matrix over its top-50 rows: pooled validation NDCG@10 0.0824 -> 0.0863 (EVALUATION.md, "The
+    # whole CF matrix scores the pool").
+    keep_cf_matrix: bool = True
     ease_max_items: int = 10_000
     ease_min_users: int = 2
     ease_prune_above: int = 2_000
@@ -232,6 +238,38 @@ def _dense(data: Mapping[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarr
 
 
 @dataclass(frozen=True, eq=False)
+class CFMatrix:
+    """The CF model's whole item-item weight matrix ``B`` (EASE or SLIST) over the items it solved for.
+
+    ``items``: int (m,), the signals positions of those items, ascending. ``weights``: float16 (m, m), row
+    ``r`` = what item ``items[r]`` adds to each item's score (``B[i, j]``, negative entries included, the
+    diagonal 0). ``n``: the signals' item count. ``rows``: int64 (n,), the row of each signals position, -1
+    where the model did not solve for the item.
+
+    The neighbour rows keep each item's top-N positive entries, which is what candidates are found from; a
+    score read through them misses the rest of the row: the many small weights, positive and negative,
+    that every other history item adds to a candidate. float16: half of float32's bytes, and its relative
+    precision (~1e-3) is finer than any difference the ranking acts on.
+    """
+
+    items: np.ndarray
+    weights: np.ndarray
+    n: int
+    rows: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        m = self.items.shape[0]
+        if self.items.ndim != 1 or self.weights.shape != (m, m) or self.weights.dtype != np.float16:
+            raise InvalidInputError("cf_matrix", "must be float16 (m, m) with one item position per row")
+        inside = not m or (int(self.items.min()) >= 0 and int(self.items.max()) < self.n)
+        if not inside or np.any(np.diff(self.items) <= 0):
+            raise InvalidInputError("cf_matrix", "item positions must be ascending and inside the signals")
+        rows = np.full(self.n, -1, dtype=np.int64)
+        rows[self.items] = np.arange(m)
+        object.__setattr__(self, "rows", rows)
+
+
+@dataclass(frozen=True, eq=False)
 class Signals:
     """CF neighbours and trending scores keyed by ``item_ids`` (positions, not index ids).
 
@@ -240,7 +278,9 @@ class Signals:
     ``interacted``: bool (n,), the item had at least one event of any type (dislikes included) in the data
     the signals were built from; ``None`` (signals saved before it existed) falls back to "has a CF row or
     trending > 0" in :meth:`interacted_mask`. Ranking uses it to tell a new item (no evidence) from one
-    the users saw and did not co-engage with.
+    the users saw and did not co-engage with. ``cf_matrix``: the model's whole weight matrix
+    (:class:`CFMatrix`, ``SignalParams.keep_cf_matrix``); ``None`` for co-occurrence and for signals saved
+    without it, whose requests score through the neighbour rows.
     """
 
     item_ids: tuple[str, ...]
@@ -249,6 +289,7 @@ class Signals:
     trending: np.ndarray
     params: Mapping[str, Any] = field(default_factory=dict)
     interacted: np.ndarray | None = None
+    cf_matrix: CFMatrix | None = None
     _positions: dict[str, int] = field(init=False, repr=False, compare=False)
     _trending_order: list[np.ndarray] = field(init=False, repr=False, compare=False)
 
@@ -260,6 +301,8 @@ class Signals:
             raise InvalidInputError("trending", "shape does not match item_ids")
         if self.interacted is not None and self.interacted.shape != (n,):
             raise InvalidInputError("interacted", "shape does not match item_ids")
+        if self.cf_matrix is not None and self.cf_matrix.n != n:
+            raise InvalidInputError("cf_matrix", "item count does not match item_ids")
         object.__setattr__(self, "_positions", {item_id: i for i, item_id in enumerate(self.item_ids)})
         object.__setattr__(self, "_trending_order", [])
 
@@ -324,6 +367,10 @@ class Signals:
         optional: dict[str, Any] = {}
         if self.interacted is not None:
             optional["interacted"] = self.interacted.astype(np.bool_)
+        if self.cf_matrix is not None:
+            items = self.cf_matrix.items
+            optional["cf_matrix_items"] = items.astype(_narrowest_unsigned(max(int(items.max(initial=0)), 0)))
+            optional["cf_matrix"] = self.cf_matrix.weights
         arrays: dict[str, np.ndarray] = {
             "format_version": np.asarray(_FORMAT_VERSION, dtype=np.int64),
             "item_id_blob": blob,
@@ -387,6 +434,10 @@ class Signals:
                     params=params,
                     # optional key (added without a format bump): older files fall back in interacted_mask
                     interacted=data["interacted"].astype(np.bool_) if "interacted" in data.files else None,
+                    # optional too: signals saved without it score through the neighbour rows
+                    cf_matrix=CFMatrix(
+                        data["cf_matrix_items"].astype(np.int64), data["cf_matrix"], len(item_ids)
+                    ) if "cf_matrix" in data.files else None,
                 )
         except (OSError, KeyError, ValueError, InvalidInputError) as error:
             raise IntegrityError(f"{SIGNALS_FILE}: unreadable ({error})") from None
@@ -577,11 +628,12 @@ def _gram(rows: _UserRows, active: _Active) -> np.ndarray:
 
 
 def _top_positive(
-    weights: Callable[[int, int], np.ndarray], active: _Active, top_n: int
+    weights: Callable[[int, int], np.ndarray], active: _Active, top_n: int, keep: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-N positive off-diagonal entries of each row of an (m, m) item-item matrix, read in row chunks
     (``weights(lo, hi)`` returns rows lo..hi-1, diagonal already 0): (m, N) rows by local position whose
-    neighbour ids are catalog positions, -1 / 0 padded (:func:`_scatter` moves the rows)."""
+    neighbour ids are catalog positions, -1 / 0 padded (:func:`_scatter` moves the rows). ``keep`` (float16
+    (m, m)): every chunk is also written there."""
     m = int(active.items.size)
     out_idx = np.full((m, top_n), -1, dtype=np.int32)
     out_score = np.zeros((m, top_n), dtype=np.float32)
@@ -589,6 +641,8 @@ def _top_positive(
     rows_per_chunk = max(1, 4_000_000 // m)
     for lo in range(0, m, rows_per_chunk):
         chunk = weights(lo, min(m, lo + rows_per_chunk))
+        if keep is not None:
+            keep[lo : lo + chunk.shape[0]] = chunk
         part = np.argpartition(chunk, m - k, axis=1)[:, m - k :]
         vals = np.take_along_axis(chunk, part, axis=1)
         src = np.repeat(np.arange(chunk.shape[0]), k)
@@ -629,8 +683,8 @@ def _add_side(gram: np.ndarray, side: np.ndarray, active: _Active, weight: float
 
 def ease_neighbours(
     rows: _UserRows, top_n: int, lam: float = 1000.0, min_users: int = 1, *,
-    side: np.ndarray | None = None, side_weight: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:
+    side: np.ndarray | None = None, side_weight: float = 0.0, keep_matrix: bool = False,
+) -> tuple[np.ndarray, np.ndarray, CFMatrix | None]:
     """EASE item-item weights restricted to items with >= ``min_users`` users; top-N positive ``B[i, :]``
     per item. An item one user touched is known only through that user's other items, the weakest evidence
     there is, yet it costs the O(m^3) solve as much as any other item (a third of MovieLens' rated items).
@@ -641,11 +695,13 @@ def ease_neighbours(
 
     ``side`` (float (n_items, d), rows by catalog position) with ``side_weight`` > 0: the collective model
     of :func:`_add_side`, ``P = (X^T X + side_weight V V^T + lam I)^-1``, ``B`` as above.
+
+    ``keep_matrix``: ``B`` itself is returned too (:class:`CFMatrix`, float16; None otherwise).
     """
     active = _active(rows, min_users)
     m = int(active.items.size)
     if m < 2:
-        return _scatter(active, rows.n_items, _empty_rows(m, top_n))
+        return (*_scatter(active, rows.n_items, _empty_rows(m, top_n)), None)
     gram = _gram(rows, active)
     if side is not None and side_weight > 0:
         _add_side(gram, side, active, side_weight)
@@ -654,7 +710,13 @@ def ease_neighbours(
     del gram
     p /= -np.diag(p)[None, :]  # B = -P / diag(P) column-wise, in place
     np.fill_diagonal(p, 0.0)
-    return _scatter(active, rows.n_items, _top_positive(lambda lo, hi: p[lo:hi], active, top_n))
+    keep = np.empty((m, m), dtype=np.float16) if keep_matrix else None
+    top = _top_positive(lambda lo, hi: p[lo:hi], active, top_n, keep)
+    return (*_scatter(active, rows.n_items, top), _matrix(active, rows.n_items, keep))
+
+
+def _matrix(active: _Active, n_items: int, weights: np.ndarray | None) -> CFMatrix | None:
+    return None if weights is None else CFMatrix(active.items.astype(np.int64), weights, n_items)
 
 
 def _empty_rows(m: int, top_n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -720,7 +782,8 @@ def _transition_grams(
 def slist_neighbours(
     rows: _UserRows, top_n: int, lam: float = 1000.0, min_users: int = 1, *, alpha: float = 0.5,
     half_life: float = 3.0, window: int = 10, side: np.ndarray | None = None, side_weight: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:
+    keep_matrix: bool = False,
+) -> tuple[np.ndarray, np.ndarray, CFMatrix | None]:
     """SLIST (Choi et al., WWW 2021) over users' histories read as sequences; top-N positive ``B[i, :]``.
 
     ``B`` minimises ``alpha ||X - X B||^2 + (1 - alpha) ||T - S B||^2 + lam ||B||^2`` subject to
@@ -737,11 +800,14 @@ def slist_neighbours(
     al., RecSys 2020, :func:`_add_side`): one more reconstruction term ``side_weight ||V^T - V^T B||^2``,
     the items' content rebuilt from the other items' content under the same ``B``, so ``G`` and ``C`` both
     gain ``side_weight V V^T`` (``alpha = 1`` is the paper's collective EASE).
+
+    ``keep_matrix``: ``B`` itself is returned too (:class:`CFMatrix`, float16, one more (m, m) matrix at a
+    quarter of a float64 one's bytes; None otherwise).
     """
     active = _active(rows, min_users)
     m = int(active.items.size)
     if m < 2:
-        return _scatter(active, rows.n_items, _empty_rows(m, top_n))
+        return (*_scatter(active, rows.n_items, _empty_rows(m, top_n)), None)
     gram = _gram(rows, active)
     gram *= alpha
     if side is not None and side_weight > 0:
@@ -760,7 +826,9 @@ def slist_neighbours(
         chunk[np.arange(hi - lo), np.arange(lo, hi)] = 0.0
         return chunk
 
-    return _scatter(active, rows.n_items, _top_positive(weights, active, top_n))
+    keep = np.empty((m, m), dtype=np.float16) if keep_matrix else None
+    top = _top_positive(weights, active, top_n, keep)
+    return (*_scatter(active, rows.n_items, top), _matrix(active, rows.n_items, keep))
 
 
 @dataclass(frozen=True)
@@ -1072,15 +1140,17 @@ def signals_from_events(
     side = item_vectors if params.side_weight > 0 and model in ("ease", "slist") else None
     if side is not None and side.shape[0] != n_items:
         raise InvalidInputError("item_vectors", f"must have one row per item ({n_items}), not {len(side)}")
+    matrix: CFMatrix | None = None
     if model == "ease":
-        cf_idx, cf_score = ease_neighbours(
-            rows, params.neighbours, params.ease_lambda, min_users, side=side, side_weight=params.side_weight
+        cf_idx, cf_score, matrix = ease_neighbours(
+            rows, params.neighbours, params.ease_lambda, min_users, side=side, side_weight=params.side_weight,
+            keep_matrix=params.keep_cf_matrix,
         )
     elif model == "slist":
-        cf_idx, cf_score = slist_neighbours(
+        cf_idx, cf_score, matrix = slist_neighbours(
             rows, params.neighbours, params.ease_lambda, min_users, alpha=params.slist_alpha,
             half_life=params.slist_half_life_events, window=params.slist_window, side=side,
-            side_weight=params.side_weight,
+            side_weight=params.side_weight, keep_matrix=params.keep_cf_matrix,
         )
     else:
         cf_idx, cf_score = cooccurrence_neighbours(
@@ -1106,7 +1176,9 @@ def signals_from_events(
         "n_users": n_users,
         "n_items_with_events": n_active,
     }
-    return Signals(tuple(ids), cf_idx, cf_score, trend.astype(np.float32), recorded, events.interacted)
+    return Signals(
+        tuple(ids), cf_idx, cf_score, trend.astype(np.float32), recorded, events.interacted, matrix
+    )
 
 
 def compute_signals(
