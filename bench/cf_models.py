@@ -8,6 +8,12 @@ between two lines is the difference a model makes to the rebuild. Ratios are to 
 information. ``slist+side`` solves with the items' content as side information (``side_weight``): its
 cost depends on the shapes only (m solved items x 384), so the content is seeded random unit vectors,
 memory-mapped from a file as the rebuild maps the graph file it just wrote (the solve reads only its rows).
+``slist-rows`` is SLIST without keeping its whole weight matrix (``SignalParams.keep_cf_matrix`` False, the
+behaviour before session 17): the difference to ``slist`` is what the matrix costs the rebuild. The models
+run in turn, repeat after repeat, so each sees the same machine load; ``BENCH_CF_MODELS`` (comma-separated)
+runs some of them. ``BENCH_CF_EVENTS=movielens``: the events are MovieLens ml-latest-small's leave-last-out
+training ratings instead (``data/ml-latest-small``, 9,742 items of which ~6.3k are solved): a real catalog
+whose solve is three times the synthetic one's width.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from bench._data import ROOT, machine_line, peak_rss_mb, synthetic_interactions
+from embrec.domain.model import Interaction
 
 __all__ = ["main"]
 
 NOW = 1_790_000_000.0
-MODELS = ("ease", "slist", "slist+side", "cooccurrence")
+MODELS = ("ease", "slist", "slist-rows", "slist+side", "cooccurrence")
 SIDE_DIM = 384
 SIDE_WEIGHT = 100.0  # the weight changes the solution, not the work
 
@@ -47,12 +54,25 @@ def _memory_mapped_unit_vectors(n: int, directory: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
+def _events(n: int) -> tuple[list[str], list[tuple[str, Interaction]]]:
+    if os.environ.get("BENCH_CF_EVENTS") == "movielens":
+        from embrec_tools.datasets import load_movielens
+        from embrec_tools.evaluation import leave_last_out
+
+        dataset = load_movielens(ROOT / "data" / "ml-latest-small")
+        return dataset.item_ids, leave_last_out(dataset.interactions).train
+    ids = [f"pypi-{i}" for i in range(n)]
+    return ids, synthetic_interactions(ids)
+
+
 def _child(model: str, n: int) -> None:
     from embrec.domain.signals import SignalParams, compute_signals
 
-    ids = [f"pypi-{i}" for i in range(n)]
-    events = synthetic_interactions(ids)
-    params = SignalParams(cf_model=model.removesuffix("+side"))
+    ids, events = _events(n)
+    n = len(ids)
+    params = SignalParams(cf_model=model.removesuffix("+side").removesuffix("-rows"))
+    if model.endswith("-rows"):
+        params = replace(params, keep_cf_matrix=False)
     scratch = tempfile.TemporaryDirectory()
     vectors = None
     if model.endswith("+side"):
@@ -68,6 +88,7 @@ def _child(model: str, n: int) -> None:
         "solved_items": signals.params["n_items_with_events"],
         "model_used": signals.params["cf_model_used"],
         "side": signals.params["side_information_used"],
+        "matrix_mb": signals.cf_matrix.weights.nbytes / 1e6 if signals.cf_matrix is not None else 0.0,
     }
     del vectors
     scratch.cleanup()
@@ -86,20 +107,29 @@ def main() -> None:
     print(machine_line())
     n = int(os.environ.get("BENCH_CF_ITEMS", "100000"))
     repeats = int(os.environ.get("BENCH_REPEATS", "3"))
-    runs = {model: [_run_child(model, n) for _ in range(repeats)] for model in MODELS}
+    movielens = os.environ.get("BENCH_CF_EVENTS") == "movielens"
+    catalog = "MovieLens (leave-last-out training)" if movielens else f"{n:,} items"
+    models = os.environ.get("BENCH_CF_MODELS", ",".join(MODELS)).split(",")
+    if "slist" not in models or not set(models) <= set(MODELS):
+        raise SystemExit(f"BENCH_CF_MODELS: a subset of {','.join(MODELS)} holding slist (the ratios' base)")
+    runs: dict[str, list[dict[str, float | str]]] = {model: [] for model in models}
+    for _ in range(repeats):
+        for model in models:
+            runs[model].append(_run_child(model, n))
     medians = {}
     for model, results in runs.items():
         seconds = sorted(float(r["seconds"]) for r in results)[len(results) // 2]
         growth = sorted(float(r["peak_rss_mb"]) - float(r["rss_before_mb"]) for r in results)
         above = growth[len(results) // 2]
         medians[model] = (seconds, above)
+        kept = float(results[0]["matrix_mb"])
         print(
-            f"  {model:13s} signals at {n:,} items: median {seconds:6.2f} s of {repeats}, peak RSS above "
+            f"  {model:13s} signals of {catalog}: median {seconds:6.2f} s of {repeats}, peak RSS above "
             f"the loaded events {above:6.0f} MB ({results[0]['model_used']} over "
-            f"{results[0]['solved_items']:,} items)"
+            f"{results[0]['solved_items']:,} items; whole matrix kept: {kept:.1f} MB)"
         )
     base_s, base_mb = medians["slist"]
-    for model in MODELS:
+    for model in models:
         seconds, above = medians[model]
         print(
             f"  {model:13s} / slist: time x{seconds / base_s:.2f}, memory above floor x{above / base_mb:.2f}"

@@ -7,12 +7,16 @@ Baseline in the same process: the naive method — re-encode the history texts o
 weighted mean, exact flat numpy search over every vector, drop seen items. ``learned``: the same request
 re-scored by the learned blend (the version's ranker when the bench rebuild trained one, else one with the
 blend prior's weights: the work per request does not depend on the weights), timed alternately with ours.
+``CF rows only``: the same request with signals that do not keep the CF model's whole matrix
+(``Signals.cf_matrix``), so the pool is scored through the neighbour rows as before session 17, timed in
+alternate blocks against ours (switching signals re-aligns them to the index, once per block).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -112,8 +116,13 @@ def _bench_size(
         naive_recommend(encoder, texts, matrix, ids, history, 10)
         naive.append(time.perf_counter() - t0)
     new_share, blocked, fresh = _new_items_blocks(index, signals, ids, history, params, repeats)
+    rows_only = replace(signals, cf_matrix=None)
+    with_matrix, by_rows = _blocks(index, (signals, rows_only), history, params, repeats)
+    matrix = signals.cf_matrix
+    solved = f"{matrix.items.shape[0]:,} items" if matrix is not None else "none kept"
     o50, o99 = percentiles_ms(ours)
     l50, l99 = percentiles_ms(learned)
+    m50, r50 = percentiles_ms(with_matrix)[0], percentiles_ms(by_rows)[0]
     b50, b99 = percentiles_ms(blocked)
     f50, f99 = percentiles_ms(fresh)
     n50, n99 = percentiles_ms(naive)
@@ -121,6 +130,8 @@ def _bench_size(
         f"request path, {n:>7,} items, {len(history)} events (setup {setup:.0f} s):\n"
         f"  ours  ranking.recommend  p50 {o50:8.2f} ms  p99 {o99:8.2f} ms  ({repeats} requests)\n"
         f"  ours, learned blend      p50 {l50:8.2f} ms  p99 {l99:8.2f} ms  (x{l50 / o50:.2f} of ours)\n"
+        f"  ours, CF rows only       p50 {r50:8.2f} ms  (ours x{m50 / r50:.2f} of it in the same blocks: p50 "
+        f"{m50:.2f} ms; the whole CF matrix: {solved})\n"
         f"  ours, {new_share:.0%} of items new    p50 {f50:8.2f} ms  p99 {f99:8.2f} ms  "
         f"(x{f50 / b50:.2f} of ours in the same blocks: p50 {b50:.2f} ms, p99 {b99:.2f} ms)\n"
         f"  naive re-encode+exact    p50 {n50:8.2f} ms  p99 {n99:8.2f} ms  ({naive_repeats} requests)\n"
@@ -136,7 +147,6 @@ def _new_items_blocks(
     history: list[Interaction],
     params: RankParams,
     repeats: int,
-    block: int = 30,
 ) -> tuple[float, list[float], list[float]]:
     """The same request when 1% of the catalog is new since the rebuild (untouched items the signals do not
     know: each request also searches them against the user's taste), timed in alternate blocks against the
@@ -147,15 +157,29 @@ def _new_items_blocks(
     untouched = [item_id for item_id in ids if item_id not in touched]
     new = set(untouched[:: max(1, len(untouched) // max(1, len(ids) // 100))][: len(ids) // 100])
     without_new = compute_signals(events, [i for i in ids if i not in new], now=NOW)
-    times: dict[bool, list[float]] = {False: [], True: []}
+    known, fresh = _blocks(index, (signals, without_new), history, params, repeats)
+    return len(new) / len(ids), known, fresh
+
+
+def _blocks(
+    index: VectorIndex,
+    versions: tuple[Signals, Signals],
+    history: list[Interaction],
+    params: RankParams,
+    repeats: int,
+    block: int = 30,
+) -> tuple[list[float], list[float]]:
+    """The same request against two signals, timed in alternate blocks of ``block``; each block's first
+    request is untimed (it re-aligns the signals to the index)."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(max(1, repeats // block)):
-        for with_new, version in ((False, signals), (True, without_new)):
+        for version, out in zip(versions, times, strict=True):
             recommend(index, version, history, None, params, NOW)
             for _ in range(block):
                 t0 = time.perf_counter()
                 recommend(index, version, history, None, params, NOW)
-                times[with_new].append(time.perf_counter() - t0)
-    return len(new) / len(ids), times[False], times[True]
+                out.append(time.perf_counter() - t0)
+    return times
 
 
 def _bench_history_read(repeats: int) -> None:
