@@ -132,3 +132,54 @@ def test_search_properties(
         brute = sorted(allowed, key=lambda item_id: (-float(VECTORS[position[item_id]] @ unit), item_id))
         best = [float(VECTORS[position[i]] @ unit) for i in brute[: len(ids)]]
         np.testing.assert_allclose(scores, best, atol=1e-6)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    query_seed=st.integers(0, 2**32 - 1),
+    near_item=st.none() | st.integers(0, N - 1),
+    k=st.integers(1, 60),
+    among=st.sets(st.integers(0, N - 1), max_size=120),
+    exclude=st.lists(st.sampled_from(IDS), max_size=40),
+    over_the_block_cap=st.booleans(),
+)
+def test_search_among_equals_the_masked_search(
+    index: VectorIndex,
+    query_seed: int,
+    near_item: int | None,
+    k: int,
+    among: set[int],
+    exclude: list[str],
+    over_the_block_cap: bool,
+) -> None:
+    # Given: a set of positions (the duplicates' tie region included), a request's allowed mask
+    rng = np.random.default_rng(query_seed)
+    query = rng.standard_normal(DIM).astype(np.float32)
+    if near_item is not None:
+        query = VECTORS[near_item] + 0.05 * query
+    index.exact_max_items, index.exact_max_fraction = (0 if over_the_block_cap else 4096, 0.02)
+    positions = np.asarray(sorted(among), dtype=np.int64)
+    allowed = index.allowed_mask(None, index.positions_of(exclude))
+    mask = np.zeros(allowed.shape[0], dtype=bool)
+    mask[positions] = allowed[positions]
+    # When: the same question is asked among the positions, twice (the second reads the kept block)
+    first = index.search_among(query, k, positions, allowed)
+    again = index.search_among(query, k, positions, allowed)
+    # Then: the masked search's answer, positions and scores, in order
+    expected = index.search_positions(query, k, mask) if mask.any() else (np.zeros(0, np.int64), np.zeros(0))
+    for got in (first, again):
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_search_among_keeps_one_block_until_asked_for_another(index: VectorIndex) -> None:
+    index.exact_max_items = 4096
+    allowed = index.allowed_mask(None)
+    query = VECTORS[3]
+    first, second = np.arange(10, 60, dtype=np.int64), np.arange(100, 130, dtype=np.int64)
+    index.search_among(query, 5, first, allowed)
+    block = index._block
+    index.search_among(query, 5, first.copy(), allowed)
+    assert index._block is block  # the same positions: the same block, not gathered again
+    found = index.search_among(query, 5, second, allowed)[0]
+    assert index._block is not block and set(found.tolist()) <= set(second.tolist())

@@ -228,3 +228,7 @@ class ItemIndex(Protocol):
     def search_positions(
         self, vector: np.ndarray, k: int, allowed: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def search_among(
+        self, vector: np.ndarray, k: int, positions: np.ndarray, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]: ...

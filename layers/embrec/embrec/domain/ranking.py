@@ -501,13 +501,15 @@ def _gather(
     for q, share in zip(queries, shares, strict=True):
         found.append(index.search_positions(q, max(1, math.ceil(pool * float(share))), allowed)[0])
     aligned = _aligned(index, signals) if signals is not None else None
-    fresh_all = None  # bool over positions: allowed, new and untouched (only when a taste is to place them)
+    place_fresh = False  # some allowed item is new and untouched, and a taste is to place it
     if taste is not None and aligned is not None and queries.shape[0]:
-        fresh_all = allowed & aligned.untouched_new(slice(None), new_since)
-        if fresh_all.any():
-            found.append(index.search_positions(taste, taste_pool, fresh_all)[0])
-        else:
-            fresh_all = None
+        # The same few positions request after request: the index scores them as one block (search_among).
+        new_items = np.flatnonzero(aligned.untouched_new(slice(None), new_since))
+        nearest = new_items
+        if new_items.size:
+            nearest = index.search_among(taste, taste_pool, new_items, allowed)[0]
+        place_fresh = bool(nearest.size)
+        found.append(nearest)
     cf = _CF(np.zeros(0, np.int64), np.zeros(0), [], 0)
     if aligned is not None and signals is not None:
         cf = _cf(signals, aligned, cf_sources, allowed)
@@ -537,7 +539,7 @@ def _gather(
             shares_arr = np.maximum(np.asarray(shares, dtype=np.float64), 1e-9)
             cosines = 1.0 - ranks / (shares_arr[None, :] * len(ids))
         embedding = cosines.max(axis=1)
-        if fresh_all is not None and taste is not None:
+        if place_fresh and taste is not None:
             embedding = _taste_scores(embedding, vectors @ taste.astype(np.float64), fresh)
     else:
         embedding = np.zeros(len(ids))
