@@ -248,3 +248,25 @@ def test_a_new_item_meets_the_users_taste_and_warm_items_keep_their_scores() -> 
     warm = (set(taste) & set(recent)) - {"new-a", "new-b"}
     assert len(warm) >= 20
     assert all(taste[item_id] == pytest.approx(recent[item_id]) for item_id in warm)
+
+
+def test_the_new_items_are_listed_without_a_pass_over_every_position() -> None:
+    # Given: items the rebuild knew (dated, undated, touched), items added after it, one of each deleted
+    rng = np.random.default_rng(4)
+    ids = [f"k{j}" for j in range(30)] + [f"later{j}" for j in range(6)]
+    created = [None if j % 4 == 0 else NOW - j * DAY for j in range(36)]
+    metadata = [
+        {"title": i} | ({"created_at": c} if c is not None else {}) for i, c in zip(ids, created, strict=True)
+    ]
+    index = VectorIndex.build(ids, rng.standard_normal((36, DIM)).astype(np.float32), metadata)
+    events = [(f"u{u}", Interaction(f"k{j}", "view", NOW - DAY)) for u in range(3) for j in range(0, 30, 3)]
+    signals = compute_signals(events, ids[:30], SignalParams(neighbours=5), now=NOW)
+    index.delete(["k5", "later2"])
+    aligned = ranking._aligned(index, signals)
+    live = index.allowed_mask(None)
+    # When / Then: for any new_since, the listed positions are exactly the live ones untouched_new holds for
+    for new_since in (-np.inf, NOW - 40 * DAY, NOW - 10 * DAY, NOW - 7 * DAY, NOW + DAY, np.inf):
+        listed = aligned.untouched_new_positions(new_since)
+        expected = np.flatnonzero(aligned.untouched_new(slice(None), new_since) & live)
+        assert sorted(listed.tolist()) == expected.tolist() and len(set(listed.tolist())) == listed.size
+        assert aligned.may_hold_new(new_since) is bool(listed.size)

@@ -373,7 +373,7 @@ class VectorIndex:
     def search_among(
         self, vector: np.ndarray, k: int, positions: np.ndarray, allowed: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`search_positions` over the ``allowed`` items among ``positions`` (int, ascending), for a
+        """:meth:`search_positions` over the ``allowed`` items among ``positions`` (int, distinct), for a
         caller that asks among the same few positions request after request (the request path's new items).
         Up to ``exact_max_items`` positions, their rows are gathered once into one block, kept until another
         set is asked for, and each call scores the block instead of gathering rows from across the matrix
