@@ -333,17 +333,22 @@ def test_mmr_properties(seed: int, n: int, k: int, lam: float) -> None:
         assert picked[0] == int(np.lexsort((np.arange(n), -relevance))[0])
 
 
+def _topic_likes(seed: int, per_user: int) -> list[tuple[str, Interaction]]:
+    """80 users, each liking ``per_user`` random items of one topic (user u: topic u % 4), a second apart."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, N_ITEMS // 4, size=(80, per_user)) * 4 + np.arange(80)[:, None] % 4
+    return [
+        (f"u{u}", Interaction(_item_id(int(picks[u, j])), "like", NOW - DAY + j))
+        for u in range(80)
+        for j in range(per_user)
+    ]
+
+
 @pytest.mark.parametrize("typed", [False, True])
 def test_cf_sources_are_weighed_as_the_cf_model_read_its_rows(catalog: VectorIndex, typed: bool) -> None:
     # Given: SLIST over the fixture's users (each inside one topic), with engagement rows or typed rows, and
     # a history of a jazz item bought, then two rock items viewed just after it
-    rng = np.random.default_rng(11)
-    picks = rng.integers(0, N_ITEMS // 4, size=(80, 10)) * 4 + np.arange(80)[:, None] % 4
-    events = [
-        (f"u{u}", Interaction(_item_id(int(picks[u, j])), "like", NOW - DAY + j))
-        for u in range(80)
-        for j in range(10)
-    ]
+    events = _topic_likes(seed=11, per_user=10)
     params = SignalParams(neighbours=20, ease_min_total_users=0, cf_type_weights=typed)
     signals = compute_signals(events, [_item_id(n) for n in range(N_ITEMS)], params, now=NOW)
     assert signals.params["cf_model_used"] == "slist"
@@ -361,13 +366,7 @@ def test_cf_sources_are_weighed_as_the_cf_model_read_its_rows(catalog: VectorInd
 
 def test_the_whole_cf_matrix_scores_the_pool_as_the_model_scores_a_row(catalog: VectorIndex) -> None:
     # Given: SLIST over users who each stay inside one topic, each item's neighbour row cut to its best 2
-    rng = np.random.default_rng(3)
-    picks = rng.integers(0, N_ITEMS // 4, size=(80, 12)) * 4 + np.arange(80)[:, None] % 4
-    events = [
-        (f"u{u}", Interaction(_item_id(int(picks[u, j])), "like", NOW - DAY + j))
-        for u in range(80)
-        for j in range(12)
-    ]
+    events = _topic_likes(seed=3, per_user=12)
     ids = [_item_id(n) for n in range(N_ITEMS)]
     signals = compute_signals(events, ids, SignalParams(neighbours=2, ease_min_total_users=0), now=NOW)
     matrix = signals.cf_matrix
