@@ -399,13 +399,29 @@ class _Pool:
 @dataclass(frozen=True)
 class _CF:
     """CF evidence for one request, over index positions: ``positions`` (m,) int64 sorted, ``scores`` (m,)
-    float64 (sum over sources of weight x similarity), ``source`` (m,) the id of the history item most similar
-    to each (ties: the heavier source), ``active`` the number of sources that have neighbours."""
+    float64 (sum over sources of weight x similarity), ``active`` the number of sources that have neighbours.
+    Per neighbour pair, ``inverse`` (its item's index into ``positions``), ``similarity`` and ``source_row``
+    (its source's index into ``source_ids``): what :meth:`sources` names each item's source from, only when
+    asked (a request scoring through the whole CF matrix names them there, :func:`_matrix_cf`)."""
 
     positions: np.ndarray
     scores: np.ndarray
-    source: list[str]
     active: int
+    inverse: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    similarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    source_row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    source_ids: Sequence[str] = ()
+
+    def sources(self) -> list[str]:
+        """(m,) the id of the history item most similar to each item (not weight x similarity: the recency
+        decay would name the newest event for nearly every item); ties keep the heavier source (earlier in
+        the flat order)."""
+        inverse = self.inverse
+        order = np.lexsort((np.arange(inverse.shape[0]), -self.similarity, inverse))
+        first = order[np.r_[True, inverse[order][1:] != inverse[order][:-1]]] if order.size else order
+        best = np.empty(self.positions.shape[0], dtype=np.int64)
+        best[inverse[first]] = self.source_row[first]
+        return [self.source_ids[int(r)] for r in best]
 
 
 def _cf(
@@ -417,7 +433,7 @@ def _cf(
         if weight > 0 and (pos := signals.position(item_id)) is not None
     ]
     if not sources:
-        return _CF(np.zeros(0, np.int64), np.zeros(0), [], 0)
+        return _CF(np.zeros(0, np.int64), np.zeros(0), 0)
     rows = np.asarray([pos for _, _, pos in sources], dtype=np.int64)
     neighbours = signals.cf_neighbours[rows].astype(np.int64)  # (S, N) signals positions, -1 padded
     similarity = signals.cf_scores[rows].astype(np.float64)
@@ -432,13 +448,8 @@ def _cf(
     source_row = np.nonzero(keep)[0]  # row-major: flat order is source order (heaviest first)
     unique, inverse = np.unique(flat, return_inverse=True)
     scores = np.bincount(inverse, weights=contribution, minlength=unique.shape[0])
-    # Per item, the source with the highest similarity (not weight x similarity: the recency decay would
-    # name the newest event for nearly every item); ties keep the heavier source (earlier in the flat order).
-    order = np.lexsort((np.arange(flat.shape[0]), -similarity[keep], inverse))
-    first = order[np.r_[True, inverse[order][1:] != inverse[order][:-1]]] if order.size else order
-    best = np.empty(unique.shape[0], dtype=np.int64)
-    best[inverse[first]] = source_row[first]
-    return _CF(unique, scores, [sources[int(r)][0] for r in best], active)
+    source_ids = [item_id for item_id, _, _ in sources]
+    return _CF(unique, scores, active, inverse, similarity[keep], source_row, source_ids)
 
 
 def _matrix_cf(
@@ -467,7 +478,7 @@ def _matrix_cf(
     part = matrix.weights[np.ix_(rows, cols[scored])].astype(np.float64)  # (S, scored candidates)
     scores = np.zeros(candidates.shape[0], dtype=np.float64)
     scores[scored] = np.asarray([weight for _, weight, _ in sources]) @ part
-    # As in _cf: the source most similar to the item (ties: the heavier source, first in order).
+    # As in _CF.sources: the source most similar to the item (ties: the heavier source, first in order).
     best = part.argmax(axis=0) if part.size else np.zeros(0, dtype=np.int64)
     named = np.full(candidates.shape[0], "", dtype=object)
     has_positive = part.max(axis=0) > 0 if part.size else np.zeros(0, dtype=bool)
@@ -523,7 +534,7 @@ def _gather(
             nearest = index.search_among(taste, taste_pool, new_items, allowed)[0]
         place_fresh = bool(nearest.size)
         found.append(nearest)
-    cf = _CF(np.zeros(0, np.int64), np.zeros(0), [], 0)
+    cf = _CF(np.zeros(0, np.int64), np.zeros(0), 0)
     if aligned is not None and signals is not None:
         cf = _cf(signals, aligned, cf_sources, allowed)
         top = np.lexsort((cf.positions, -cf.scores))[: 2 * pool]
@@ -569,7 +580,8 @@ def _gather(
         at = np.minimum(np.searchsorted(cf.positions, candidates), max(cf.positions.shape[0] - 1, 0))
         has_cf = cf.positions[at] == candidates if cf.positions.size else np.zeros(len(ids), dtype=bool)
         cf_raw = np.where(has_cf, cf.scores[at] if cf.scores.size else 0.0, 0.0)
-        cf_source = {ids[i]: cf.source[int(at[i])] for i in np.flatnonzero(has_cf)}
+        named = cf.sources()
+        cf_source = {ids[i]: named[int(at[i])] for i in np.flatnonzero(has_cf)}
     source_weight = sum(w for _, w in cf_sources if w > 0)
     if source_weight > 0:
         cf_raw /= source_weight
