@@ -275,11 +275,9 @@ class _Aligned:
     trending > 0, best first, ties by item id (:meth:`Signals.trending_order`). ``pos_to_sig``: int64
     (positions,), the signals position of each index position, -1 when the signals do not know it.
     ``created_at``: float64 (positions,), each item's ``created_at`` epoch seconds, NaN where it has none.
-    ``fresh_since``: the latest ``new_since`` at which some live item is still new and untouched (inf when a
-    live untouched item is unknown to the signals, -inf when none can be): :meth:`may_hold_new`.
     ``new_by_since`` / ``since``: the live untouched items that can be new (int64 positions) and, ascending,
     the ``new_since`` up to which each still is (its created_at; inf when the signals do not know it):
-    :meth:`untouched_new_positions`.
+    :meth:`untouched_new_positions`, :meth:`may_hold_new`.
     """
 
     sig_to_pos: np.ndarray
@@ -290,7 +288,6 @@ class _Aligned:
     trending_order: np.ndarray
     pos_to_sig: np.ndarray
     created_at: np.ndarray
-    fresh_since: float
     new_by_since: np.ndarray
     since: np.ndarray
 
@@ -302,7 +299,7 @@ class _Aligned:
     def may_hold_new(self, new_since: float) -> bool:
         """Whether any live item is new and untouched for a request whose ``new_since`` this is (O(1): a
         request on a catalog without one skips the taste altogether)."""
-        return self.fresh_since >= new_since
+        return bool(self.since.size) and float(self.since[-1]) >= new_since
 
     def untouched_new(self, positions: np.ndarray | slice, new_since: float) -> np.ndarray:
         """bool: at ``positions``, items that are *new* (the signals were built without them, or created at
@@ -342,10 +339,9 @@ def _aligned(index: ItemIndex, signals: Signals) -> _Aligned:
     dated = ~np.isnan(since)
     untouched, since = untouched[dated], since[dated]
     by_since = np.argsort(since, kind="stable")
-    fresh_since = float(since[by_since[-1]]) if since.size else -math.inf
     aligned = _Aligned(
         sig_to_pos, known, silence, trending, interacted, order[order >= 0], pos_to_sig, created_at,
-        fresh_since, untouched[by_since], since[by_since],
+        untouched[by_since], since[by_since],
     )
     _ALIGNED[:] = [(weakref.ref(index), index.generation, weakref.ref(signals), aligned)]
     return aligned
