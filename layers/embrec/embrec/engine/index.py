@@ -132,6 +132,12 @@ def _unit_rows(vectors: Any, dim: int | None, field_name: str = "vectors") -> np
     return np.ascontiguousarray(array / norms, dtype=np.float32)
 
 
+def _check_k(k: Any) -> None:
+    """``k`` is a positive integer (a bool is not), or :class:`InvalidInputError`."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise InvalidInputError("k", "must be a positive integer")
+
+
 def _unit_query(vector: Any, dim: int) -> np.ndarray:
     """(dim,) float32 unit vector from any array of ``dim`` values: :func:`_unit_rows` for one row, without
     its per-call reductions (one float64 dot product covers NaN, infinity and zero)."""
@@ -378,8 +384,7 @@ class VectorIndex:
         Up to ``exact_max_items`` positions, their rows are gathered once into one block, kept until another
         set is asked for, and each call scores the block instead of gathering rows from across the matrix
         (BENCHMARKS.md §1). The same results as ``search_positions`` with the mask of those items."""
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise InvalidInputError("k", "must be a positive integer")
+        _check_k(k)
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         if positions.size > self.exact_max_items:
             mask = np.zeros(self._n, dtype=bool)
@@ -397,8 +402,7 @@ class VectorIndex:
         return self._top(query, min(int(k), int(candidates.size)), candidates, (block[1] @ query)[ok])
 
     def _search(self, vector: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise InvalidInputError("k", "must be a positive integer")
+        _check_k(k)
         query = _unit_query(vector, self.dim)
         allowed = len(self) if mask is None else int(np.count_nonzero(mask))
         if allowed == 0:
