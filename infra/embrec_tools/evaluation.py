@@ -87,7 +87,9 @@ __all__ = [
     "validation_split",
 ]
 
-EVAL_K = 50  # list length: pool = max(candidate_pool 200, 3k) stays the API default; MRR is MRR@50
+# List length: the pool, max(candidate_pool 100, 3k), stays the API default's (k <= 33), so the top 10 is what
+# the API serves at k=10; MRR is MRR@30 (MRR@50 with lists of 50 and a pool of 200 before session 18).
+EVAL_K = 30
 DATASETS = ("movielens", "amazon-magazines")
 PROTOCOLS = ("leave-last-out", "item-cold-start")
 EVAL_STRATEGIES = ("popularity", "embedding", "cf", "hybrid", "hybrid+diversity", "multi-interest", "learned")

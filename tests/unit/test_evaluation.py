@@ -15,7 +15,7 @@ from embrec.config import DEFAULT_HISTORY_LIMIT, Settings, get_settings
 from embrec.domain.learned_blend import fit
 from embrec.domain.model import Interaction
 from embrec.domain.profiles import ProfileParams, event_order, recent_history
-from embrec.domain.ranking import BlendWeights
+from embrec.domain.ranking import BlendWeights, RankParams
 from embrec.domain.signals import SignalParams, compute_signals
 from embrec.engine.encoder import TextEncoder
 from embrec.engine.index import VectorIndex
@@ -266,6 +266,16 @@ def test_strategies_are_rank_params_of_the_same_ranking() -> None:
     assert strategy_params("hybrid+diversity").diversity > 0
     assert strategy_params("multi-interest").profile.max_interests > 1
     assert strategy_params("hybrid").profile.max_interests == 1
+
+
+def test_the_evaluation_ranks_the_candidates_the_api_ranks_for_a_list_of_ten() -> None:
+    # HR@10 and NDCG@10 are read off the top 10 of longer lists; that top 10 is the API's list at k = 10
+    # only when both blend the same candidate pool (the pool grows with k past candidate_pool / 3).
+    api = RankParams(k=10)
+    for name in EVAL_STRATEGIES:
+        params = strategy_params(name)
+        assert params.k == evaluation.EVAL_K >= 20  # Recall@20 reads the top 20
+        assert params.pool == api.pool == api.candidate_pool, name
 
 
 # --------------------------------------------------------------------------- end to end

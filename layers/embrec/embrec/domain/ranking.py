@@ -113,9 +113,12 @@ class RankParams:
     excluded unless ``include_unavailable`` or the filter sets ``available`` itself. ``diversity``: 0 =
     pure relevance order, 1 = maximal MMR diversity. ``strategy``: force a strategy (it still falls
     back down personalized → onboarding → trending when its input is missing). ``candidate_pool``: how
-    many candidates each signal contributes before blending. ``cf_floor``: CF scores are divided by
-    ``max(pool maximum, cf_floor)``; 0 (scale-free) measured best on MovieLens (a floor of 0.3 cost a
-    quarter of HR@10), a floor keeps thin co-occurrence evidence from being stretched to 1.
+    many candidates each signal contributes before blending (at least ``3 x k``): 100 since session 18,
+    when 100 and 200 gave the same HR@10 / NDCG@10 at k = 10 on all four validation splits (MovieLens and
+    Amazon, leave-last-out and item cold start; EVALUATION.md) and 100 took a fifth off the request at 100k
+    items (the ANN over-fetch and its beam shrink with it; BENCHMARKS.md section 1). ``cf_floor``: CF scores
+    are divided by ``max(pool maximum, cf_floor)``; 0 (scale-free) measured best on MovieLens (a floor of 0.3
+    cost a quarter of HR@10), a floor keeps thin co-occurrence evidence from being stretched to 1.
     ``new_item_days``: an item is *new* when the signals were built without it (added since the rebuild) or
     its ``created_at`` is at most this many days before ``now``; a new item nobody has touched yet is ranked
     on its content alone (see :func:`_gather`), an old untouched one carries its CF and trending 0.
@@ -129,7 +132,7 @@ class RankParams:
     explain: bool = False
     weights: BlendWeights = field(default_factory=BlendWeights)
     strategy: str | None = None
-    candidate_pool: int = 200
+    candidate_pool: int = 100
     include_unavailable: bool = False
     profile: ProfileParams = field(default_factory=ProfileParams)
     max_cf_sources: int = 50
@@ -151,6 +154,11 @@ class RankParams:
             raise InvalidInputError("cf_floor", f"must be a finite number >= 0, got {self.cf_floor}")
         if not (isinstance(self.new_item_days, int | float) and 0.0 <= self.new_item_days < math.inf):
             raise InvalidInputError("new_item_days", f"must be a number >= 0, got {self.new_item_days!r}")
+
+    @property
+    def pool(self) -> int:
+        """How many candidates each signal adds before the blend: ``candidate_pool``, at least ``3 x k``."""
+        return max(self.candidate_pool, 3 * self.k)
 
     def effective_filters(self) -> Filters | None:
         if self.include_unavailable or (self.filters is not None and self.filters.available is not None):
@@ -807,7 +815,7 @@ def _personal_pool(
         return None
     if queries.shape[0] != shares.shape[0]:
         shares = np.ones(queries.shape[0]) / max(queries.shape[0], 1)
-    pool_size = max(params.candidate_pool, 3 * params.k)
+    pool_size = params.pool
     use_trending = params.weights.trending > 0
     pool = _gather(
         index, signals, queries, shares, cf_sources, pool_size, request.filters, request.seen, use_trending,
@@ -927,7 +935,7 @@ def _onboarding(
     norm = float(np.linalg.norm(profile_vector))
     query = (profile_vector / norm).reshape(1, -1) if norm > 0 else np.zeros((0, index.dim), np.float32)
     pool = _gather(
-        index, signals, query, np.ones(query.shape[0]), (), max(params.candidate_pool, 3 * params.k),
+        index, signals, query, np.ones(query.shape[0]), (), params.pool,
         filters, seen, use_trending=params.weights.trending > 0, new_since=new_since,
     )
     if not pool.ids:
