@@ -10,6 +10,8 @@ blend prior's weights: the work per request does not depend on the weights), tim
 ``CF rows only``: the same request with signals that do not keep the CF model's whole matrix
 (``Signals.cf_matrix``), so the pool is scored through the neighbour rows as before session 17, timed in
 alternate blocks against ours (switching signals re-aligns them to the index, once per block).
+``pool of 200``: the same request with ``candidate_pool=200``, the default before session 18, timed
+alternately with ours.
 """
 
 from __future__ import annotations
@@ -95,11 +97,14 @@ def _bench_size(
     history = synthetic_history(matrix, ids)
     params = RankParams(k=10)
     learned_params = RankParams(k=10, ranker=ranker)
+    wide_params = RankParams(k=10, candidate_pool=200)
     for _ in range(5):  # warm-up
         recommend(index, signals, history, None, params, NOW)
         recommend(index, signals, history, None, learned_params, NOW)
+        recommend(index, signals, history, None, wide_params, NOW)
     ours: list[float] = []
     learned: list[float] = []
+    wide: list[float] = []
     for _ in range(repeats):  # alternately, so both see the same machine load
         t0 = time.perf_counter()
         result = recommend(index, signals, history, None, params, NOW)
@@ -107,6 +112,9 @@ def _bench_size(
         t0 = time.perf_counter()
         recommend(index, signals, history, None, learned_params, NOW)
         learned.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        recommend(index, signals, history, None, wide_params, NOW)
+        wide.append(time.perf_counter() - t0)
     assert result.strategy == "personalized" and len(result.items) == 10
     naive: list[float] = []
     naive_repeats = max(5, repeats // 20)
@@ -122,6 +130,7 @@ def _bench_size(
     solved = f"{matrix.items.shape[0]:,} items" if matrix is not None else "none kept"
     o50, o99 = percentiles_ms(ours)
     l50, l99 = percentiles_ms(learned)
+    w50 = percentiles_ms(wide)[0]
     m50, r50 = percentiles_ms(with_matrix)[0], percentiles_ms(by_rows)[0]
     b50, b99 = percentiles_ms(blocked)
     f50, f99 = percentiles_ms(fresh)
@@ -130,6 +139,8 @@ def _bench_size(
         f"request path, {n:>7,} items, {len(history)} events (setup {setup:.0f} s):\n"
         f"  ours  ranking.recommend  p50 {o50:8.2f} ms  p99 {o99:8.2f} ms  ({repeats} requests)\n"
         f"  ours, learned blend      p50 {l50:8.2f} ms  p99 {l99:8.2f} ms  (x{l50 / o50:.2f} of ours)\n"
+        f"  ours, pool of 200        p50 {w50:8.2f} ms  (ours x{o50 / w50:.2f} of it, alternating; default "
+        f"pool {params.candidate_pool})\n"
         f"  ours, CF rows only       p50 {r50:8.2f} ms  (ours x{m50 / r50:.2f} of it in the same blocks: p50 "
         f"{m50:.2f} ms; the whole CF matrix: {solved})\n"
         f"  ours, {new_share:.0%} of items new    p50 {f50:8.2f} ms  p99 {f99:8.2f} ms  "
