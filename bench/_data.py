@@ -18,12 +18,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embrec.domain.model import Interaction
 from embrec.engine.encoder import TextEncoder
+
+if TYPE_CHECKING:
+    from embrec.domain.signals import CFMatrix
 
 __all__ = [
     "BENCH_CACHE",
@@ -44,6 +47,7 @@ __all__ = [
     "pypi_texts",
     "pypi_vectors",
     "rss_mb",
+    "seeded_cf_matrix",
     "synthetic_history",
     "synthetic_interactions",
     "synthetic_like",
@@ -145,6 +149,18 @@ def pypi_vectors(quantize: str = "int8") -> tuple[np.ndarray, str]:
     vectors = np.concatenate([np.load(f, allow_pickle=False) for f in files])
     _save_atomic(path, vectors)
     return vectors, encoder_id
+
+
+def seeded_cf_matrix(n_items: int, m: int, seed: int = 0) -> CFMatrix:
+    """A CF model's whole matrix over ``m`` of ``n_items`` signals positions, seeded random values (what it
+    costs to store, load and read depends on its shape only). Imported here, not at the top: the cold start
+    bench's child imports this module before it starts its clock."""
+    from embrec.domain.signals import CFMatrix
+
+    rng = np.random.default_rng(seed)
+    items = np.sort(rng.choice(n_items, size=m, replace=False)).astype(np.int64)
+    weights = (rng.standard_normal((m, m), dtype=np.float32) * 0.01).astype(np.float16)
+    return CFMatrix(items, weights, n_items)
 
 
 def synthetic_like(real: np.ndarray, n: int, seed: int = 7, chunk: int = 100_000) -> np.ndarray:

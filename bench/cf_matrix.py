@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._data import ROOT, machine_line
-from embrec.domain.signals import CFMatrix, Signals
+from bench._data import ROOT, machine_line, seeded_cf_matrix
+from embrec.domain.signals import Signals
 
 __all__ = ["main"]
 
@@ -34,15 +34,14 @@ SOURCES, CANDIDATES = 50, 450
 
 
 def _signals(m: int) -> Signals:
-    rng = np.random.default_rng(0)
-    items = np.sort(rng.choice(N_ITEMS, size=m, replace=False)).astype(np.int64)
+    matrix = seeded_cf_matrix(N_ITEMS, m)
+    items = matrix.items
+    rng = np.random.default_rng(1)
     neighbours = np.full((N_ITEMS, NEIGHBOURS), -1, dtype=np.int32)
     scores = np.zeros((N_ITEMS, NEIGHBOURS), dtype=np.float32)
     neighbours[items] = rng.choice(items, size=(m, NEIGHBOURS)).astype(np.int32)
     scores[items] = np.sort(rng.random((m, NEIGHBOURS), dtype=np.float32), axis=1)[:, ::-1]
-    weights = (rng.standard_normal((m, m), dtype=np.float32) * 0.01).astype(np.float16)
     ids = tuple(f"pypi-{i}" for i in range(N_ITEMS))
-    matrix = CFMatrix(items, weights, N_ITEMS)
     return Signals(ids, neighbours, scores, np.zeros(N_ITEMS, np.float32), {}, None, matrix)
 
 

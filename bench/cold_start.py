@@ -9,6 +9,10 @@ here) is published with ``ArtifactStore.publish_version`` to a local S3 endpoint
   hash pass; hnswlib graph loaded), first ``ranking.recommend`` for a 20-event user;
 - baseline: boto3 alone downloads the same objects to disk (list + get, 8 threads, like ours).
 
+``BENCH_COLD_CF_MATRIX=m``: the published signals carry a CF model's whole matrix over ``m`` solved items
+(seeded random values, ``bench._data.seeded_cf_matrix``) in place of the version's own (10,000 is the cap a
+deployment can carry, 200 MB; the 100k version's own is 2,227 items); the version is otherwise the same.
+
 Best of ``BENCH_REPEATS`` (default 3) runs each, ours and the baseline interleaved so a busy machine slows
 both alike. Also: artifact bytes per item against raw float32 vector bytes, and the child's resident memory
 after load: its own peak (VmHWM). Not ``ru_maxrss``: Linux carries the parent's peak into a child across
@@ -25,10 +29,11 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench._data import ROOT, machine_line, peak_rss_mb, pypi_texts, pypi_vectors
+from bench._data import ROOT, machine_line, peak_rss_mb, pypi_texts, pypi_vectors, seeded_cf_matrix
 
 __all__ = ["main"]
 
@@ -119,6 +124,16 @@ def _spawn(mode: str, url: str) -> tuple[float, dict[str, float]]:
         shutil.rmtree(cache, ignore_errors=True)
 
 
+def _replace_cf_matrix(directory: Path, m: int) -> None:
+    """Re-save the signals under ``directory`` with a seeded ``m``-item whole CF matrix."""
+    from embrec.domain.signals import Signals
+
+    signals = Signals.load(directory)
+    signals = replace(signals, cf_matrix=seeded_cf_matrix(len(signals), m))
+    shutil.rmtree(directory)
+    signals.save(directory)
+
+
 def main() -> None:
     from bench._data import version_dir
     from bench.rebuild import build_bench_version
@@ -128,6 +143,7 @@ def main() -> None:
     print(machine_line())
     n = int(os.environ.get("BENCH_COLD_ITEMS", "100000"))
     repeats = int(os.environ.get("BENCH_REPEATS", "3"))
+    solved = int(os.environ.get("BENCH_COLD_CF_MATRIX", "0"))
     vectors, encoder_id = pypi_vectors()
     version = version_dir(n, encoder_id)
     if not (version / "index" / "manifest.json").is_file():
@@ -141,6 +157,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             publish_dir = Path(tmp) / "v"
             shutil.copytree(version, publish_dir)
+            if solved:
+                _replace_cf_matrix(publish_dir / "signals", solved)
             result = ArtifactStore(s3, BUCKET, Path(tmp) / "cache").publish_version(
                 publish_dir, items_as_of=0
             )
@@ -158,7 +176,8 @@ def main() -> None:
         endpoint.stop()
     phases = ours[1]
     print(
-        f"  {n:,} items, {artifact_bytes / 1e6:.1f} MB in {len(files)} files "
+        f"  {n:,} items, {artifact_bytes / 1e6:.1f} MB in {len(files)} files"
+        f"{f' (a seeded whole CF matrix over {solved:,} items)' if solved else ''} "
         f"(moto server on 127.0.0.1, not S3)\n"
         f"  ours  fresh process -> first recommendation {ours[0]:6.2f} s (import {phases['import_s']:.2f}, "
         f"download+verify {phases['download_verify_s']:.2f}, load {phases['load_s']:.2f}, "
