@@ -105,6 +105,12 @@ class BlendWeights:
 SIMILAR_WEIGHTS = BlendWeights(embedding=0.5, cf=1.0, trending=0.0)
 
 
+def _pool_size(candidate_pool: int, k: int) -> int:
+    """How many candidates each signal adds before the blend for a list of ``k``: ``candidate_pool``, at
+    least ``3 x k``."""
+    return max(candidate_pool, 3 * k)
+
+
 @dataclass(frozen=True)
 class RankParams:
     """One request's ranking knobs.
@@ -157,8 +163,8 @@ class RankParams:
 
     @property
     def pool(self) -> int:
-        """How many candidates each signal adds before the blend: ``candidate_pool``, at least ``3 x k``."""
-        return max(self.candidate_pool, 3 * self.k)
+        """How many candidates each signal adds before the blend (:func:`_pool_size`)."""
+        return _pool_size(self.candidate_pool, self.k)
 
     def effective_filters(self) -> Filters | None:
         if self.include_unavailable or (self.filters is not None and self.filters.available is not None):
@@ -1036,7 +1042,7 @@ def similar_items(
     weights = weights or SIMILAR_WEIGHTS
     query = index.vectors_for([item_id]).astype(np.float32)
     pool = _gather(
-        index, signals, query, np.ones(1), ((item_id, 1.0),), max(candidate_pool, 3 * k), filters,
+        index, signals, query, np.ones(1), ((item_id, 1.0),), _pool_size(candidate_pool, k), filters,
         frozenset({item_id}), use_trending=False,
         new_since=math.inf if now is None else now - new_item_days * SECONDS_PER_DAY,
     )
