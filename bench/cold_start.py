@@ -137,6 +137,7 @@ def _replace_cf_matrix(directory: Path, m: int) -> None:
 def main() -> None:
     from bench._data import version_dir
     from bench.rebuild import build_bench_version
+    from embrec.app.build import SIGNALS_DIR
     from embrec.aws.artifacts import ArtifactStore
     from embrec_tools.local.aws_endpoint import AwsEndpoint
 
@@ -158,7 +159,7 @@ def main() -> None:
             publish_dir = Path(tmp) / "v"
             shutil.copytree(version, publish_dir)
             if solved:
-                _replace_cf_matrix(publish_dir / "signals", solved)
+                _replace_cf_matrix(publish_dir / SIGNALS_DIR, solved)
             result = ArtifactStore(s3, BUCKET, Path(tmp) / "cache").publish_version(
                 publish_dir, items_as_of=0
             )
